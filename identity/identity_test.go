@@ -1,0 +1,88 @@
+package identity
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestIntelExamplePair(t *testing.T) {
+	pid, err := NormalizePID("0000-037M")
+	require.NoError(t, err)
+	assert.Equal(t, "0000037M", pid)
+	pps, err := NormalizePPS("NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ")
+	require.NoError(t, err)
+	assert.Equal(t, "NKLDG5DCRRNQE9YZZIJL7LFLVJED69XJ", pps)
+	assert.Equal(t, "NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ", Dashed(pps))
+}
+
+func TestBadPIDPPSRejected(t *testing.T) {
+	for _, s := range []string{"0000-037N", "0000037", "0000-03!M", ""} {
+		_, err := NormalizePID(s)
+		assert.ErrorIs(t, err, ErrPIDFormat, s)
+	}
+	for _, s := range []string{
+		"NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XK", // last group checksum
+		"NKLE-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ", // first group checksum
+		"NKLD-G5DC",
+	} {
+		_, err := NormalizePPS(s)
+		assert.ErrorIs(t, err, ErrPPSFormat, s)
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	a, err := Of(42, 3, 1234)
+	require.NoError(t, err)
+	b, err := Of(42, 3, 1234)
+	require.NoError(t, err)
+	assert.Equal(t, a, b)
+	c, err := Of(43, 3, 1234)
+	require.NoError(t, err)
+	assert.NotEqual(t, a.MAC, c.MAC, "another seed is another fleet")
+	assert.NotEqual(t, a.PPS, c.PPS)
+}
+
+func TestUniqueAcrossShardsAndValid(t *testing.T) {
+	macs := map[string]bool{}
+	pids := map[string]bool{}
+	uuids := map[UUID]bool{}
+	tags := map[string]bool{}
+	for shard := range 3 {
+		for index := range 20000 {
+			id, err := Of(7, shard, index)
+			require.NoError(t, err)
+			require.False(t, macs[id.MAC.String()], "MAC collision at %d/%d", shard, index)
+			require.False(t, pids[id.PID], "PID collision at %d/%d", shard, index)
+			require.False(t, uuids[id.UUID], "UUID collision at %d/%d", shard, index)
+			require.False(t, tags[id.ServiceTag], "service tag collision at %d/%d", shard, index)
+			macs[id.MAC.String()], pids[id.PID], uuids[id.UUID], tags[id.ServiceTag] = true, true, true, true
+			if index%997 == 0 {
+				_, err = NormalizePID(id.PID)
+				require.NoError(t, err)
+				_, err = NormalizePPS(id.PPS)
+				require.NoError(t, err)
+				require.Zero(t, id.MAC[0]&0x03, "unicast, globally administered")
+			}
+		}
+	}
+}
+
+func TestRange(t *testing.T) {
+	_, err := Of(1, MaxShards, 0)
+	assert.Error(t, err)
+	_, err = Of(1, 0, MaxIndex)
+	assert.Error(t, err)
+	_, err = Of(1, -1, 0)
+	assert.Error(t, err)
+}
+
+func TestUUIDSMBIOSOrder(t *testing.T) {
+	// The example Hello header in PROTOCOL.md: bytes 4b529b93 d413 181d ... are
+	// UUID 939b524b-13d4-1d18-e487-1c697a6b7a2b.
+	raw := [16]byte{0x4b, 0x52, 0x9b, 0x93, 0xd4, 0x13, 0x18, 0x1d, 0xe4, 0x87, 0x1c, 0x69, 0x7a, 0x6b, 0x7a, 0x2b}
+	u := UUIDFromSMBIOS(raw)
+	assert.Equal(t, "939B524B-13D4-1D18-E487-1C697A6B7A2B", u.String())
+	assert.Equal(t, raw, u.SMBIOSBytes())
+}
