@@ -1,0 +1,170 @@
+package lan
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/layers"
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/dhcp"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// device is a NIC + host on the segment with a DHCP client on its raw path.
+type device struct {
+	host   *nic.Host
+	client *dhcp.Client
+}
+
+func newDevice(t *testing.T, n *Network, stacks *nic.Stacks, index int) *device {
+	t.Helper()
+	id, err := identity.Of(1, 0, index)
+	require.NoError(t, err)
+	c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: n.Segment})
+	require.NoError(t, err)
+	h, err := stacks.Attach(c)
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	cl := dhcp.NewClient(dhcp.ClientOptions{Link: c, HostName: id.HostName, Retransmit: 200 * time.Millisecond})
+	c.SetRawHandler(cl.HandleFrame)
+	return &device{host: h, client: cl}
+}
+
+func (d *device) lease(t *testing.T) dhcp.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := d.client.Acquire(ctx)
+	require.NoError(t, err)
+	var gw netip.Addr
+	if len(l.Routers) > 0 {
+		gw = l.Routers[0]
+	}
+	require.NoError(t, d.host.SetAddress(l.Addr, gw))
+	return l
+}
+
+func query(t *testing.T, h *nic.Host, server netip.Addr, name string) *dns.Msg {
+	t.Helper()
+	c, err := h.DialUDP(netip.AddrPortFrom(server, 53))
+	require.NoError(t, err)
+	defer c.Close()
+	co := &dns.Conn{Conn: c}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(t, co.WriteMsg(q))
+	r, err := co.ReadMsg()
+	require.NoError(t, err)
+	require.Equal(t, q.Id, r.Id)
+	return r
+}
+
+func TestEmbeddedLANDHCPAndDNS(t *testing.T) {
+	n, err := StartNetwork(NetworkOptions{})
+	require.NoError(t, err)
+	defer n.Close()
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+
+	a, b := newDevice(t, n, stacks, 0), newDevice(t, n, stacks, 1)
+	la, lb := a.lease(t), b.lease(t)
+
+	assert.Equal(t, "amtsim.example", la.Domain, "option 15")
+	assert.Equal(t, []netip.Addr{n.Gateway()}, la.DNS, "option 6")
+	assert.Equal(t, []netip.Addr{n.Gateway()}, la.Routers, "option 3")
+	assert.Equal(t, 15, la.Addr.Bits(), "option 1")
+	assert.Equal(t, time.Hour, la.Duration, "option 51")
+	assert.Equal(t, n.Gateway(), la.ServerID, "option 54")
+	assert.True(t, n.Subnet().Contains(la.Addr.Addr()))
+	assert.NotEqual(t, la.Addr.Addr(), lb.Addr.Addr(), "two devices, two leases")
+	assert.Len(t, n.Leases.Bound(), 2)
+
+	r := query(t, a.host, la.DNS[0], "ProvisionServer."+la.Domain)
+	require.Equal(t, dns.RcodeSuccess, r.Rcode)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, n.SCS().String(), r.Answer[0].(*dns.A).A.String())
+
+	r = query(t, b.host, la.DNS[0], "provisionserver."+la.Domain)
+	require.Len(t, r.Answer, 1, "names are case-insensitive")
+
+	r = query(t, b.host, la.DNS[0], "ProvisionServer.elsewhere.example")
+	assert.Equal(t, dns.RcodeNameError, r.Rcode, "NXDOMAIN for names we do not hold")
+	assert.Equal(t, uint64(1), n.DNS.Stats.NXDomain.Load())
+}
+
+func TestDHCPLeasesSurviveServerRestart(t *testing.T) {
+	n, err := StartNetwork(NetworkOptions{})
+	require.NoError(t, err)
+	defer n.Close()
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+	d := newDevice(t, n, stacks, 5)
+	first := d.lease(t)
+
+	n.DHCP.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = d.client.Acquire(ctx)
+	cancel()
+	require.Error(t, err, "no server, no lease")
+
+	n.DHCP, err = StartDHCP(DHCPOptions{
+		Host: n.Server, PoolFirst: n.DHCP.pool.first, PoolLast: n.DHCP.pool.last,
+		Router: n.Gateway(), DNS: []netip.Addr{n.Gateway()}, Domain: n.Domain(), Leases: n.Leases,
+	})
+	require.NoError(t, err)
+	// A device that did not hold a lease before must not get the old one.
+	other := newDevice(t, n, stacks, 6)
+	lo := other.lease(t)
+	assert.NotEqual(t, first.Addr, lo.Addr)
+	again := d.lease(t)
+	assert.Equal(t, first.Addr, again.Addr, "the restarted server remembers the lease")
+}
+
+func TestDHCPNakAndRelease(t *testing.T) {
+	n, err := StartNetwork(NetworkOptions{Subnet: netip.MustParsePrefix("198.18.0.0/24")})
+	require.NoError(t, err)
+	defer n.Close()
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+	d := newDevice(t, n, stacks, 9)
+	l := d.lease(t)
+
+	// RENEWING for an address the client does not hold: NAK.
+	mac := d.host.NIC().HardwareAddr()
+	got := make(chan dhcp.Packet, 4)
+	d.host.NIC().SetRawHandler(func(f []byte) bool {
+		if p, err := dhcp.Decode(f); err == nil && p.DstPort == dhcp.ClientPort {
+			got <- p
+			return true
+		}
+		return false
+	})
+	send := func(m dhcpMsg) {
+		frame, err := dhcp.Encode(dhcp.Packet{SrcMAC: mac, DstMAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+			SrcIP: m.src, DstIP: netip.MustParseAddr("255.255.255.255"), SrcPort: 68, DstPort: 67, Msg: m.msg})
+		require.NoError(t, err)
+		require.NoError(t, d.host.NIC().WriteRaw(frame))
+	}
+	wrong := l.Addr.Addr().Next()
+	send(renew(mac, wrong))
+	select {
+	case p := <-got:
+		mt, _ := dhcp.MessageType(p.Msg)
+		assert.Equal(t, layers.DHCPMsgTypeNak, mt)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no NAK")
+	}
+	// RELEASE frees the lease.
+	rel := dhcp.NewMessage(layers.DHCPOpRequest, layers.DHCPMsgTypeRelease, 99, mac)
+	rel.ClientIP = l.Addr.Addr().AsSlice()
+	send(dhcpMsg{src: l.Addr.Addr(), msg: rel})
+	require.Eventually(t, func() bool { _, ok := n.Leases.Lookup(mac); return !ok }, 5*time.Second, 10*time.Millisecond)
+}

@@ -1,0 +1,190 @@
+// Package lan is the embedded LAN: an in-process Ethernet segment (a
+// learning switch) with a DHCP server and a DNS server attached as hosts,
+// each with its own MAC, address and gVisor stack, exactly as devices are.
+// It lets `make run` and the tests run a whole network with no root and no
+// host networking.
+package lan
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/amtsim/amtsim/nic"
+)
+
+// SegmentOptions configure a Segment.
+type SegmentOptions struct {
+	// Workers deliver frames; default GOMAXPROCS. Frames for one port always
+	// go through the same worker, so they arrive in the order sent.
+	Workers int
+	// QueueLen is each worker's frame queue; a full queue drops, as a
+	// switch's buffer does. Default 4096.
+	QueueLen int
+}
+
+// SegmentStats count what the switch did.
+type SegmentStats struct {
+	Frames  atomic.Uint64 // frames sent into the segment
+	Unicast atomic.Uint64 // delivered to the one learned port
+	Flooded atomic.Uint64 // group or unknown-unicast frames flooded
+	Dropped atomic.Uint64 // lost to a full queue
+	Hairpin atomic.Uint64 // addressed back to the sender's own port
+	Runts   atomic.Uint64 // shorter than an Ethernet header
+}
+
+// Segment is a learning Ethernet switch. It implements nic.Uplink.
+type Segment struct {
+	mu     sync.RWMutex
+	ports  map[*segPort]struct{}
+	table  map[[6]byte]*segPort
+	nextID uint64
+	closed bool
+
+	queues []chan delivery
+	wg     sync.WaitGroup
+
+	Stats SegmentStats
+}
+
+type delivery struct {
+	to    *segPort
+	frame []byte
+}
+
+type segPort struct {
+	seg      *Segment
+	port     nic.Port
+	id       uint64
+	detached atomic.Bool
+}
+
+var _ nic.Uplink = (*Segment)(nil)
+
+// NewSegment starts a segment; Close stops it.
+func NewSegment(o SegmentOptions) *Segment {
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = 4096
+	}
+	s := &Segment{ports: map[*segPort]struct{}{}, table: map[[6]byte]*segPort{}}
+	for range o.Workers {
+		q := make(chan delivery, o.QueueLen)
+		s.queues = append(s.queues, q)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for d := range q {
+				if !d.to.detached.Load() {
+					d.to.port.DeliverFrame(d.frame)
+				}
+			}
+		}()
+	}
+	return s
+}
+
+// Attach implements nic.Uplink.
+func (s *Segment) Attach(p nic.Port) (nic.Attachment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("lan: segment is closed")
+	}
+	sp := &segPort{seg: s, port: p, id: s.nextID}
+	s.nextID++
+	s.ports[sp] = struct{}{}
+	return sp, nil
+}
+
+// Ports returns how many ports are attached.
+func (s *Segment) Ports() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.ports)
+}
+
+// Close stops delivery; frames still queued are delivered first.
+func (s *Segment) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for _, q := range s.queues {
+		close(q)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (p *segPort) Send(frame []byte) error {
+	s := p.seg
+	if len(frame) < 14 {
+		s.Stats.Runts.Add(1)
+		return errors.New("lan: runt frame")
+	}
+	s.Stats.Frames.Add(1)
+	src, dst := [6]byte(frame[6:12]), [6]byte(frame[0:6])
+
+	// Learn the source under the write lock only when it is new or moved.
+	s.mu.RLock()
+	known := s.table[src] == p
+	s.mu.RUnlock()
+	if !known && src[0]&1 == 0 && !p.detached.Load() {
+		s.mu.Lock()
+		s.table[src] = p
+		s.mu.Unlock()
+	}
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errors.New("lan: segment is closed")
+	}
+	if dst[0]&1 == 0 {
+		if to, ok := s.table[dst]; ok {
+			if to == p {
+				s.Stats.Hairpin.Add(1)
+				return nil
+			}
+			s.Stats.Unicast.Add(1)
+			s.enqueue(to, frame)
+			return nil
+		}
+	}
+	s.Stats.Flooded.Add(1)
+	for to := range s.ports {
+		if to != p {
+			s.enqueue(to, frame)
+		}
+	}
+	return nil
+}
+
+// enqueue never blocks: the sender may be inside a stack that the receiver
+// would need, so a full queue drops the frame instead.
+func (s *Segment) enqueue(to *segPort, frame []byte) {
+	select {
+	case s.queues[to.id%uint64(len(s.queues))] <- delivery{to: to, frame: frame}:
+	default:
+		s.Stats.Dropped.Add(1)
+	}
+}
+
+func (p *segPort) Detach() {
+	s := p.seg
+	p.detached.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ports, p)
+	for mac, sp := range s.table {
+		if sp == p {
+			delete(s.table, mac)
+		}
+	}
+}

@@ -1,0 +1,399 @@
+// Package nic is the Intel 82566DM gigabit NIC of a simulated OptiPlex 960:
+// its PCI identity and MAC, link state, and the gVisor link endpoint that
+// carries the device's TCP/IP stack. Frames leave and enter through an
+// Uplink (a segment of the embedded LAN, or a TAP interface shared by many
+// NICs), pass the NIC's seeded impairments (netem vocabulary) and its pcap
+// capture, and can be taken or sent raw below the stack (DHCP before the
+// device has an address).
+//
+// A NIC owns no goroutine: transmit runs on the caller's goroutine, receive
+// on the uplink's, and delayed frames wait on runtime timers. That keeps an
+// idle device at the cost of its memory alone.
+package nic
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// PCI identity of the 82566DM (PROTOCOL.md §1). 0x10BD is the 82566DM-2
+// variant some OptiPlex 960 boards carry.
+const (
+	PCIVendorIntel    = 0x8086
+	PCIDevice82566DM  = 0x104A
+	PCIDevice82566DM2 = 0x10BD
+)
+
+// Model names the NIC as lspci would.
+const Model = "Intel Corporation 82566DM Gigabit Network Connection"
+
+const (
+	defaultMTU = 1500
+	// minFrame is the shortest Ethernet frame without FCS; shorter frames
+	// are padded on transmit, as the hardware does.
+	minFrame = 60
+)
+
+// ErrLinkDown is returned for frames sent while the link is down.
+var ErrLinkDown = errors.New("nic: link is down")
+
+// Options configure a NIC.
+type Options struct {
+	// MAC is the burned-in address. Required.
+	MAC net.HardwareAddr
+	// PCIDevice is the PCI device id; default PCIDevice82566DM.
+	PCIDevice uint16
+	// MTU is the IP MTU; default 1500.
+	MTU uint32
+	// Uplink is where frames go. Required.
+	Uplink Uplink
+	// Capture, when set, records every frame the NIC sends and receives.
+	Capture *Capture
+	// Egress and Ingress impair frames leaving and entering the NIC. The
+	// zero value is a perfect link.
+	Egress, Ingress Netem
+	// Down starts the NIC with its link down.
+	Down bool
+}
+
+// Counters are the NIC's frame statistics.
+type Counters struct {
+	TxFrames, TxBytes      atomic.Uint64
+	RxFrames, RxBytes      atomic.Uint64
+	TxImpairDrops          atomic.Uint64 // lost to Egress impairment
+	RxImpairDrops          atomic.Uint64 // lost to Ingress impairment
+	TxErrors               atomic.Uint64 // the uplink refused the frame
+	LinkDownDrops          atomic.Uint64
+	RxFiltered             atomic.Uint64 // unicast for another MAC
+	RxMalformed            atomic.Uint64 // shorter than an Ethernet header
+	RxRaw                  atomic.Uint64 // taken by the raw handler
+	TxDuplicates, RxDupes  atomic.Uint64 // extra copies made by impairment
+}
+
+// RawHandler sees every inbound frame accepted by the NIC before the stack
+// does. It returns true when it consumed the frame. The frame is valid only
+// for the call.
+type RawHandler func(frame []byte) bool
+
+// NIC is one 82566DM. It implements stack.LinkEndpoint.
+type NIC struct {
+	hw        net.HardwareAddr
+	mac       tcpip.LinkAddress
+	pciDevice uint16
+	mtu       atomic.Uint32
+	up        atomic.Bool
+	capture   *Capture
+	egress    *impairer
+	ingress   *impairer
+	raw       atomic.Pointer[RawHandler]
+	wire      Attachment
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	onClose    func()
+	closed     bool
+
+	Stats Counters
+}
+
+var _ stack.LinkEndpoint = (*NIC)(nil)
+
+// New makes a NIC and plugs it into its uplink.
+func New(o Options) (*NIC, error) {
+	if len(o.MAC) != 6 {
+		return nil, fmt.Errorf("nic: MAC %v is not 6 bytes", o.MAC)
+	}
+	if o.MAC[0]&1 != 0 {
+		return nil, fmt.Errorf("nic: MAC %v is a group address", o.MAC)
+	}
+	if o.Uplink == nil {
+		return nil, errors.New("nic: no uplink")
+	}
+	n := &NIC{
+		hw:        append(net.HardwareAddr(nil), o.MAC...),
+		mac:       tcpip.LinkAddress(o.MAC),
+		pciDevice: o.PCIDevice,
+		capture:   o.Capture,
+	}
+	if n.pciDevice == 0 {
+		n.pciDevice = PCIDevice82566DM
+	}
+	mtu := o.MTU
+	if mtu == 0 {
+		mtu = defaultMTU
+	}
+	n.mtu.Store(mtu)
+	var err error
+	if n.egress, err = newImpairer(o.Egress, o.MAC, 0); err != nil {
+		return nil, fmt.Errorf("nic %v: egress: %w", o.MAC, err)
+	}
+	if n.ingress, err = newImpairer(o.Ingress, o.MAC, 1); err != nil {
+		return nil, fmt.Errorf("nic %v: ingress: %w", o.MAC, err)
+	}
+	n.up.Store(!o.Down)
+	if n.wire, err = o.Uplink.Attach(n); err != nil {
+		return nil, fmt.Errorf("nic %v: attach: %w", o.MAC, err)
+	}
+	return n, nil
+}
+
+// HardwareAddr is the NIC's MAC.
+func (n *NIC) HardwareAddr() net.HardwareAddr { return n.hw }
+
+// PCIID returns the PCI vendor and device id.
+func (n *NIC) PCIID() (vendor, device uint16) { return PCIVendorIntel, n.pciDevice }
+
+// SetLink brings the link up or down. While down, frames are dropped both
+// ways, as with the cable pulled.
+func (n *NIC) SetLink(up bool) { n.up.Store(up) }
+
+// LinkUp reports the link state.
+func (n *NIC) LinkUp() bool { return n.up.Load() }
+
+// SetRawHandler installs (or, with nil, removes) the handler that sees frames
+// below the stack.
+func (n *NIC) SetRawHandler(h RawHandler) {
+	if h == nil {
+		n.raw.Store(nil)
+		return
+	}
+	n.raw.Store(&h)
+}
+
+// WriteRaw sends a complete Ethernet frame, bypassing the stack. The NIC
+// takes ownership of frame.
+func (n *NIC) WriteRaw(frame []byte) error {
+	if len(frame) < header.EthernetMinimumSize {
+		return fmt.Errorf("nic: raw frame of %d bytes is shorter than an Ethernet header", len(frame))
+	}
+	return n.transmit(frame)
+}
+
+// transmit sends one frame out of the NIC: pad, capture, impair, uplink.
+func (n *NIC) transmit(frame []byte) error {
+	if !n.up.Load() {
+		n.Stats.LinkDownDrops.Add(1)
+		return ErrLinkDown
+	}
+	if len(frame) < minFrame {
+		frame = append(frame, make([]byte, minFrame-len(frame))...)
+	}
+	n.Stats.TxFrames.Add(1)
+	n.Stats.TxBytes.Add(uint64(len(frame)))
+	if n.capture != nil {
+		n.capture.write(frame)
+	}
+	if n.egress == nil {
+		return n.send(frame)
+	}
+	copies, delay := n.egress.decide()
+	switch copies {
+	case 0:
+		n.Stats.TxImpairDrops.Add(1)
+		return nil
+	case 2:
+		n.Stats.TxDuplicates.Add(1)
+		n.egress.after(delay, func() { _ = n.send(frame) })
+	}
+	n.egress.after(delay, func() { _ = n.send(frame) })
+	return nil
+}
+
+func (n *NIC) send(frame []byte) error {
+	if err := n.wire.Send(frame); err != nil {
+		n.Stats.TxErrors.Add(1)
+		return err
+	}
+	return nil
+}
+
+// DeliverFrame is called by the uplink with a frame from the wire. The frame
+// is valid only for the call.
+func (n *NIC) DeliverFrame(frame []byte) {
+	if !n.up.Load() {
+		n.Stats.LinkDownDrops.Add(1)
+		return
+	}
+	if len(frame) < header.EthernetMinimumSize {
+		n.Stats.RxMalformed.Add(1)
+		return
+	}
+	dst := tcpip.LinkAddress(frame[:6])
+	if dst != n.mac && frame[0]&1 == 0 {
+		// The MAC filter of a NIC that is not promiscuous.
+		n.Stats.RxFiltered.Add(1)
+		return
+	}
+	if n.ingress == nil {
+		n.receive(frame)
+		return
+	}
+	copies, delay := n.ingress.decide()
+	if copies == 0 {
+		n.Stats.RxImpairDrops.Add(1)
+		return
+	}
+	if copies == 2 {
+		n.Stats.RxDupes.Add(1)
+	}
+	if delay == 0 {
+		for range copies {
+			n.receive(frame)
+		}
+		return
+	}
+	own := append([]byte(nil), frame...)
+	for range copies {
+		n.ingress.after(delay, func() { n.receive(own) })
+	}
+}
+
+func (n *NIC) receive(frame []byte) {
+	n.Stats.RxFrames.Add(1)
+	n.Stats.RxBytes.Add(uint64(len(frame)))
+	if n.capture != nil {
+		n.capture.write(frame)
+	}
+	if h := n.raw.Load(); h != nil && (*h)(frame) {
+		n.Stats.RxRaw.Add(1)
+		return
+	}
+	n.mu.RLock()
+	d := n.dispatcher
+	n.mu.RUnlock()
+	if d == nil {
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	defer pkt.DecRef()
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		n.Stats.RxMalformed.Add(1)
+		return
+	}
+	eth := header.Ethernet(hdr)
+	switch dst := eth.DestinationAddress(); {
+	case dst == header.EthernetBroadcastAddress:
+		pkt.PktType = tcpip.PacketBroadcast
+	case header.IsMulticastEthernetAddress(dst):
+		pkt.PktType = tcpip.PacketMulticast
+	default:
+		pkt.PktType = tcpip.PacketHost
+	}
+	pkt.NetworkProtocolNumber = eth.Type()
+	d.DeliverNetworkPacket(eth.Type(), pkt)
+}
+
+// Close unplugs the NIC from its uplink.
+func (n *NIC) Close() {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.closed = true
+	onClose := n.onClose
+	n.dispatcher = nil
+	n.mu.Unlock()
+	if onClose != nil {
+		onClose()
+	}
+	n.wire.Detach()
+}
+
+// The rest implements stack.LinkEndpoint.
+
+// MTU implements stack.LinkEndpoint.
+func (n *NIC) MTU() uint32 { return n.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.
+func (n *NIC) SetMTU(mtu uint32) { n.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint.
+func (n *NIC) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (n *NIC) LinkAddress() tcpip.LinkAddress { return n.mac }
+
+// SetLinkAddress implements stack.LinkEndpoint; the burned-in address of an
+// 82566DM does not change, so it is ignored.
+func (n *NIC) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint.
+func (n *NIC) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// Attach implements stack.LinkEndpoint.
+func (n *NIC) Attach(d stack.NetworkDispatcher) {
+	n.mu.Lock()
+	n.dispatcher = d
+	n.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (n *NIC) IsAttached() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint; the NIC has no goroutines to wait for.
+func (n *NIC) Wait() {}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (n *NIC) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint.
+func (n *NIC) AddHeader(pkt *stack.PacketBuffer) {
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: n.mac,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (n *NIC) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (n *NIC) SetOnCloseAction(f func()) {
+	n.mu.Lock()
+	n.onClose = f
+	n.mu.Unlock()
+}
+
+// WritePackets implements stack.LinkWriter: each packet is flattened into
+// one frame and transmitted.
+func (n *NIC) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	sent := 0
+	for _, pkt := range pkts.AsSlice() {
+		frame := make([]byte, 0, max(pkt.Size(), minFrame))
+		for _, s := range pkt.AsSlices() {
+			frame = append(frame, s...)
+		}
+		if err := n.transmit(frame); err != nil {
+			if sent == 0 {
+				if errors.Is(err, ErrLinkDown) {
+					return 0, &tcpip.ErrClosedForSend{}
+				}
+				return 0, &tcpip.ErrAborted{}
+			}
+			break
+		}
+		sent++
+	}
+	return sent, nil
+}

@@ -1,0 +1,314 @@
+package nic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// DefaultNICsPerStack is how many NICs share one gVisor stack by default.
+//
+// Every gVisor stack starts GOMAXPROCS TCP processor goroutines, so a stack
+// per device makes goroutines grow with idle devices; one stack for all makes
+// route lookups (a linear scan of the route table, on every connect and
+// accept) grow with them. Sharing a stack among up to 1024 NICs keeps both
+// small: see BenchmarkIdleDevice for the measured figures.
+const DefaultNICsPerStack = 1024
+
+// StackOptions configure a Stacks pool.
+type StackOptions struct {
+	// NICsPerStack caps the NICs one stack carries; 1 gives every NIC a
+	// stack of its own. Zero means DefaultNICsPerStack.
+	NICsPerStack int
+}
+
+// Stacks hands out places on gVisor TCP/IP stacks (ARP, IPv4, ICMP, UDP,
+// TCP). Each attached NIC becomes a Host with its own addresses, routes and
+// sockets; hosts on one stack never talk to each other except over the wire.
+type Stacks struct {
+	perStack int
+
+	mu     sync.Mutex
+	cur    *sharedStack
+	all    []*sharedStack
+	closed bool
+}
+
+type sharedStack struct {
+	s      *stack.Stack
+	nextID tcpip.NICID
+	nics   int
+}
+
+// NewStacks returns an empty pool.
+func NewStacks(o StackOptions) *Stacks {
+	per := o.NICsPerStack
+	if per <= 0 {
+		per = DefaultNICsPerStack
+	}
+	return &Stacks{perStack: per}
+}
+
+func newGVisorStack() *stack.Stack {
+	return stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+		// Hosts sharing a stack are separate machines: traffic between them
+		// must cross the wire, never a loopback shortcut.
+		HandleLocal: false,
+	})
+}
+
+// Attach puts n on a stack with room and returns its host.
+func (p *Stacks) Attach(n *NIC) (*Host, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("nic: stacks are closed")
+	}
+	if p.cur == nil || p.cur.nics >= p.perStack {
+		p.cur = &sharedStack{s: newGVisorStack(), nextID: 1}
+		p.all = append(p.all, p.cur)
+	}
+	ss := p.cur
+	id := ss.nextID
+	ss.nextID++
+	ss.nics++
+	p.mu.Unlock()
+
+	if err := ss.s.CreateNICWithOptions(id, n, stack.NICOptions{Name: n.HardwareAddr().String()}); err != nil {
+		return nil, fmt.Errorf("nic %v: create on stack: %s", n.HardwareAddr(), err)
+	}
+	return &Host{nic: n, s: ss.s, id: id}, nil
+}
+
+// Count returns how many stacks the pool has made.
+func (p *Stacks) Count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.all)
+}
+
+// Close shuts every stack down.
+func (p *Stacks) Close() {
+	p.mu.Lock()
+	all := p.all
+	p.all, p.cur, p.closed = nil, nil, true
+	p.mu.Unlock()
+	for _, ss := range all {
+		ss.s.Close()
+		ss.s.Wait()
+	}
+}
+
+// Host is the IP side of one NIC: its address, routes and sockets.
+type Host struct {
+	nic *NIC
+	s   *stack.Stack
+	id  tcpip.NICID
+
+	mu      sync.Mutex
+	addr    netip.Prefix
+	gateway netip.Addr
+}
+
+// NIC returns the host's NIC.
+func (h *Host) NIC() *NIC { return h.nic }
+
+// Prefix returns the host's IPv4 address and prefix length; zero when it has
+// none.
+func (h *Host) Prefix() netip.Prefix {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
+
+// SetAddress gives the host addr (replacing any previous one) and routes:
+// the on-link subnet and, when gateway is valid, a default route.
+func (h *Host) SetAddress(addr netip.Prefix, gateway netip.Addr) error {
+	if !addr.Addr().Is4() {
+		return fmt.Errorf("host %v: %s is not an IPv4 prefix", h.nic.HardwareAddr(), addr)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clearLocked()
+	pa := tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(addr.Addr().As4()), PrefixLen: addr.Bits()},
+	}
+	if err := h.s.AddProtocolAddress(h.id, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("host %v: add address %s: %s", h.nic.HardwareAddr(), addr, err)
+	}
+	h.s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: h.id})
+	if gateway.IsValid() {
+		h.s.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(gateway.As4()), NIC: h.id})
+	}
+	h.addr, h.gateway = addr, gateway
+	return nil
+}
+
+// ClearAddress removes the host's address and routes (lease lost).
+func (h *Host) ClearAddress() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clearLocked()
+}
+
+func (h *Host) clearLocked() {
+	if !h.addr.IsValid() {
+		return
+	}
+	_ = h.s.RemoveAddress(h.id, tcpip.AddrFrom4(h.addr.Addr().As4()))
+	h.s.RemoveRoutes(func(r tcpip.Route) bool { return r.NIC == h.id })
+	h.addr, h.gateway = netip.Prefix{}, netip.Addr{}
+}
+
+func (h *Host) local(port uint16) tcpip.FullAddress {
+	fa := tcpip.FullAddress{NIC: h.id, Port: port}
+	if a := h.Prefix(); a.IsValid() {
+		fa.Addr = tcpip.AddrFrom4(a.Addr().As4())
+	}
+	return fa
+}
+
+func remote(ap netip.AddrPort) tcpip.FullAddress {
+	return tcpip.FullAddress{Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}
+}
+
+// DialTCP opens a TCP connection from the host's address.
+func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Conn, error) {
+	if !raddr.Addr().Is4() {
+		return nil, fmt.Errorf("host %v: dial %s: not IPv4", h.nic.HardwareAddr(), raddr)
+	}
+	c, err := gonet.DialTCPWithBind(ctx, h.s, h.local(0), remote(raddr), ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("host %v: dial %s: %w", h.nic.HardwareAddr(), raddr, err)
+	}
+	return c, nil
+}
+
+// ListenUDP opens a UDP socket on port of this host (all its addresses,
+// broadcasts included), for servers.
+func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
+	var wq waiter.Queue
+	ep, terr := h.s.NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("host %v: udp endpoint: %s", h.nic.HardwareAddr(), terr)
+	}
+	ep.SocketOptions().SetBindToDevice(int32(h.id))
+	ep.SocketOptions().SetBroadcast(true)
+	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("host %v: bind udp/%d: %s", h.nic.HardwareAddr(), port, terr)
+	}
+	return gonet.NewUDPConn(&wq, ep), nil
+}
+
+// DialUDP opens a UDP socket from the host's address to raddr.
+func (h *Host) DialUDP(raddr netip.AddrPort) (net.Conn, error) {
+	la, ra := h.local(0), remote(raddr)
+	c, err := gonet.DialUDP(h.s, &la, &ra, ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("host %v: dial udp %s: %w", h.nic.HardwareAddr(), raddr, err)
+	}
+	return c, nil
+}
+
+// Listen accepts TCP connections on port and hands each to handle on a
+// goroutine of its own. No goroutine waits for connections: the stack's
+// readiness callback starts one to accept only when a connection is ready,
+// so an idle listener costs memory alone.
+func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
+	l := &Listener{handle: handle}
+	ep, terr := h.s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &l.wq)
+	if terr != nil {
+		return nil, fmt.Errorf("host %v: tcp endpoint: %s", h.nic.HardwareAddr(), terr)
+	}
+	// Bound to the device rather than an address, so the listener lives
+	// across DHCP address changes and does not clash with the same port on
+	// other hosts of the shared stack.
+	ep.SocketOptions().SetBindToDevice(int32(h.id))
+	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("host %v: bind tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
+	}
+	if terr := ep.Listen(16); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("host %v: listen tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
+	}
+	l.ep = ep
+	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) { l.kick() })
+	l.wq.EventRegister(&l.entry)
+	l.kick() // a connection may have raced the registration
+	return l, nil
+}
+
+// Listener is a TCP listener of a Host; see Host.Listen.
+type Listener struct {
+	ep        tcpip.Endpoint
+	wq        waiter.Queue
+	entry     waiter.Entry
+	handle    func(net.Conn)
+	accepting atomic.Bool
+	closed    atomic.Bool
+
+	Accepted atomic.Uint64
+}
+
+func (l *Listener) kick() {
+	if l.closed.Load() || !l.accepting.CompareAndSwap(false, true) {
+		return
+	}
+	go l.drain()
+}
+
+func (l *Listener) drain() {
+	for {
+		for !l.closed.Load() {
+			ep, wq, err := l.ep.Accept(nil)
+			if err != nil {
+				break
+			}
+			l.Accepted.Add(1)
+			go l.handle(gonet.NewTCPConn(wq, ep))
+		}
+		l.accepting.Store(false)
+		// A connection that arrived between the last Accept and the store
+		// above raised no new event we would act on: look once more.
+		if l.closed.Load() || l.ep.Readiness(waiter.ReadableEvents) == 0 || !l.accepting.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// Close stops accepting; connections already handed out stay open.
+func (l *Listener) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.wq.EventUnregister(&l.entry)
+	l.ep.Close()
+	return nil
+}
+
+// Close removes the host from its stack and unplugs its NIC.
+func (h *Host) Close() {
+	h.ClearAddress()
+	_ = h.s.RemoveNIC(h.id)
+	h.nic.Close()
+}
