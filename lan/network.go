@@ -78,9 +78,10 @@ func StartNetwork(o NetworkOptions) (*Network, error) {
 		return nil, err
 	}
 	last := lastAddr(o.Subnet)
-	// Leave the first 254 addresses for infrastructure (gateway, SCS, …).
+	// Leave the first 256 addresses for infrastructure (gateway, SCS, …):
+	// devices lease from x.y.1.1 on.
 	first := o.Subnet.Addr()
-	for range 255 {
+	for range 257 {
 		first = first.Next()
 	}
 	if !o.Subnet.Contains(first) || !first.Less(last) {

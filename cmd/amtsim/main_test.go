@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/mebx"
+)
+
+func amtsim(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = dispatch(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestMEBxCLI(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "mebx.json")
+	code, _, _ := amtsim(t, "mebx", "init", "--store", store)
+	require.Equal(t, exitOK, code)
+	code, _, _ = amtsim(t, "mebx", "init", "--store", store)
+	assert.Equal(t, exitFailure, code, "init does not overwrite")
+
+	code, _, stderr := amtsim(t, "mebx", "set", "password=admin123", "--store", store)
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, stderr, "strong password policy")
+	assert.Contains(t, stderr, "upper-case")
+	s, err := mebx.NewFileStore(store).Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.FactoryPassword, s.Password, "a refused password is not stored")
+
+	code, _, stderr = amtsim(t, "mebx", "set", "--store", store, "password=Str0ng!Pass", "hostname=pc-7")
+	require.Equal(t, exitOK, code, stderr)
+	s, err = mebx.NewFileStore(store).Load()
+	require.NoError(t, err)
+	assert.Equal(t, "Str0ng!Pass", s.Password)
+
+	code, _, stderr = amtsim(t, "mebx", "set", "--store", store, "pid=0000-037M", "pps=NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ")
+	require.Equal(t, exitOK, code, stderr)
+	code, out, _ := amtsim(t, "mebx", "show", "--store", store)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "0000-037M")
+	assert.Contains(t, out, "in", "PID/PPS entry moved the device into setup")
+	assert.NotContains(t, out, "Str0ng!Pass", "secrets are never printed")
+	assert.NotContains(t, out, "NKLD", "secrets are never printed")
+
+	b, err := os.ReadFile(store)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(store, b[:len(b)/2], 0o600))
+	code, _, stderr = amtsim(t, "mebx", "show", "--store", store)
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, stderr, "truncated")
+
+	code, _, _ = amtsim(t, "mebx", "reset", "--store", store)
+	require.Equal(t, exitOK, code)
+	s, err = mebx.NewFileStore(store).Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.Defaults(), s)
+
+	code, _, _ = amtsim(t, "mebx", "show")
+	assert.Equal(t, exitUsage, code, "--store is required")
+	code, _, _ = amtsim(t, "mebx", "frobnicate", "--store", store)
+	assert.Equal(t, exitUsage, code)
+}
+
+func TestRunEmbeddedJSON(t *testing.T) {
+	code, out, stderr := amtsim(t, "run", "--devices", "3", "--log-format", "json", "--pcap", filepath.Join(t.TempDir(), "d0.pcap"))
+	require.Equal(t, exitOK, code, stderr)
+	count := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &ev), "one JSON object per line: %s", sc.Text())
+		count[ev["msg"].(string)]++
+	}
+	assert.Equal(t, 1, count["lan.up"])
+	for _, ev := range []string{"power.on", "link.up", "dhcp.bound", "scs.resolved", "amt.listening"} {
+		assert.Equal(t, 3, count[ev], ev)
+	}
+	assert.Equal(t, 1, count["run.done"])
+}
+
+func TestRunStaticFromStore(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "mebx.json")
+	code, _, stderr := amtsim(t, "mebx", "set", "--store", store, "password=Str0ng!Pass", "dhcp=off",
+		"ip=198.18.0.50", "netmask=255.254.0.0", "scs.address=198.18.0.2")
+	require.Equal(t, exitOK, code, stderr)
+	code, out, stderr := amtsim(t, "run", "--devices", "1", "--store", store)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "msg=address.static")
+	assert.Contains(t, out, "ip=198.18.0.50/15")
+	assert.Contains(t, out, "msg=scs.configured")
+	assert.Contains(t, out, "source=mebx")
+}
+
+func TestUsage(t *testing.T) {
+	code, _, _ := amtsim(t)
+	assert.Equal(t, exitUsage, code)
+	code, _, _ = amtsim(t, "bogus")
+	assert.Equal(t, exitUsage, code)
+	code, _, _ = amtsim(t, "run", "--log-format", "xml")
+	assert.Equal(t, exitUsage, code)
+	code, out, _ := amtsim(t, "version")
+	assert.Equal(t, exitOK, code)
+	assert.Contains(t, out, "AMT 5.0")
+}

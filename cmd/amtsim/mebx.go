@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/mebx"
+)
+
+func cmdMEBx(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"mebx: want init, show, set or reset (amtsim mebx set --store FILE KEY=VALUE...)"}
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("mebx "+verb, flag.ContinueOnError)
+	store := fs.String("store", "", "MEBx store file (required)")
+	force := fs.Bool("force", false, "init: overwrite an existing store")
+	asJSON := fs.Bool("json", false, "show: print the settings as JSON (secrets masked)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: amtsim mebx %s --store FILE", verb)
+		if verb == "set" {
+			fmt.Fprintf(fs.Output(), " KEY=VALUE...\n\nKeys: %s", strings.Join(mebx.Keys(), ", "))
+		}
+		fmt.Fprintln(fs.Output())
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if *store == "" {
+		return usageError{"mebx " + verb + ": --store FILE is required"}
+	}
+	st := mebx.NewFileStore(*store)
+	switch verb {
+	case "init":
+		if _, err := os.Stat(*store); err == nil && !*force {
+			return fmt.Errorf("%s already exists; use reset, or init --force", *store)
+		}
+		if err := st.Save(mebx.Defaults()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: factory defaults written (MEBx password %q must be changed)\n", *store, mebx.FactoryPassword)
+	case "reset":
+		if err := st.Save(mebx.Defaults()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: reset to factory defaults\n", *store)
+	case "show":
+		s, err := st.Load()
+		if err != nil {
+			return err
+		}
+		return show(stdout, s, *asJSON)
+	case "set":
+		if len(pos) == 0 {
+			return usageError{"mebx set: no KEY=VALUE given; keys: " + strings.Join(mebx.Keys(), ", ")}
+		}
+		s, err := st.Load()
+		if errors.Is(err, mebx.ErrNoSettings) {
+			s, err = mebx.Defaults(), nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.Set(pos...); err != nil {
+			return err
+		}
+		if err := st.Save(s); err != nil {
+			return err
+		}
+		keys := make([]string, 0, len(pos))
+		for _, a := range pos {
+			k, _, _ := strings.Cut(a, "=")
+			keys = append(keys, k)
+		}
+		fmt.Fprintf(stdout, "%s: set %s\n", *store, strings.Join(keys, ", "))
+	default:
+		return usageError{fmt.Sprintf("mebx: unknown verb %q (want init, show, set or reset)", verb)}
+	}
+	return nil
+}
+
+// masked returns what may be shown of a secret: whether it is set, never
+// the secret itself.
+func masked(secret string) string {
+	if secret == "" {
+		return "(not set)"
+	}
+	return "(set)"
+}
+
+func show(w io.Writer, s mebx.Settings, asJSON bool) error {
+	pw := "(factory default)"
+	if s.PasswordChanged() {
+		pw = "(changed)"
+	}
+	pid := "(not set)"
+	if s.PID != "" {
+		pid = identity.Dashed(s.PID)
+	}
+	addr := func(a interface{ IsValid() bool }) string {
+		if !a.IsValid() {
+			return "-"
+		}
+		return fmt.Sprint(a)
+	}
+	rows := [][2]string{
+		{"password", pw},
+		{"amt", onOff(s.AMTEnabled)},
+		{"mode", s.Mode.String()},
+		{"state", s.State.String()},
+		{"pid", pid},
+		{"pps", masked(s.PPS)},
+		{"scs.address", addr(s.SCSAddress)},
+		{"scs.port", fmt.Sprint(s.SCSPort)},
+		{"scs.fqdn", orDash(s.SCSFQDN)},
+		{"dhcp", onOff(s.DHCP)},
+		{"ip", addr(s.IP)},
+		{"netmask", addr(s.Netmask)},
+		{"gateway", addr(s.Gateway)},
+		{"dns1", addr(s.DNS1)},
+		{"dns2", addr(s.DNS2)},
+		{"hostname", orDash(s.HostName)},
+		{"domain", orDash(s.DomainName)},
+		{"flash_writes", fmt.Sprint(s.FlashWrites)},
+	}
+	if asJSON {
+		m := map[string]string{}
+		for _, r := range rows {
+			m[r[0]] = r[1]
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-13s %s\n", r[0], r[1])
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
