@@ -2,8 +2,10 @@ package lan
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -167,4 +169,53 @@ func TestDHCPNakAndRelease(t *testing.T) {
 	rel.ClientIP = l.Addr.Addr().AsSlice()
 	send(dhcpMsg{src: l.Addr.Addr(), msg: rel})
 	require.Eventually(t, func() bool { _, ok := n.Leases.Lookup(mac); return !ok }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestListenerAcceptsOverTheWire: a host dials a device's 16992 across the
+// segment (ARP, TCP handshake, data both ways), and a closed stack leaves no
+// accept goroutine behind.
+func TestListenerAcceptsOverTheWire(t *testing.T) {
+	n, err := StartNetwork(NetworkOptions{})
+	require.NoError(t, err)
+	defer n.Close()
+	g0 := runtime.NumGoroutine()
+	stacks := nic.NewStacks(nic.StackOptions{})
+	d := newDevice(t, n, stacks, 3)
+	l := d.lease(t)
+	ln, err := d.host.Listen(16992, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write(append([]byte("echo:"), buf...))
+		}
+	})
+	require.NoError(t, err)
+
+	peer, err := n.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 9}, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 3 {
+		c, err := peer.DialTCP(ctx, netip.AddrPortFrom(l.Addr.Addr(), 16992))
+		require.NoError(t, err, "dial %d", i)
+		_, err = c.Write([]byte("hello"))
+		require.NoError(t, err)
+		got, err := io.ReadAll(c)
+		require.NoError(t, err)
+		assert.Equal(t, "echo:hello", string(got))
+		c.Close()
+	}
+	assert.Equal(t, uint64(3), ln.Accepted.Load())
+
+	// Nothing listens on 16993: the connection is refused, not hung.
+	_, err = peer.DialTCP(ctx, netip.AddrPortFrom(l.Addr.Addr(), 16993))
+	assert.Error(t, err)
+
+	stacks.Close()
+	// Eventually runs the condition on a goroutine of its own: hence g0+1.
+	if !assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= g0+1 }, 5*time.Second, 20*time.Millisecond,
+		"closing the stacks leaves no goroutine behind") {
+		buf := make([]byte, 1<<20)
+		t.Logf("goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+	}
 }

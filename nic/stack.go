@@ -281,8 +281,14 @@ func (l *Listener) drain() {
 	for {
 		for !l.closed.Load() {
 			ep, wq, err := l.ep.Accept(nil)
-			if err != nil {
+			if _, wouldBlock := err.(*tcpip.ErrWouldBlock); wouldBlock {
 				break
+			}
+			if err != nil {
+				// The endpoint is closed or broken (its stack shut down): it
+				// reports itself ready forever, so stop here for good.
+				l.closed.Store(true)
+				return
 			}
 			l.Accepted.Add(1)
 			go l.handle(gonet.NewTCPConn(wq, ep))

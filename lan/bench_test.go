@@ -1,0 +1,84 @@
+package lan
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// BenchmarkIdleDevice measures what an idle booted device costs: NIC on the
+// embedded segment, a place on a gVisor stack, a static address with routes,
+// and listeners on 16992 and 16993. It reports heap bytes and goroutines per
+// device, with stacks shared (the default) and with a stack per device.
+func BenchmarkIdleDevice(b *testing.B) {
+	for _, mode := range []struct {
+		name     string
+		perStack int
+	}{{"shared", 0}, {"stack-per-device", 1}} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("%s/%dk", mode.name, n/1000), func(b *testing.B) {
+				for range b.N {
+					bytes, gor := idleFleet(b, n, mode.perStack)
+					b.ReportMetric(bytes, "B/device")
+					b.ReportMetric(gor, "goroutines/device")
+				}
+			})
+		}
+	}
+}
+
+func idleFleet(b *testing.B, n, perStack int) (bytesPerDevice, goroutinesPerDevice float64) {
+	b.Helper()
+	seg := NewSegment(SegmentOptions{})
+	defer seg.Close()
+	stacks := nic.NewStacks(nic.StackOptions{NICsPerStack: perStack})
+	defer stacks.Close()
+
+	before := heapAfterGC()
+	g0 := runtime.NumGoroutine()
+	hosts := make([]*nic.Host, 0, n)
+	base := netip.MustParseAddr("198.18.1.0")
+	addr := base
+	noop := func(c net.Conn) { c.Close() }
+	for i := range n {
+		id, err := identity.Of(1, 0, i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: seg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := stacks.Attach(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr = addr.Next()
+		if err := h.SetAddress(netip.PrefixFrom(addr, 15), netip.MustParseAddr("198.18.0.1")); err != nil {
+			b.Fatal(err)
+		}
+		for _, port := range []uint16{16992, 16993} {
+			if _, err := h.Listen(port, noop); err != nil {
+				b.Fatal(err)
+			}
+		}
+		hosts = append(hosts, h)
+	}
+	after := heapAfterGC()
+	g1 := runtime.NumGoroutine()
+	runtime.KeepAlive(hosts)
+	return float64(after-before) / float64(n), float64(g1-g0) / float64(n)
+}
+
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
