@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,7 +74,8 @@ func TestMEBxCLI(t *testing.T) {
 }
 
 func TestRunEmbeddedJSON(t *testing.T) {
-	code, out, stderr := amtsim(t, "run", "--devices", "3", "--log-format", "json", "--pcap", filepath.Join(t.TempDir(), "d0.pcap"))
+	pcap := filepath.Join(t.TempDir(), "d0.pcap")
+	code, out, stderr := amtsim(t, "run", "--devices", "3", "--log-format", "json", "--pcap", pcap)
 	require.Equal(t, exitOK, code, stderr)
 	count := map[string]int{}
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -87,6 +89,19 @@ func TestRunEmbeddedJSON(t *testing.T) {
 		assert.Equal(t, 3, count[ev], ev)
 	}
 	assert.Equal(t, 1, count["run.done"])
+
+	// The first device's capture decodes with tshark as DHCP and DNS.
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("skipped the pcap check: tshark is not installed (bash .ci/run installs it)")
+	}
+	protos, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "frame.protocols").CombinedOutput()
+	require.NoError(t, err, "%s", protos)
+	assert.Contains(t, string(protos), "eth:ethertype:ip:udp:dhcp")
+	assert.Contains(t, string(protos), "eth:ethertype:ip:udp:dns")
+	assert.Contains(t, string(protos), "eth:ethertype:arp")
+	opt15, err := exec.Command("tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 5", "-T", "fields", "-e", "dhcp.option.domain_name").CombinedOutput()
+	require.NoError(t, err, "%s", opt15)
+	assert.Contains(t, string(opt15), "amtsim.example", "the ACK carries option 15")
 }
 
 func TestRunStaticFromStore(t *testing.T) {
