@@ -2,6 +2,7 @@ package nic_test
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,7 +138,21 @@ func TestTAPStaticDeviceAnswersPing(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, h.SetAddress(prefix, s.Gateway))
 
-	out, err := ns.exec(t, "ping", "-c", "3", "-W", "2", "-i", "0.2", s.IP.String())
+	// A second device shares the TAP with its own MAC, like a PC on the
+	// same switch.
+	id2, err := identity.Of(1, 0, 1)
+	require.NoError(t, err)
+	c2, err := nic.New(nic.Options{MAC: id2.MAC, Uplink: tap})
+	require.NoError(t, err)
+	h2, err := stacks.Attach(c2)
+	require.NoError(t, err)
+	require.NoError(t, h2.SetAddress(netip.MustParsePrefix("198.19.250.11/24"), s.Gateway))
+	out, err := ns.exec(t, "ping", "-c", "2", "-W", "2", "-i", "0.2", "198.19.250.11")
+	require.NoError(t, err, "ping the second device: %s", out)
+	neigh2, _ := ns.exec(t, "ip", "neigh", "show", "198.19.250.11")
+	assert.Contains(t, strings.ToLower(neigh2), id2.MAC.String())
+
+	out, err = ns.exec(t, "ping", "-c", "3", "-W", "2", "-i", "0.2", s.IP.String())
 	require.NoError(t, err, "ping from the namespace: %s", out)
 	assert.Contains(t, out, "3 received")
 	neigh, _ := ns.exec(t, "ip", "neigh", "show", s.IP.String())
