@@ -53,6 +53,18 @@ func (d *device) lease(t *testing.T) dhcp.Lease {
 	return l
 }
 
+// startLAN starts an embedded LAN and a stack pool for devices, both closed
+// when the test ends.
+func startLAN(t *testing.T, o NetworkOptions) (*Network, *nic.Stacks) {
+	t.Helper()
+	n, err := StartNetwork(o)
+	require.NoError(t, err)
+	t.Cleanup(n.Close)
+	stacks := nic.NewStacks(nic.StackOptions{})
+	t.Cleanup(stacks.Close)
+	return n, stacks
+}
+
 func query(t *testing.T, h *nic.Host, server netip.Addr, name string) *dns.Msg {
 	t.Helper()
 	c, err := h.DialUDP(netip.AddrPortFrom(server, 53))
@@ -70,11 +82,7 @@ func query(t *testing.T, h *nic.Host, server netip.Addr, name string) *dns.Msg {
 }
 
 func TestEmbeddedLANDHCPAndDNS(t *testing.T) {
-	n, err := StartNetwork(NetworkOptions{})
-	require.NoError(t, err)
-	defer n.Close()
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
+	n, stacks := startLAN(t, NetworkOptions{})
 
 	a, b := newDevice(t, n, stacks, 0), newDevice(t, n, stacks, 1)
 	la, lb := a.lease(t), b.lease(t)
@@ -103,17 +111,13 @@ func TestEmbeddedLANDHCPAndDNS(t *testing.T) {
 }
 
 func TestDHCPLeasesSurviveServerRestart(t *testing.T) {
-	n, err := StartNetwork(NetworkOptions{})
-	require.NoError(t, err)
-	defer n.Close()
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
+	n, stacks := startLAN(t, NetworkOptions{})
 	d := newDevice(t, n, stacks, 5)
 	first := d.lease(t)
 
 	n.DHCP.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	_, err = d.client.Acquire(ctx)
+	_, err := d.client.Acquire(ctx)
 	cancel()
 	require.Error(t, err, "no server, no lease")
 
@@ -131,11 +135,7 @@ func TestDHCPLeasesSurviveServerRestart(t *testing.T) {
 }
 
 func TestDHCPNakAndRelease(t *testing.T) {
-	n, err := StartNetwork(NetworkOptions{Subnet: netip.MustParsePrefix("198.18.0.0/24")})
-	require.NoError(t, err)
-	defer n.Close()
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
+	n, stacks := startLAN(t, NetworkOptions{Subnet: netip.MustParsePrefix("198.18.0.0/24")})
 	d := newDevice(t, n, stacks, 9)
 	l := d.lease(t)
 

@@ -66,16 +66,16 @@ type Options struct {
 
 // Counters are the NIC's frame statistics.
 type Counters struct {
-	TxFrames, TxBytes     atomic.Uint64
-	RxFrames, RxBytes     atomic.Uint64
-	TxImpairDrops         atomic.Uint64 // lost to Egress impairment
-	RxImpairDrops         atomic.Uint64 // lost to Ingress impairment
-	TxErrors              atomic.Uint64 // the uplink refused the frame
-	LinkDownDrops         atomic.Uint64
-	RxFiltered            atomic.Uint64 // unicast for another MAC
-	RxMalformed           atomic.Uint64 // shorter than an Ethernet header
-	RxRaw                 atomic.Uint64 // taken by the raw handler
-	TxDuplicates, RxDupes atomic.Uint64 // extra copies made by impairment
+	TxFrames, TxBytes          atomic.Uint64
+	RxFrames, RxBytes          atomic.Uint64
+	TxImpairDrops              atomic.Uint64 // lost to Egress impairment
+	RxImpairDrops              atomic.Uint64 // lost to Ingress impairment
+	TxErrors                   atomic.Uint64 // the uplink refused the frame
+	LinkDownDrops              atomic.Uint64
+	RxFiltered                 atomic.Uint64 // unicast for another MAC
+	RxMalformed                atomic.Uint64 // shorter than an Ethernet header
+	RxRaw                      atomic.Uint64 // taken by the raw handler
+	TxDuplicates, RxDuplicates atomic.Uint64 // extra copies made by impairment
 }
 
 // RawHandler sees every inbound frame accepted by the NIC before the stack
@@ -242,7 +242,7 @@ func (n *NIC) DeliverFrame(frame []byte) {
 		return
 	}
 	if copies == 2 {
-		n.Stats.RxDupes.Add(1)
+		n.Stats.RxDuplicates.Add(1)
 	}
 	if delay == 0 {
 		for range copies {
