@@ -33,6 +33,11 @@ type DHCPOptions struct {
 	Leases *Leases
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnBind and OnRelease, when set, see every lease bound (or renewed)
+	// and released; the embedded LAN registers client host names in DNS
+	// with them, as dnsmasq does.
+	OnBind    func(Lease)
+	OnRelease func(Lease)
 }
 
 // DHCPStats count the server's work.
@@ -168,7 +173,9 @@ func (s *DHCPServer) serve(m *layers.DHCPv4) {
 
 	case layers.DHCPMsgTypeRelease:
 		s.Stats.Release.Add(1)
-		s.o.Leases.release(mac, ciaddr)
+		if l, ok := s.o.Leases.Lookup(mac); ok && s.o.Leases.release(mac, ciaddr) && s.o.OnRelease != nil {
+			s.o.OnRelease(l)
+		}
 
 	case layers.DHCPMsgTypeDecline:
 		s.Stats.Decline.Add(1)
@@ -191,6 +198,11 @@ func (s *DHCPServer) ackOrNak(m *layers.DHCPv4, mac net.HardwareAddr, a netip.Ad
 	if !s.o.Leases.bind(mac, a, host, now, s.o.LeaseTime) {
 		s.nak(m)
 		return
+	}
+	if s.o.OnBind != nil {
+		if l, ok := s.o.Leases.Lookup(mac); ok {
+			s.o.OnBind(l)
+		}
 	}
 	s.reply(m, layers.DHCPMsgTypeAck, a)
 }

@@ -82,7 +82,7 @@ func query(t *testing.T, h *nic.Host, server netip.Addr, name string) *dns.Msg {
 }
 
 func TestEmbeddedLANDHCPAndDNS(t *testing.T) {
-	n, stacks := startLAN(t, NetworkOptions{})
+	n, stacks := startLAN(t, NetworkOptions{Hosts: map[string]netip.Addr{"scs-console": netip.MustParseAddr("198.18.0.7")}})
 
 	a, b := newDevice(t, n, stacks, 0), newDevice(t, n, stacks, 1)
 	la, lb := a.lease(t), b.lease(t)
@@ -105,9 +105,20 @@ func TestEmbeddedLANDHCPAndDNS(t *testing.T) {
 	r = query(t, b.host, la.DNS[0], "provisionserver."+la.Domain)
 	require.Len(t, r.Answer, 1, "names are case-insensitive")
 
+	// DHCP clients that sent option 12 are in DNS under the domain.
+	idB, err := identity.Of(1, 0, 1)
+	require.NoError(t, err)
+	r = query(t, a.host, la.DNS[0], idB.HostName+"."+la.Domain)
+	require.Len(t, r.Answer, 1)
+	assert.Equal(t, lb.Addr.Addr().String(), r.Answer[0].(*dns.A).A.String())
+
 	r = query(t, b.host, la.DNS[0], "ProvisionServer.elsewhere.example")
 	assert.Equal(t, dns.RcodeNameError, r.Rcode, "NXDOMAIN for names we do not hold")
 	assert.Equal(t, uint64(1), n.DNS.Stats.NXDomain.Load())
+
+	r = query(t, b.host, la.DNS[0], "scs-console."+la.Domain)
+	require.Len(t, r.Answer, 1, "static host records")
+	assert.Equal(t, "198.18.0.7", r.Answer[0].(*dns.A).A.String())
 }
 
 func TestDHCPLeasesSurviveServerRestart(t *testing.T) {
@@ -167,8 +178,12 @@ func TestDHCPNakAndRelease(t *testing.T) {
 	// RELEASE frees the lease.
 	rel := dhcp.NewMessage(layers.DHCPOpRequest, layers.DHCPMsgTypeRelease, 99, mac)
 	rel.ClientIP = l.Addr.Addr().AsSlice()
+	id, err := identity.Of(1, 0, 9)
+	require.NoError(t, err)
+	require.Len(t, query(t, d.host, n.Gateway(), id.HostName+"."+n.Domain()).Answer, 1, "registered at bind")
 	send(dhcpMsg{src: l.Addr.Addr(), msg: rel})
 	require.Eventually(t, func() bool { _, ok := n.Leases.Lookup(mac); return !ok }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, dns.RcodeNameError, query(t, d.host, n.Gateway(), id.HostName+"."+n.Domain()).Rcode, "unregistered at release")
 }
 
 // TestListenerAcceptsOverTheWire: a host dials a device's 16992 across the

@@ -22,7 +22,9 @@ type NetworkOptions struct {
 	// leaves the name out.
 	SCS         netip.Addr
 	NoSCSRecord bool
-	LeaseTime   time.Duration
+	// Hosts are extra A records: name (without the domain) → address.
+	Hosts     map[string]netip.Addr
+	LeaseTime time.Duration
 	// Stacks carries the server hosts; default a pool of its own.
 	Stacks  *nic.Stacks
 	Segment SegmentOptions
@@ -87,16 +89,10 @@ func StartNetwork(o NetworkOptions) (*Network, error) {
 	if !o.Subnet.Contains(first) || !first.Less(last) {
 		first = gw.Next().Next()
 	}
-	n.DHCP, err = StartDHCP(DHCPOptions{
-		Host: n.Server, PoolFirst: first, PoolLast: last,
-		Router: gw, DNS: []netip.Addr{gw}, Domain: o.Domain,
-		LeaseTime: o.LeaseTime, Leases: n.Leases,
-	})
-	if err != nil {
-		n.Close()
-		return nil, err
-	}
 	recs := map[string][]netip.Addr{}
+	for name, a := range o.Hosts {
+		recs[name+"."+o.Domain] = []netip.Addr{a}
+	}
 	if o.SCS.IsValid() {
 		recs["ProvisionServer."+o.Domain] = []netip.Addr{o.SCS}
 	}
@@ -104,7 +100,32 @@ func StartNetwork(o NetworkOptions) (*Network, error) {
 		n.Close()
 		return nil, err
 	}
+	n.DHCP, err = StartDHCP(DHCPOptions{
+		Host: n.Server, PoolFirst: first, PoolLast: last,
+		Router: gw, DNS: []netip.Addr{gw}, Domain: o.Domain,
+		LeaseTime: o.LeaseTime, Leases: n.Leases,
+		OnBind:    n.registerLease,
+		OnRelease: n.unregisterLease,
+	})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
+}
+
+// registerLease gives a DHCP client that sent a host name (option 12) an A
+// record under the domain, as dnsmasq does.
+func (n *Network) registerLease(l Lease) {
+	if l.HostName != "" {
+		n.DNS.Set(l.HostName+"."+n.domain, l.Addr)
+	}
+}
+
+func (n *Network) unregisterLease(l Lease) {
+	if l.HostName != "" {
+		n.DNS.Delete(l.HostName + "." + n.domain)
+	}
 }
 
 // Subnet is the segment's subnet.
