@@ -82,3 +82,46 @@ func heapAfterGC() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// BenchmarkSegmentUnicast measures the switch: one NIC sends frames to
+// another through the learning table and a delivery worker.
+func BenchmarkSegmentUnicast(b *testing.B) {
+	seg := NewSegment(SegmentOptions{})
+	defer seg.Close()
+	mk := func(i int) *nic.NIC {
+		id, err := identity.Of(2, 0, i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: seg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	a, z := mk(0), mk(1)
+	got := make(chan struct{}, 1024)
+	z.SetRawHandler(func([]byte) bool { got <- struct{}{}; return true })
+	a.SetRawHandler(func([]byte) bool { return true })
+	frame := make([]byte, 128)
+	copy(frame, z.HardwareAddr())
+	copy(frame[6:], a.HardwareAddr())
+	frame[12], frame[13] = 0x88, 0xb5
+	// Teach the switch where a is.
+	learn := append([]byte(nil), frame...)
+	copy(learn, a.HardwareAddr())
+	copy(learn[6:], z.HardwareAddr())
+	_ = z.WriteRaw(learn)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := a.WriteRaw(frame); err != nil {
+			b.Fatal(err)
+		}
+		<-got
+	}
+	b.StopTimer()
+	if d := seg.Stats.Dropped.Load(); d != 0 {
+		b.Fatalf("%d frames dropped", d)
+	}
+}
