@@ -14,12 +14,13 @@ import (
 // BenchmarkIdleDevice measures what an idle booted device costs: NIC on the
 // embedded segment, a place on a gVisor stack, a static address with routes,
 // and listeners on 16992 and 16993. It reports heap bytes and goroutines per
-// device, with stacks shared (the default) and with a stack per device.
+// device: stacks shared by up to nic.DefaultNICsPerStack NICs (the default),
+// one stack for every NIC, and a stack per device.
 func BenchmarkIdleDevice(b *testing.B) {
 	for _, mode := range []struct {
 		name     string
 		perStack int
-	}{{"shared", 0}, {"stack-per-device", 1}} {
+	}{{"shared", 0}, {"one-stack", 1 << 30}, {"stack-per-device", 1}} {
 		for _, n := range []int{1000, 10000} {
 			b.Run(fmt.Sprintf("%s/%dk", mode.name, n/1000), func(b *testing.B) {
 				for range b.N {

@@ -27,7 +27,13 @@ import (
 // per device makes goroutines grow with idle devices; one stack for all makes
 // route lookups (a linear scan of the route table, on every connect and
 // accept) grow with them. Sharing a stack among up to 1024 NICs keeps both
-// small: see BenchmarkIdleDevice for the measured figures.
+// small. Measured by lan's BenchmarkIdleDevice (NIC on the segment, static
+// address, listeners on 16992 and 16993; 2 cores):
+//
+//	                    B/device  goroutines/device  build 10k devices
+//	1024 per stack        56,173        0.002              1.6 s
+//	one stack for all     56,106        0.0002             8.4 s (route scans)
+//	a stack per device    89,408        2                  2.7 s
 const DefaultNICsPerStack = 1024
 
 // StackOptions configure a Stacks pool.
