@@ -197,3 +197,23 @@ func FuzzDeliverFrame(f *testing.F) {
 		w.port.DeliverFrame(frame)
 	})
 }
+
+func TestStacksReuseRoomOfClosedHosts(t *testing.T) {
+	p := NewStacks(StackOptions{NICsPerStack: 2})
+	defer p.Close()
+	attach := func(i byte) *Host {
+		c, err := New(Options{MAC: net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, i}, Uplink: &wire{}})
+		require.NoError(t, err)
+		h, err := p.Attach(c)
+		require.NoError(t, err)
+		return h
+	}
+	a, _ := attach(1), attach(2)
+	assert.Equal(t, 1, p.Count())
+	a.Close()
+	a.Close() // idempotent: gives its place back once
+	attach(3)
+	assert.Equal(t, 1, p.Count(), "a closed host's place is reused")
+	attach(4)
+	assert.Equal(t, 2, p.Count(), "a full stack makes a new one")
+}

@@ -87,9 +87,20 @@ func (p *Stacks) Attach(n *NIC) (*Host, error) {
 		p.mu.Unlock()
 		return nil, errors.New("nic: stacks are closed")
 	}
+	// Reuse room that closed hosts left, so that devices that come and go
+	// (power cycles, churn) do not keep adding stacks.
 	if p.cur == nil || p.cur.nics >= p.perStack {
-		p.cur = &sharedStack{s: newGVisorStack(), nextID: 1}
-		p.all = append(p.all, p.cur)
+		p.cur = nil
+		for _, ss := range p.all {
+			if ss.nics < p.perStack {
+				p.cur = ss
+				break
+			}
+		}
+		if p.cur == nil {
+			p.cur = &sharedStack{s: newGVisorStack(), nextID: 1}
+			p.all = append(p.all, p.cur)
+		}
 	}
 	ss := p.cur
 	id := ss.nextID
@@ -98,9 +109,17 @@ func (p *Stacks) Attach(n *NIC) (*Host, error) {
 	p.mu.Unlock()
 
 	if err := ss.s.CreateNICWithOptions(id, n, stack.NICOptions{Name: n.HardwareAddr().String()}); err != nil {
+		p.release(ss)
 		return nil, fmt.Errorf("nic %v: create on stack: %s", n.HardwareAddr(), err)
 	}
-	return &Host{nic: n, s: ss.s, id: id}, nil
+	return &Host{nic: n, pool: p, ss: ss, s: ss.s, id: id}, nil
+}
+
+// release gives back a NIC's place on ss.
+func (p *Stacks) release(ss *sharedStack) {
+	p.mu.Lock()
+	ss.nics--
+	p.mu.Unlock()
 }
 
 // Count returns how many stacks the pool has made.
@@ -124,9 +143,12 @@ func (p *Stacks) Close() {
 
 // Host is the IP side of one NIC: its address, routes and sockets.
 type Host struct {
-	nic *NIC
-	s   *stack.Stack
-	id  tcpip.NICID
+	nic    *NIC
+	pool   *Stacks
+	ss     *sharedStack
+	s      *stack.Stack
+	id     tcpip.NICID
+	closed atomic.Bool
 
 	mu      sync.Mutex
 	addr    netip.Prefix
@@ -320,6 +342,10 @@ func (l *Listener) Close() error {
 
 // Close removes the host from its stack and unplugs its NIC.
 func (h *Host) Close() {
+	if h.closed.Swap(true) {
+		return
+	}
+	defer h.pool.release(h.ss)
 	h.ClearAddress()
 	_ = h.s.RemoveNIC(h.id)
 	h.nic.Close()

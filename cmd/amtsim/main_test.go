@@ -50,7 +50,7 @@ func TestMEBxCLI(t *testing.T) {
 	code, out, _ := amtsim(t, "mebx", "show", "--store", store)
 	require.Equal(t, exitOK, code)
 	assert.Contains(t, out, "0000-037M")
-	assert.Contains(t, out, "in", "PID/PPS entry moved the device into setup")
+	assert.Regexp(t, `(?m)^state\s+in$`, out, "PID/PPS entry moved the device into setup")
 	assert.NotContains(t, out, "Str0ng!Pass", "secrets are never printed")
 	assert.NotContains(t, out, "NKLD", "secrets are never printed")
 

@@ -130,13 +130,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func boot(ctx context.Context, log *slog.Logger, id identity.Identity, s mebx.Settings, up nic.Uplink, stacks *nic.Stacks, capture *nic.Capture) error {
-	vendor, device := uint16(nic.PCIVendorIntel), uint16(nic.PCIDevice82566DM)
-	log.Info("power.on", "uuid", id.UUID.String(), "service_tag", id.ServiceTag,
-		"pci", fmt.Sprintf("%04x:%04x", vendor, device), "state", s.State.String())
 	c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: up, Capture: capture})
 	if err != nil {
 		return err
 	}
+	vendor, device := c.PCIID()
+	log.Info("power.on", "uuid", id.UUID.String(), "service_tag", id.ServiceTag,
+		"pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model, "state", s.State.String())
 	h, err := stacks.Attach(c)
 	if err != nil {
 		return err
