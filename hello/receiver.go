@@ -1,0 +1,128 @@
+package hello
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Received is a Hello as the server saw it.
+type Received struct {
+	Message
+	// From is the TCP peer: the device's address, the one the SCS connects
+	// back to.
+	From netip.AddrPort
+	At   time.Time
+}
+
+// ReceiverOptions configure a Receiver.
+type ReceiverOptions struct {
+	// Handle is called with every Hello read. It runs on the connection's
+	// goroutine; a slow handler slows that connection only.
+	Handle func(Received)
+	// OnError, when set, hears about connections that carried no valid
+	// Hello (the error wraps ErrMalformed, or is a timeout or read error).
+	OnError func(from netip.AddrPort, err error)
+	// ReadTimeout bounds the wait for a Hello on one connection; default
+	// 10 s.
+	ReadTimeout time.Duration
+	// Now is the clock stamped on Received.At; default time.Now.
+	Now func() time.Time
+}
+
+// ReceiverStats count what the receiver saw.
+type ReceiverStats struct {
+	Conns     atomic.Uint64 // connections served
+	Hellos    atomic.Uint64 // valid Hellos
+	Malformed atomic.Uint64 // connections whose bytes were not a Hello
+	Empty     atomic.Uint64 // connections closed before any byte
+	Errors    atomic.Uint64 // timeouts and read errors
+}
+
+// Receiver reads Hellos from TCP connections: the server side of the Hello,
+// for the reference SCS and for tests. A device writes one Hello and closes;
+// the receiver reads one, then closes the connection itself.
+type Receiver struct {
+	o     ReceiverOptions
+	Stats ReceiverStats
+}
+
+// NewReceiver returns a receiver.
+func NewReceiver(o ReceiverOptions) *Receiver {
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Receiver{o: o}
+}
+
+// ServeConn reads one Hello from c and closes c. It fits a callback-driven
+// listener (nic.Host.Listen).
+func (r *Receiver) ServeConn(c net.Conn) {
+	defer c.Close()
+	r.Stats.Conns.Add(1)
+	from := addrPort(c.RemoteAddr())
+	_ = c.SetReadDeadline(time.Now().Add(r.o.ReadTimeout))
+	m, err := Read(c)
+	switch {
+	case err == nil:
+		r.Stats.Hellos.Add(1)
+		if r.o.Handle != nil {
+			r.o.Handle(Received{Message: m, From: from, At: r.o.Now()})
+		}
+		return
+	case errors.Is(err, ErrMalformed):
+		r.Stats.Malformed.Add(1)
+	case errors.Is(err, io.EOF):
+		r.Stats.Empty.Add(1)
+		err = fmt.Errorf("hello: connection from %s closed without a Hello", from)
+	default:
+		r.Stats.Errors.Add(1)
+		err = fmt.Errorf("hello: reading from %s: %w", from, err)
+	}
+	if r.o.OnError != nil {
+		r.o.OnError(from, err)
+	}
+}
+
+// Serve accepts connections on ln until ctx ends or ln fails, serving each
+// on its own goroutine. It closes ln and waits for the connections it
+// started before returning.
+func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("hello: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.ServeConn(c)
+		}()
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
