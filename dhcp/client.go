@@ -7,10 +7,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/amtsim/amtsim/clock"
 )
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -29,100 +32,324 @@ type Lease struct {
 	AcquiredAt time.Time
 }
 
+// Gateway is the first router, or the zero address.
+func (l Lease) Gateway() netip.Addr {
+	if len(l.Routers) > 0 {
+		return l.Routers[0]
+	}
+	return netip.Addr{}
+}
+
 // Link is what the client needs from a NIC: raw frames both ways.
 type Link interface {
 	HardwareAddr() net.HardwareAddr
 	WriteRaw(frame []byte) error
 }
 
-// ClientOptions configure a Client.
-type ClientOptions struct {
-	Link     Link
-	HostName string // sent as option 12
-	// Retransmit is the first retransmission timeout; it doubles up to 64
-	// times its base ratio, RFC 2131 §4.1 (4 s, 8 s, … 64 s, each ±1 s).
-	// Default 4 s; a time-scaled run passes less.
-	Retransmit time.Duration
-	// Attempts caps the messages sent per phase; default 5.
-	Attempts int
-	// Rand draws transaction ids and jitter; default a fresh PCG.
-	Rand *rand.Rand
-	// Now is the clock; default time.Now.
-	Now func() time.Time
-}
+// State is the client's RFC 2131 §4.4 state.
+type State int
 
-// Client runs the DHCP exchange for one link. Feed it inbound frames with
-// HandleFrame (from the NIC's raw handler).
-type Client struct {
-	o     ClientOptions
-	inbox chan Packet
-	// Malformed counts DHCP frames that could not be read.
-	Malformed atomic.Uint64
-}
+const (
+	StateStopped State = iota
+	StateSelecting
+	StateRequesting
+	StateBound
+	StateRenewing
+	StateRebinding
+)
 
-// NewClient returns a client for o.Link.
-func NewClient(o ClientOptions) *Client {
-	if o.Retransmit <= 0 {
-		o.Retransmit = 4 * time.Second
-	}
-	if o.Attempts <= 0 {
-		o.Attempts = 5
-	}
-	if o.Rand == nil {
-		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	return &Client{o: o, inbox: make(chan Packet, 8)}
-}
-
-// HandleFrame takes frames addressed to the DHCP client port and reports
-// whether it consumed the frame.
-func (c *Client) HandleFrame(frame []byte) bool {
-	p, err := Decode(frame)
-	if errors.Is(err, ErrNotDHCP) || (err == nil && p.DstPort != ClientPort) {
-		return false
-	}
-	if err != nil {
-		c.Malformed.Add(1)
-		return true
-	}
-	select {
-	case c.inbox <- p:
-	default: // a client not waiting drops, as a socket with a full buffer would
-	}
-	return true
-}
-
-// Acquire runs DISCOVER → OFFER → REQUEST → ACK and returns the lease.
-func (c *Client) Acquire(ctx context.Context) (Lease, error) {
-	xid := c.o.Rand.Uint32()
-	discover := c.message(layers.DHCPMsgTypeDiscover, xid)
-	offer, err := c.exchange(ctx, discover, xid, layers.DHCPMsgTypeOffer)
-	if err != nil {
-		return Lease{}, fmt.Errorf("dhcp: discover: %w", err)
-	}
-	server, ok := OptionAddr(offer.Msg, layers.DHCPOptServerID)
-	if !ok {
-		return Lease{}, fmt.Errorf("dhcp: offer without server identifier: %w", ErrMalformed)
-	}
-	yiaddr, _ := netip.AddrFromSlice(offer.Msg.YourClientIP.To4())
-	req := c.message(layers.DHCPMsgTypeRequest, xid)
-	AddOption(req, layers.DHCPOptRequestIP, yiaddr.AsSlice())
-	AddOption(req, layers.DHCPOptServerID, server.AsSlice())
-	ack, err := c.exchange(ctx, req, xid, layers.DHCPMsgTypeAck)
-	if err != nil {
-		return Lease{}, fmt.Errorf("dhcp: request %s: %w", yiaddr, err)
-	}
-	return leaseFrom(ack.Msg, c.o.Now())
+func (s State) String() string {
+	return [...]string{"stopped", "selecting", "requesting", "bound", "renewing", "rebinding"}[s]
 }
 
 // ErrNak means the server refused the request.
 var ErrNak = errors.New("server answered DHCPNAK")
 
-func (c *Client) message(t layers.DHCPMsgType, xid uint32) *layers.DHCPv4 {
-	m := NewMessage(layers.DHCPOpRequest, t, xid, c.o.Link.HardwareAddr())
+// ErrLeaseExpired means neither renewal nor rebinding got an answer in time.
+var ErrLeaseExpired = errors.New("lease expired")
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	Link     Link
+	HostName string // sent as option 12
+	// Retransmit is the first retransmission timeout; it doubles up to
+	// MaxRetransmit, each wait randomized by ±1/4 (RFC 2131 §4.1: 4 s,
+	// 8 s, … 64 s, ±1 s). Defaults 4 s and 64 s.
+	Retransmit    time.Duration
+	MaxRetransmit time.Duration
+	// RequestAttempts is how many REQUESTs go unanswered before the client
+	// starts over with a DISCOVER; default 4.
+	RequestAttempts int
+	// Clock runs the timers; default real time. Under a scaled clock the
+	// lease times and retransmissions shrink with it, but a wait for an
+	// answer never lasts less than MinWait of real time (default 200 ms):
+	// servers answer in real time.
+	Clock   clock.Clock
+	MinWait time.Duration
+	// Rand draws transaction ids and jitter; default a fresh PCG.
+	Rand *rand.Rand
+
+	// OnBound hears every ACK: the first lease, and each renewal or
+	// rebinding (renewed true).
+	OnBound func(l Lease, renewed bool)
+	// OnLost hears that the lease is gone (NAK while renewing, or expiry);
+	// the client starts over at once.
+	OnLost func(err error)
+	// OnEvent hears the steps in between (discover, offer, request,
+	// renewing, rebinding, malformed) with slog-style key/value pairs.
+	OnEvent func(name string, args ...any)
+}
+
+// ClientStats count what the client did.
+type ClientStats struct {
+	Sent      atomic.Uint64
+	Malformed atomic.Uint64 // DHCP frames for this client that could not be used
+	Naks      atomic.Uint64
+	Lost      atomic.Uint64
+}
+
+// Client runs DHCP for one link: selecting, requesting, bound, renewing at
+// T1, rebinding at T2 and starting over when the lease is lost. It has no
+// goroutine of its own: timers and inbound frames (HandleFrame, from the
+// NIC's raw handler) drive it.
+type Client struct {
+	o     ClientOptions
+	Stats ClientStats
+
+	mu        sync.Mutex
+	state     State
+	gen       uint64 // bumped on every state change; stale timers check it
+	leaseGen  uint64 // bumped on every bind and loss; stale lease timers check it
+	xid       uint32
+	attempt   int
+	wait      time.Duration
+	timer     clock.Timer // retransmission
+	t1, t2, t clock.Timer // lease timers
+	offered   netip.Addr
+	server    netip.Addr
+	serverMAC net.HardwareAddr
+	lease     Lease
+	bound     bool
+	waiters   []chan Lease
+}
+
+// NewClient returns a stopped client for o.Link.
+func NewClient(o ClientOptions) *Client {
+	if o.Retransmit <= 0 {
+		o.Retransmit = 4 * time.Second
+	}
+	if o.MaxRetransmit < o.Retransmit {
+		o.MaxRetransmit = max(64*time.Second, o.Retransmit)
+	}
+	if o.RequestAttempts <= 0 {
+		o.RequestAttempts = 4
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	if o.MinWait <= 0 {
+		o.MinWait = 200 * time.Millisecond
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return &Client{o: o}
+}
+
+// Start begins with a DISCOVER. Starting a running client does nothing.
+func (c *Client) Start() {
+	c.mu.Lock()
+	if c.state != StateStopped {
+		c.mu.Unlock()
+		return
+	}
+	do := c.discoverLocked()
+	c.mu.Unlock()
+	do()
+}
+
+// Stop cancels every timer; the client forgets its lease (a powered-off
+// device sends no RELEASE).
+func (c *Client) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enterLocked(StateStopped)
+	c.stopLeaseTimersLocked()
+	c.bound = false
+}
+
+// State returns the client's state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Lease returns the current lease, if bound (or renewing or rebinding).
+func (c *Client) Lease() (Lease, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease, c.bound
+}
+
+// Acquire runs the client until it is bound and returns the lease, leaving
+// the client stopped (no renewal): a one-shot for tests and tools.
+func (c *Client) Acquire(ctx context.Context) (Lease, error) {
+	ch := make(chan Lease, 1)
+	c.mu.Lock()
+	c.waiters = append(c.waiters, ch)
+	c.mu.Unlock()
+	c.Start()
+	defer c.Stop()
+	select {
+	case l := <-ch:
+		return l, nil
+	case <-ctx.Done():
+		return Lease{}, fmt.Errorf("dhcp: no lease: %w", ctx.Err())
+	}
+}
+
+// enterLocked moves to state s, invalidating timers armed in the old one.
+func (c *Client) enterLocked(s State) {
+	c.state = s
+	c.gen++
+	c.attempt = 0
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+}
+
+func (c *Client) stopLeaseTimersLocked() {
+	c.leaseGen++
+	for _, t := range []clock.Timer{c.t1, c.t2, c.t} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.t1, c.t2, c.t = nil, nil, nil
+}
+
+// after arms f for d (at least MinWait of real time) in the current state.
+func (c *Client) afterLocked(d time.Duration, f func()) clock.Timer {
+	gen := c.gen
+	return c.o.Clock.AfterFunc(clock.AtLeastReal(c.o.Clock, d, c.o.MinWait), func() {
+		c.mu.Lock()
+		if c.gen != gen {
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		f()
+	})
+}
+
+// at arms a lease timer: it fires at the lease's own times, not floored.
+func (c *Client) atLocked(d time.Duration, f func()) clock.Timer {
+	return c.o.Clock.AfterFunc(d, f)
+}
+
+func (c *Client) event(name string, args ...any) {
+	if c.o.OnEvent != nil {
+		c.o.OnEvent(name, args...)
+	}
+}
+
+// discoverLocked enters SELECTING and returns the send to do unlocked.
+func (c *Client) discoverLocked() func() {
+	c.enterLocked(StateSelecting)
+	c.xid = c.o.Rand.Uint32()
+	c.wait = c.o.Retransmit
+	return c.transmitLocked()
+}
+
+// transmitLocked sends (after unlocking) the message of the current state
+// and arms its retransmission.
+func (c *Client) transmitLocked() func() {
+	c.attempt++
+	var (
+		m        *layers.DHCPv4
+		dstMAC   = broadcastMAC
+		src, dst = netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		wait     time.Duration
+		name     string
+		args     []any
+	)
+	switch c.state {
+	case StateSelecting:
+		m = c.message(layers.DHCPMsgTypeDiscover)
+		name = "dhcp.discover"
+	case StateRequesting:
+		m = c.message(layers.DHCPMsgTypeRequest)
+		AddOption(m, layers.DHCPOptRequestIP, c.offered.AsSlice())
+		AddOption(m, layers.DHCPOptServerID, c.server.AsSlice())
+		name, args = "dhcp.request", []any{"ip", c.offered.String(), "server", c.server.String()}
+	case StateRenewing, StateRebinding:
+		m = c.message(layers.DHCPMsgTypeRequest)
+		m.ClientIP = c.lease.Addr.Addr().AsSlice()
+		src = c.lease.Addr.Addr()
+		if c.state == StateRenewing {
+			dst, dstMAC = c.lease.ServerID, c.serverMAC
+		}
+		// RFC 2131 §4.4.5: wait half the time left to T2 (or to expiry),
+		// at least 60 s.
+		end := c.lease.Rebind
+		if c.state == StateRebinding {
+			end = c.lease.Duration
+		}
+		left := c.lease.AcquiredAt.Add(end).Sub(c.o.Clock.Now())
+		wait = max(left/2, 60*time.Second)
+		name, args = "dhcp."+c.state.String(), []any{"ip", c.lease.Addr.Addr().String()}
+	default:
+		return func() {}
+	}
+	if wait == 0 {
+		// ±1/4 of the timeout (±1 s of 4 s), as RFC 2131 randomizes.
+		jitter := time.Duration((c.o.Rand.Float64()*2 - 1) * float64(c.wait) / 4)
+		wait = c.wait + jitter
+		c.wait = min(c.wait*2, c.o.MaxRetransmit)
+	}
+	attempt := c.attempt
+	state := c.state
+	c.timer = c.afterLocked(wait, c.retransmit)
+	frame, err := Encode(Packet{
+		SrcMAC: c.o.Link.HardwareAddr(), DstMAC: dstMAC,
+		SrcIP: src, DstIP: dst,
+		SrcPort: ClientPort, DstPort: ServerPort, Msg: m,
+	})
+	return func() {
+		if err != nil {
+			c.event("dhcp.error", "state", state.String(), "err", err.Error())
+			return
+		}
+		c.Stats.Sent.Add(1)
+		c.event(name, append(args, "attempt", attempt)...)
+		_ = c.o.Link.WriteRaw(frame) // a down link loses it, as the wire would
+	}
+}
+
+// retransmit runs when the current state's wait ran out.
+func (c *Client) retransmit() {
+	c.mu.Lock()
+	var do func()
+	switch c.state {
+	case StateRequesting:
+		if c.attempt >= c.o.RequestAttempts {
+			do = c.discoverLocked()
+			break
+		}
+		do = c.transmitLocked()
+	case StateSelecting, StateRenewing, StateRebinding:
+		do = c.transmitLocked()
+	default:
+		do = func() {}
+	}
+	c.mu.Unlock()
+	do()
+}
+
+func (c *Client) message(t layers.DHCPMsgType) *layers.DHCPv4 {
+	m := NewMessage(layers.DHCPOpRequest, t, c.xid, c.o.Link.HardwareAddr())
 	AddOption(m, layers.DHCPOptParamsRequest, []byte{
 		byte(layers.DHCPOptSubnetMask), byte(layers.DHCPOptRouter), byte(layers.DHCPOptDNS),
 		byte(layers.DHCPOptHostname), byte(layers.DHCPOptDomainName),
@@ -133,52 +360,154 @@ func (c *Client) message(t layers.DHCPMsgType, xid uint32) *layers.DHCPv4 {
 	return m
 }
 
-// exchange broadcasts m until a reply of type want (or a NAK) with the same
-// xid arrives, with RFC 2131 backoff.
-func (c *Client) exchange(ctx context.Context, m *layers.DHCPv4, xid uint32, want layers.DHCPMsgType) (Packet, error) {
-	frame, err := Encode(Packet{
-		SrcMAC: c.o.Link.HardwareAddr(), DstMAC: broadcastMAC,
-		SrcIP: netip.IPv4Unspecified(), DstIP: netip.AddrFrom4([4]byte{255, 255, 255, 255}),
-		SrcPort: ClientPort, DstPort: ServerPort, Msg: m,
-	})
-	if err != nil {
-		return Packet{}, err
+// HandleFrame takes frames addressed to the DHCP client port and reports
+// whether it consumed the frame.
+func (c *Client) HandleFrame(frame []byte) bool {
+	p, err := Decode(frame)
+	if errors.Is(err, ErrNotDHCP) || (err == nil && p.DstPort != ClientPort) {
+		return false
 	}
-	timeout := c.o.Retransmit
-	for attempt := 0; attempt < c.o.Attempts; attempt++ {
-		if err := c.o.Link.WriteRaw(append([]byte(nil), frame...)); err != nil {
-			return Packet{}, err
+	if err != nil {
+		if c.forMe(frame) {
+			c.malformed(err)
 		}
-		// ±1/4 of the timeout (±1 s of 4 s), as RFC 2131 randomizes.
-		jitter := time.Duration((c.o.Rand.Float64()*2 - 1) * float64(timeout) / 4)
-		t := time.NewTimer(timeout + jitter)
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return Packet{}, ctx.Err()
-			case <-t.C:
-				break wait
-			case p := <-c.inbox:
-				if p.Msg.Xid != xid || p.Msg.Operation != layers.DHCPOpReply ||
-					!equalMAC(p.Msg.ClientHWAddr, c.o.Link.HardwareAddr()) {
-					continue
-				}
-				mt, _ := MessageType(p.Msg)
-				switch mt {
-				case want:
-					t.Stop()
-					return p, nil
-				case layers.DHCPMsgTypeNak:
-					t.Stop()
-					return Packet{}, ErrNak
-				}
+		return true
+	}
+	if p.Msg.Operation != layers.DHCPOpReply || !equalMAC(p.Msg.ClientHWAddr, c.o.Link.HardwareAddr()) {
+		return true // another client's reply, broadcast on the segment
+	}
+	c.mu.Lock()
+	do := c.handleLocked(p)
+	c.mu.Unlock()
+	do()
+	return true
+}
+
+// forMe guesses whether an unreadable DHCP frame was meant for this client:
+// addressed to its MAC, or carrying its MAC where chaddr sits.
+func (c *Client) forMe(frame []byte) bool {
+	hw := c.o.Link.HardwareAddr()
+	if len(frame) >= 6 && equalMAC(frame[:6], hw) {
+		return true
+	}
+	const chaddr = 14 + 20 + 8 + 28 // Ethernet, IPv4 without options, UDP, BOOTP fields before chaddr
+	return len(frame) >= chaddr+6 && equalMAC(frame[chaddr:], hw)
+}
+
+func (c *Client) malformed(err error) {
+	c.Stats.Malformed.Add(1)
+	c.event("dhcp.malformed", "err", err.Error())
+}
+
+func (c *Client) handleLocked(p Packet) func() {
+	if p.Msg.Xid != c.xid {
+		return func() {}
+	}
+	mt, _ := MessageType(p.Msg)
+	switch {
+	case c.state == StateSelecting && mt == layers.DHCPMsgTypeOffer:
+		server, ok := OptionAddr(p.Msg, layers.DHCPOptServerID)
+		yi, ok2 := netip.AddrFromSlice(p.Msg.YourClientIP.To4())
+		if !ok || !ok2 || yi.IsUnspecified() {
+			return func() {
+				c.malformed(fmt.Errorf("%w: offer without server identifier or address", ErrMalformed))
 			}
 		}
-		timeout = min(timeout*2, c.o.Retransmit*16)
+		c.enterLocked(StateRequesting)
+		c.offered, c.server = yi, server
+		c.wait = c.o.Retransmit
+		send := c.transmitLocked()
+		return func() {
+			c.event("dhcp.offer", "ip", yi.String(), "server", server.String())
+			send()
+		}
+
+	case (c.state == StateRequesting || c.state == StateRenewing || c.state == StateRebinding) && mt == layers.DHCPMsgTypeAck:
+		l, err := leaseFrom(p.Msg, c.o.Clock.Now())
+		if err != nil {
+			return func() { c.malformed(err) }
+		}
+		renewed := c.state != StateRequesting
+		if renewed && l.Addr.Addr() != c.lease.Addr.Addr() {
+			// A server may not move a renewing client; treat it as lost.
+			return c.loseLocked(fmt.Errorf("%w: renewal gave %s for %s", ErrNak, l.Addr.Addr(), c.lease.Addr.Addr()))
+		}
+		c.bindLocked(l, p.SrcMAC)
+		waiters := c.waiters
+		c.waiters = nil
+		return func() {
+			for _, w := range waiters {
+				w <- l
+			}
+			if c.o.OnBound != nil {
+				c.o.OnBound(l, renewed)
+			}
+		}
+
+	case mt == layers.DHCPMsgTypeNak && c.state != StateBound && c.state != StateStopped:
+		c.Stats.Naks.Add(1)
+		if c.state == StateRequesting {
+			// Start over, after a moment, as clients do to avoid a NAK loop.
+			c.enterLocked(StateSelecting)
+			c.xid = c.o.Rand.Uint32()
+			c.wait = c.o.Retransmit
+			c.timer = c.afterLocked(c.o.Retransmit, c.retransmit)
+			return func() { c.event("dhcp.nak", "server", p.SrcIP.String()) }
+		}
+		return c.loseLocked(ErrNak)
 	}
-	return Packet{}, fmt.Errorf("no %s after %d attempts", want, c.o.Attempts)
+	return func() {}
+}
+
+func (c *Client) bindLocked(l Lease, serverMAC net.HardwareAddr) {
+	c.enterLocked(StateBound)
+	c.stopLeaseTimersLocked()
+	c.lease, c.bound = l, true
+	c.serverMAC = append(c.serverMAC[:0], serverMAC...)
+	gen := c.leaseGen
+	c.t1 = c.atLocked(l.Renew, func() { c.leaseTimer(gen, StateRenewing) })
+	c.t2 = c.atLocked(l.Rebind, func() { c.leaseTimer(gen, StateRebinding) })
+	c.t = c.atLocked(l.Duration, func() { c.expire(gen) })
+}
+
+// leaseTimer moves a bound (or renewing) client on at T1 or T2.
+func (c *Client) leaseTimer(gen uint64, to State) {
+	c.mu.Lock()
+	if c.state == StateStopped || !c.bound || c.leaseGen != gen || c.state >= to {
+		c.mu.Unlock()
+		return
+	}
+	c.enterLocked(to)
+	c.xid = c.o.Rand.Uint32()
+	do := c.transmitLocked()
+	c.mu.Unlock()
+	do()
+}
+
+func (c *Client) expire(gen uint64) {
+	c.mu.Lock()
+	if c.state == StateStopped || !c.bound || c.leaseGen != gen {
+		c.mu.Unlock()
+		return
+	}
+	do := c.loseLocked(ErrLeaseExpired)
+	c.mu.Unlock()
+	do()
+}
+
+// loseLocked drops the lease and starts over.
+func (c *Client) loseLocked(err error) func() {
+	c.Stats.Lost.Add(1)
+	c.stopLeaseTimersLocked()
+	c.bound = false
+	c.lease = Lease{}
+	send := c.discoverLocked()
+	return func() {
+		if c.o.OnLost != nil {
+			c.o.OnLost(err)
+		}
+		send()
+	}
 }
 
 func leaseFrom(m *layers.DHCPv4, now time.Time) (Lease, error) {
@@ -211,6 +540,9 @@ func leaseFrom(m *layers.DHCPv4, now time.Time) (Lease, error) {
 	if !ok {
 		return Lease{}, fmt.Errorf("dhcp: ack without a lease time: %w", ErrMalformed)
 	}
+	if secs == 0xFFFFFFFF {
+		secs = 1 << 30 // "infinite": far enough that no timer fires
+	}
 	l.Duration = time.Duration(secs) * time.Second
 	l.Renew, l.Rebind = l.Duration/2, l.Duration*7/8
 	if t1, ok := OptionUint32(m, layers.DHCPOptT1); ok {
@@ -218,6 +550,10 @@ func leaseFrom(m *layers.DHCPv4, now time.Time) (Lease, error) {
 	}
 	if t2, ok := OptionUint32(m, layers.DHCPOptT2); ok {
 		l.Rebind = time.Duration(t2) * time.Second
+	}
+	if l.Rebind > l.Duration || l.Renew > l.Rebind {
+		// Nonsense T1/T2 (RFC 2131 wants T1 < T2 < lease): use the defaults.
+		l.Renew, l.Rebind = l.Duration/2, l.Duration*7/8
 	}
 	return l, nil
 }
