@@ -1,0 +1,426 @@
+// Package firmware is the Intel AMT 5 firmware of one simulated Dell
+// OptiPlex 960: power-on, the 82566DM's link, an address from DHCP (or the
+// static settings in MEBx), the search for the Setup and Configuration
+// Server (SCS), the setup-mode Hello loop, and the AMT ports 16992 and 16993.
+//
+// A device has no goroutine of its own. Timers from its clock (the Hello
+// schedule, DHCP retransmission and lease times) and its NIC's inbound
+// frames drive it; a goroutine exists only while the device is doing
+// something (a DNS query, a Hello on the wire, an accepted connection). That
+// is what lets one process carry a hundred thousand of them.
+//
+// Where PROTOCOL.md marks a fact as unconfirmed, the behaviour is a field of
+// Options with the MED reading as default: the Hello schedule and its 24 h
+// window (hello.DefaultSchedule), the bare "ProvisionServer" query after the
+// domain-qualified ones (BareName), and the wait for the SCS to connect
+// back after a Hello (ConnectBackWait).
+package firmware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/dhcp"
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// AMT's web service ports (PROTOCOL.md §1).
+const (
+	PortHTTP  = 16992
+	PortHTTPS = 16993
+)
+
+// Options configure a Device.
+type Options struct {
+	// ID names the device in events; default its identity's host name.
+	ID       string
+	Identity identity.Identity
+	// Store holds the MEBx settings; read at every power-on. Required.
+	Store mebx.Store
+
+	Uplink  nic.Uplink  // required
+	Stacks  *nic.Stacks // required; shared by a fleet
+	Capture *nic.Capture
+	// Egress and Ingress impair the NIC's frames.
+	Egress, Ingress nic.Netem
+
+	// Clock runs every schedule; default real time. A scaled clock runs the
+	// device faster with the same sequence of events.
+	Clock clock.Clock
+	// NetFloor is the least real time any wait for a network answer lasts
+	// (DHCP retransmission, DNS, TCP connect), however fast Clock runs:
+	// peers answer in real time. Default 200 ms.
+	NetFloor time.Duration
+	// Events receives the device's events; nil discards them.
+	Events Sink
+
+	// Schedule is the Hello schedule; zero value means
+	// hello.DefaultSchedule.
+	Schedule hello.Schedule
+	// DNSTimeout is the wait for one DNS answer (default 2 s) and
+	// DNSAttempts the tries per server and name (default 2).
+	DNSTimeout  time.Duration
+	DNSAttempts int
+	// BareName also queries "ProvisionServer" with no domain when the
+	// domain-qualified names fail (PROTOCOL.md §2: "also sent even when no
+	// domain is known"). Default true; set NoBareName to leave it out.
+	NoBareName bool
+	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.
+	ConnectTimeout time.Duration
+	// Seed makes the device's random choices (DHCP transaction ids, jitter,
+	// DNS ids) repeatable; default derived from the identity's MAC.
+	Seed uint64
+}
+
+// Stats count what the device did. They only grow.
+type Stats struct {
+	PowerOns      atomic.Uint64
+	HellosSent    atomic.Uint64
+	HellosFailed  atomic.Uint64
+	DNSQueries    atomic.Uint64
+	DNSMalformed  atomic.Uint64 // answers that could not be read
+	DNSFailures   atomic.Uint64 // names that did not resolve
+	ConnsAccepted atomic.Uint64
+}
+
+// Device is one simulated AMT device.
+type Device struct {
+	o     Options
+	id    string
+	clock clock.Clock
+	sched hello.Schedule
+	Stats Stats
+
+	mu        sync.Mutex
+	on        bool
+	ctx       context.Context // ends at power-off
+	cancel    context.CancelFunc
+	settings  mebx.Settings
+	nic       *nic.NIC
+	host      *nic.Host
+	dhcp      *dhcp.Client
+	lease     dhcp.Lease
+	bound     bool
+	listeners []*nic.Listener
+	ready     bool // has had an address this power cycle
+	rand      *rand.Rand
+
+	helloOn     bool
+	helloTimer  clock.Timer
+	helloK      int // number of the next Hello
+	helloStart  time.Time
+	helloOffset time.Duration // offset of the next Hello from helloStart
+	lastSCS     netip.AddrPort
+}
+
+// New checks o and returns a powered-off device.
+func New(o Options) (*Device, error) {
+	if o.Store == nil || o.Uplink == nil || o.Stacks == nil {
+		return nil, errors.New("firmware: a device needs a Store, an Uplink and Stacks")
+	}
+	if len(o.Identity.MAC) != 6 {
+		return nil, errors.New("firmware: the identity has no MAC")
+	}
+	if o.ID == "" {
+		o.ID = o.Identity.HostName
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	if o.NetFloor <= 0 {
+		o.NetFloor = 200 * time.Millisecond
+	}
+	if o.Schedule.RoundLen() == 0 {
+		o.Schedule = hello.DefaultSchedule()
+	}
+	if err := o.Schedule.Validate(); err != nil {
+		return nil, fmt.Errorf("firmware: %w", err)
+	}
+	if o.DNSTimeout <= 0 {
+		o.DNSTimeout = 2 * time.Second
+	}
+	if o.DNSAttempts <= 0 {
+		o.DNSAttempts = 2
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.Seed == 0 {
+		for _, b := range o.Identity.MAC {
+			o.Seed = o.Seed<<8 | uint64(b)
+		}
+	}
+	return &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule}, nil
+}
+
+// ID is the device's name in events.
+func (d *Device) ID() string { return d.id }
+
+// Identity is the device's identity.
+func (d *Device) Identity() identity.Identity { return d.o.Identity }
+
+// Settings returns the MEBx settings the device runs on.
+func (d *Device) Settings() mebx.Settings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings
+}
+
+// Addr is the device's IPv4 address, if it has one.
+func (d *Device) Addr() netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.host == nil {
+		return netip.Addr{}
+	}
+	return d.host.Prefix().Addr()
+}
+
+// NIC is the device's NIC while powered on.
+func (d *Device) NIC() *nic.NIC {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nic
+}
+
+// DHCP is the device's DHCP client while powered on in DHCP mode.
+func (d *Device) DHCP() *dhcp.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dhcp
+}
+
+func (d *Device) emit(name string, args ...any) {
+	if d.o.Events == nil {
+		return
+	}
+	r := slog.NewRecord(time.Time{}, 0, "", 0)
+	r.Add(args...)
+	attrs := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	d.o.Events(Event{Time: d.clock.Now(), Device: d.id, Name: name, Attrs: attrs})
+}
+
+// PowerOn boots the device: it reads the MEBx store, brings up the NIC and
+// then runs on timers until PowerOff or until ctx ends. It returns once the
+// boot is under way; everything after (address, Hellos) is reported as
+// events.
+func (d *Device) PowerOn(ctx context.Context) error {
+	s, err := d.o.Store.Load()
+	if errors.Is(err, mebx.ErrNoSettings) {
+		s, err = mebx.Defaults(), nil
+	}
+	if err != nil {
+		d.emit("boot.failed", "err", err.Error())
+		return fmt.Errorf("firmware %s: %w", d.id, err)
+	}
+	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
+		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true})
+	if err != nil {
+		return fmt.Errorf("firmware %s: %w", d.id, err)
+	}
+	h, err := d.o.Stacks.Attach(n)
+	if err != nil {
+		n.Close()
+		return fmt.Errorf("firmware %s: %w", d.id, err)
+	}
+
+	d.mu.Lock()
+	if d.on {
+		d.mu.Unlock()
+		h.Close()
+		return fmt.Errorf("firmware %s: already powered on", d.id)
+	}
+	d.on, d.settings, d.nic, d.host = true, s, n, h
+	d.ready, d.bound, d.helloOn, d.helloK, d.lastSCS = false, false, false, 0, netip.AddrPort{}
+	d.rand = rand.New(rand.NewPCG(d.o.Seed, d.Stats.PowerOns.Add(1)))
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.mu.Unlock()
+	context.AfterFunc(ctx, d.PowerOff)
+
+	vendor, device := n.PCIID()
+	d.emit("power.on", "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
+		"mac", d.o.Identity.MAC.String(), "pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model)
+	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
+		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
+	n.SetLink(true)
+	d.emit("link.up")
+	if !s.AMTEnabled {
+		return nil // the ME stays off the network
+	}
+
+	if !s.DHCP {
+		p, err := s.Prefix()
+		if err == nil {
+			err = h.SetAddress(p, s.Gateway)
+		}
+		if err != nil {
+			d.emit("boot.failed", "err", err.Error())
+			return fmt.Errorf("firmware %s: static address: %w", d.id, err)
+		}
+		d.emit("address.static", "ip", p.String(), "gateway", s.Gateway.String(), "dns", addrList(s.DNS1, s.DNS2))
+		d.addressReady()
+		return nil
+	}
+	hostName := s.HostName
+	if hostName == "" {
+		hostName = d.o.Identity.HostName
+	}
+	cl := dhcp.NewClient(dhcp.ClientOptions{
+		Link: n, HostName: hostName, Clock: d.clock, MinWait: d.o.NetFloor,
+		Rand:    rand.New(rand.NewPCG(d.o.Seed, 0x64686370)),
+		OnBound: d.onBound, OnLost: d.onLost, OnEvent: d.emit,
+	})
+	d.mu.Lock()
+	d.dhcp = cl
+	d.mu.Unlock()
+	n.SetRawHandler(cl.HandleFrame)
+	cl.Start()
+	return nil
+}
+
+// sendsHello reports whether settings put the device in setup mode with the
+// Enterprise (SCS) model: the one state that sends Hellos.
+func sendsHello(s mebx.Settings) bool {
+	return s.AMTEnabled && s.State == mebx.StateIn && s.Mode == mebx.ModeEnterprise && s.PID != ""
+}
+
+func (d *Device) onBound(l dhcp.Lease, renewed bool) {
+	d.mu.Lock()
+	if !d.on {
+		d.mu.Unlock()
+		return
+	}
+	h := d.host
+	changed := !d.bound || d.lease.Addr != l.Addr || d.lease.Gateway() != l.Gateway()
+	d.lease, d.bound = l, true
+	d.mu.Unlock()
+	if changed {
+		if err := h.SetAddress(l.Addr, l.Gateway()); err != nil {
+			d.emit("boot.failed", "err", err.Error())
+			return
+		}
+	}
+	if renewed {
+		d.emit("dhcp.renewed", "ip", l.Addr.String(), "lease", l.Duration.String())
+		return
+	}
+	d.emit("dhcp.bound", "ip", l.Addr.String(), "gateway", l.Gateway().String(), "dns", addrList(l.DNS...),
+		"domain", l.Domain, "lease", l.Duration.String(), "server", l.ServerID.String())
+	d.addressReady()
+}
+
+func (d *Device) onLost(err error) {
+	d.mu.Lock()
+	if !d.on {
+		d.mu.Unlock()
+		return
+	}
+	d.bound = false
+	h := d.host
+	d.mu.Unlock()
+	h.ClearAddress()
+	d.emit("dhcp.lost", "reason", err.Error())
+}
+
+// addressReady runs once per power cycle, at the first address: the AMT
+// ports open and, in setup mode, the Hello loop starts.
+func (d *Device) addressReady() {
+	d.mu.Lock()
+	if !d.on || d.ready {
+		d.mu.Unlock()
+		return
+	}
+	d.ready = true
+	h, s := d.host, d.settings
+	d.mu.Unlock()
+
+	var ls []*nic.Listener
+	for _, port := range []uint16{PortHTTP, PortHTTPS} {
+		l, err := h.Listen(port, func(c net.Conn) { d.accept(port, c) })
+		if err != nil {
+			d.emit("boot.failed", "err", err.Error())
+			return
+		}
+		ls = append(ls, l)
+	}
+	d.mu.Lock()
+	d.listeners = ls
+	d.mu.Unlock()
+	d.emit("amt.listening", "ports", fmt.Sprintf("%d,%d", PortHTTP, PortHTTPS))
+
+	if sendsHello(s) {
+		d.startHello()
+		return
+	}
+	reason := "provisioned"
+	switch {
+	case s.State == mebx.StatePre:
+		reason = "factory mode: change the MEBx password and enter PID/PPS to enter setup"
+	case s.State == mebx.StateIn && s.Mode != mebx.ModeEnterprise:
+		reason = "small business mode: no SCS"
+	case s.State == mebx.StateIn:
+		reason = "no PID in MEBx"
+	}
+	d.emit("hello.off", "reason", reason)
+}
+
+// accept serves a connection on an AMT port. The web services come later;
+// for now the device notes the connection and closes it.
+func (d *Device) accept(port uint16, c net.Conn) {
+	d.Stats.ConnsAccepted.Add(1)
+	d.emit("conn.accepted", "port", port, "peer", c.RemoteAddr().String())
+	c.Close()
+}
+
+// PowerOff stops every timer, closes the ports and unplugs the NIC. The
+// MEBx settings stay in the store.
+func (d *Device) PowerOff() {
+	d.mu.Lock()
+	if !d.on {
+		d.mu.Unlock()
+		return
+	}
+	d.on = false
+	d.cancel()
+	if d.helloTimer != nil {
+		d.helloTimer.Stop()
+	}
+	cl, ls, h := d.dhcp, d.listeners, d.host
+	d.dhcp, d.listeners, d.nic, d.host = nil, nil, nil, nil
+	d.mu.Unlock()
+	if cl != nil {
+		cl.Stop()
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	h.Close()
+	d.emit("power.off")
+}
+
+func addrList(as ...netip.Addr) string {
+	out := ""
+	for _, a := range as {
+		if !a.IsValid() {
+			continue
+		}
+		if out != "" {
+			out += ","
+		}
+		out += a.String()
+	}
+	return out
+}

@@ -1,0 +1,233 @@
+package firmware
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/lan"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// The whole boot on the embedded LAN: lease, ProvisionServer.<option 15
+// domain>, and Hellos whose fields match the MEBx store and the identity,
+// with the retry counter running 0–14 on the schedule and then starting
+// over.
+func TestBootDiscoverAndHelloOnEmbeddedLAN(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, err := identity.Of(5, 0, 42)
+	require.NoError(t, err)
+	s := setupSettings(t, id)
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, s)
+
+	bound := d.ev.wait(t, "dhcp.bound", 1, 10*time.Second)[0]
+	dom, _ := bound.Attr("domain")
+	assert.Equal(t, n.Domain(), dom.String(), "option 15")
+
+	round := hello.DefaultSchedule().RoundLen()
+	var got []hello.Received
+	for range round + 1 {
+		got = append(got, srv.next(t, 30*time.Second))
+	}
+	for k, r := range got {
+		assert.Equal(t, hello.VersionPSK, r.Version)
+		assert.Equal(t, id.UUID, r.UUID, "UUID from the identity")
+		assert.Equal(t, s.PID, r.PID, "PID from the MEBx store")
+		assert.True(t, r.AdminSet, "the MEBx password was changed")
+		assert.Equal(t, uint32(k%round), r.Retry, "Hello %d", k)
+		assert.Equal(t, d.Addr(), r.From.Addr(), "from the leased address")
+	}
+
+	res := d.ev.named("scs.resolved")
+	require.Len(t, res, 1, "reported once, not per Hello")
+	name, _ := res[0].Attr("name")
+	src, _ := res[0].Attr("source")
+	assert.Equal(t, "ProvisionServer."+n.Domain(), name.String())
+	assert.Equal(t, "dhcp-domain", src.String())
+
+	// On the device clock the Hellos are due on the schedule, and go out
+	// never before they are due, nor much after.
+	sent := d.ev.wait(t, "hello.sent", round+1, time.Second)
+	sched := hello.DefaultSchedule()
+	due := func(k int) time.Time { v, _ := sent[k].Attr("due"); return v.Time() }
+	for k := 0; k <= round; k++ {
+		assert.Equal(t, sched.Offset(k), due(k).Sub(due(0)), "Hello %d due", k)
+		late := sent[k].Time.Sub(due(k))
+		assert.GreaterOrEqual(t, late, time.Duration(0), "Hello %d early", k)
+		assert.Less(t, late, 5*time.Minute, "Hello %d late", k)
+	}
+
+	names := strings.Join(d.ev.names(), " ")
+	assert.Regexp(t, `^power.on state link.up dhcp.discover .*dhcp.bound amt.listening scs.resolved hello.sent`, names)
+	assert.Zero(t, d.Stats.HellosFailed.Load())
+}
+
+// No DHCP server at all: static settings and an SCS address typed into
+// MEBx, on a custom port.
+func TestStaticAddressAndSCSFromMEBx(t *testing.T) {
+	seg := lan.NewSegment(lan.SegmentOptions{})
+	t.Cleanup(seg.Close)
+	stacks := nic.NewStacks(nic.StackOptions{})
+	t.Cleanup(stacks.Close)
+	scs := netip.MustParseAddr("10.9.0.200")
+	srv := startHelloServer(t, nil, seg, stacks, netip.PrefixFrom(scs, 24), 19971)
+
+	id, _ := identity.Of(5, 0, 7)
+	s := setupSettings(t, id)
+	require.NoError(t, s.Set("dhcp=false", "ip=10.9.0.50", "netmask=255.255.255.0", "gateway=10.9.0.1",
+		"scs.address=10.9.0.200", "scs.port=19971"))
+	d := bootDevice(t, Options{Uplink: seg, Stacks: stacks}, id, s)
+
+	r := srv.next(t, 10*time.Second)
+	assert.Equal(t, "10.9.0.50", r.From.Addr().String())
+	assert.Equal(t, s.PID, r.PID)
+	assert.Len(t, d.ev.named("address.static"), 1)
+	assert.Empty(t, d.ev.named("dhcp.discover"), "a static device sends no DHCP")
+	conf := d.ev.named("scs.configured")
+	require.Len(t, conf, 1)
+	addr, _ := conf[0].Attr("addr")
+	assert.Equal(t, "10.9.0.200:19971", addr.String())
+	assert.Zero(t, d.Stats.DNSQueries.Load(), "an address in MEBx needs no DNS")
+}
+
+// DHCP, but no ProvisionServer record: every Hello slot asks DNS, fails,
+// says why and counts on; once the record appears the next Hello goes out.
+func TestNoDNSRecordKeepsRetrying(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{NoSCSRecord: true})
+	scs := netip.MustParseAddr("198.18.0.9")
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(scs, n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, _ := identity.Of(5, 0, 8)
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, setupSettings(t, id))
+
+	failed := d.ev.wait(t, "hello.failed", 3, 20*time.Second)
+	for k, f := range failed[:3] {
+		retry, _ := f.Attr("retry")
+		assert.Equal(t, uint64(k), retry.Uint64(), "the retry counter counts failed slots too")
+		why, _ := f.Attr("err")
+		assert.Contains(t, why.String(), "ProvisionServer."+n.Domain()+": NXDOMAIN")
+		assert.Contains(t, why.String(), "ProvisionServer: NXDOMAIN", "the bare name is tried last")
+	}
+	assert.NotEmpty(t, d.ev.named("scs.unresolved"))
+	select {
+	case r := <-srv.got:
+		t.Fatalf("a Hello arrived with no SCS in DNS: %+v", r)
+	default:
+	}
+
+	n.DNS.Set("ProvisionServer."+n.Domain(), scs)
+	r := srv.next(t, 20*time.Second)
+	assert.Equal(t, id.UUID, r.UUID)
+	assert.Positive(t, r.Retry, "the counter went on while DNS failed")
+}
+
+// A DNS server that sends garbage before each real answer: the garbage is
+// counted and skipped, and the device resolves and sends its Hello.
+func TestMalformedDNSAnswerIsCountedAndIgnored(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+
+	rogueAddr := netip.MustParseAddr("198.18.0.53")
+	rogue, err := n.AddHost([]byte{0x02, 0xa0, 0, 0, 0, 0x53}, netip.PrefixFrom(rogueAddr, n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+	pc, err := rogue.ListenUDP(53)
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:k]) != nil {
+				continue
+			}
+			// A header that promises an answer the bytes do not hold.
+			_, _ = pc.WriteTo([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 3, 'a'}, from)
+			r := new(dns.Msg)
+			r.SetReply(q)
+			if strings.EqualFold(q.Question[0].Name, "ProvisionServer."+n.Domain()+".") {
+				r.Answer = append(r.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: n.SCS().AsSlice()})
+			} else {
+				r.Rcode = dns.RcodeNameError
+			}
+			out, _ := r.Pack()
+			_, _ = pc.WriteTo(out, from)
+		}
+	}()
+
+	id, _ := identity.Of(5, 0, 9)
+	s := setupSettings(t, id)
+	require.NoError(t, s.Set("dhcp=false", "ip=198.18.0.60", "netmask=255.254.0.0", "dns1="+rogueAddr.String(), "domain="+n.Domain()))
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, s)
+
+	r := srv.next(t, 10*time.Second)
+	assert.Equal(t, id.UUID, r.UUID)
+	assert.GreaterOrEqual(t, d.Stats.DNSMalformed.Load(), uint64(1))
+	assert.NotEmpty(t, d.ev.named("dns.malformed"))
+	res := d.ev.named("scs.resolved")
+	require.NotEmpty(t, res)
+	src, _ := res[0].Attr("source")
+	assert.Equal(t, "mebx-domain", src.String(), "the MEBx domain comes before DHCP's")
+}
+
+// A factory-fresh device gets an address and opens its ports but sends no
+// Hello: it is not in setup mode.
+func TestFactoryDeviceSendsNoHello(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, _ := identity.Of(5, 0, 10)
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, mebx.Defaults())
+	off := d.ev.wait(t, "hello.off", 1, 10*time.Second)
+	why, _ := off[0].Attr("reason")
+	assert.Contains(t, why.String(), "factory mode")
+	assert.Len(t, d.ev.named("amt.listening"), 1)
+	select {
+	case r := <-srv.got:
+		t.Fatalf("factory device sent a Hello: %+v", r)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// The window closes: the device falls silent, and a power cycle starts the
+// schedule (and the retry counter) again.
+func TestHelloWindowAndPowerCycle(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, _ := identity.Of(5, 0, 11)
+	sched := hello.Schedule{
+		Round:  []hello.Step{{Count: 3, Interval: 12 * time.Second}},
+		Then:   time.Minute,
+		Window: 2 * time.Minute, // Hellos at 0, 12, 24 and 84 s; the next (144 s) is outside
+	}
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, Schedule: sched, Clock: clock.Scaled(500)}, id, setupSettings(t, id))
+	var retries []uint32
+	for range 4 {
+		retries = append(retries, srv.next(t, 10*time.Second).Retry)
+	}
+	assert.Equal(t, []uint32{0, 1, 2, 0}, retries)
+	stop := d.ev.wait(t, "hello.stopped", 1, 10*time.Second)
+	count, _ := stop[0].Attr("hellos")
+	assert.Equal(t, int64(4), count.Int64())
+	select {
+	case r := <-srv.got:
+		t.Fatalf("a Hello after the window closed: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	d.PowerOff()
+	require.NoError(t, d.PowerOn(t.Context()))
+	assert.Equal(t, uint32(0), srv.next(t, 10*time.Second).Retry, "the counter starts again at power-up")
+	assert.Len(t, d.ev.named("power.on"), 2)
+}

@@ -1,0 +1,205 @@
+package firmware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/mebx"
+)
+
+// ProvisionServer is the host name an SCS is published under (PROTOCOL.md
+// §2).
+const ProvisionServer = "ProvisionServer"
+
+// leaseInfo is what discovery needs from a DHCP lease.
+type leaseInfo struct {
+	domain string
+	dns    []netip.Addr
+}
+
+// candidate is one way of finding the SCS, in the firmware's order.
+type candidate struct {
+	name   string // DNS name; empty for an address typed into MEBx
+	source string // mebx, fqdn, mebx-domain, dhcp-domain, bare
+}
+
+// candidates lists the names to try, in the real firmware's order: the SCS
+// FQDN from MEBx, ProvisionServer under the MEBx domain, then under the
+// DHCP option 15 domain, then bare.
+func (d *Device) candidates(s mebx.Settings, l *leaseInfo) []candidate {
+	var cs []candidate
+	seen := map[string]bool{}
+	add := func(name, source string) {
+		if k := strings.ToLower(name); !seen[k] {
+			seen[k] = true
+			cs = append(cs, candidate{name: name, source: source})
+		}
+	}
+	if s.SCSFQDN != "" {
+		add(s.SCSFQDN, "fqdn")
+	}
+	if s.DomainName != "" {
+		add(ProvisionServer+"."+s.DomainName, "mebx-domain")
+	}
+	if l != nil && l.domain != "" {
+		add(ProvisionServer+"."+l.domain, "dhcp-domain")
+	}
+	if !d.o.NoBareName {
+		add(ProvisionServer, "bare")
+	}
+	return cs
+}
+
+// findSCS returns the SCS address for the next Hello.
+func (d *Device) findSCS(ctx context.Context, s mebx.Settings, l *leaseInfo) (netip.AddrPort, error) {
+	port := s.SCSPort
+	if port == 0 {
+		port = mebx.DefaultSCSPort
+	}
+	if s.SCSAddress.IsValid() {
+		ap := netip.AddrPortFrom(s.SCSAddress, port)
+		d.noteSCS(ap, "scs.configured", "source", "mebx")
+		return ap, nil
+	}
+	servers := []netip.Addr{}
+	if l != nil {
+		servers = append(servers, l.dns...)
+	} else {
+		for _, a := range []netip.Addr{s.DNS1, s.DNS2} {
+			if a.IsValid() {
+				servers = append(servers, a)
+			}
+		}
+	}
+	if len(servers) == 0 {
+		d.emit("scs.unresolved", "why", "no SCS address in MEBx and no DNS server (MEBx or DHCP option 6)")
+		return netip.AddrPort{}, errors.New("no SCS address and no DNS server")
+	}
+	var why []string
+	for _, c := range d.candidates(s, l) {
+		a, err := d.resolve(ctx, servers, c.name)
+		if err == nil {
+			ap := netip.AddrPortFrom(a, port)
+			d.noteSCS(ap, "scs.resolved", "name", c.name, "source", c.source)
+			return ap, nil
+		}
+		if ctx.Err() != nil {
+			return netip.AddrPort{}, ctx.Err()
+		}
+		why = append(why, fmt.Sprintf("%s: %v", c.name, err))
+	}
+	d.Stats.DNSFailures.Add(1)
+	d.emit("scs.unresolved", "why", strings.Join(why, "; "))
+	return netip.AddrPort{}, fmt.Errorf("SCS not found (%s)", strings.Join(why, "; "))
+}
+
+// noteSCS reports the SCS address when it is new or has changed.
+func (d *Device) noteSCS(ap netip.AddrPort, event string, args ...any) {
+	d.mu.Lock()
+	same := d.lastSCS == ap
+	d.lastSCS = ap
+	d.mu.Unlock()
+	if !same {
+		d.emit(event, append(args, "addr", ap.String())...)
+	}
+}
+
+// errNXDomain is an authoritative "no such name": no point asking again.
+var errNXDomain = errors.New("NXDOMAIN")
+
+// resolve asks each server in turn, DNSAttempts times each, for the name's
+// A record, through the device's own stack.
+func (d *Device) resolve(ctx context.Context, servers []netip.Addr, name string) (netip.Addr, error) {
+	var last error
+	for range d.o.DNSAttempts {
+		for _, server := range servers {
+			a, err := d.queryA(ctx, server, name)
+			if err == nil || errors.Is(err, errNXDomain) || ctx.Err() != nil {
+				return a, err
+			}
+			last = err
+		}
+	}
+	return netip.Addr{}, last
+}
+
+// queryA sends one query and waits for its answer. Datagrams that are not
+// a readable answer to it are counted and skipped: a broken or stray packet
+// does not end the wait.
+func (d *Device) queryA(ctx context.Context, server netip.Addr, name string) (netip.Addr, error) {
+	h := d.hostNow()
+	if h == nil {
+		return netip.Addr{}, errors.New("powered off")
+	}
+	c, err := h.DialUDP(netip.AddrPortFrom(server, 53))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	d.mu.Lock()
+	q.Id = uint16(d.rand.Uint32())
+	d.mu.Unlock()
+	out, err := q.Pack()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("dns: %w", err)
+	}
+	d.Stats.DNSQueries.Add(1)
+	wait := clock.RealDuration(d.clock, clock.AtLeastReal(d.clock, d.o.DNSTimeout, d.o.NetFloor))
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write(out); err != nil {
+		return netip.Addr{}, fmt.Errorf("dns query to %s: %w", server, err)
+	}
+	buf := make([]byte, 1500) // no EDNS: answers fit a frame
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+				return netip.Addr{}, fmt.Errorf("no answer from %s", server)
+			}
+			return netip.Addr{}, fmt.Errorf("dns from %s: %w", server, err)
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf[:n]); err != nil {
+			d.Stats.DNSMalformed.Add(1)
+			d.emit("dns.malformed", "server", server.String(), "bytes", n, "err", err.Error())
+			continue
+		}
+		if r.Id != q.Id || !r.Response || len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) {
+			continue // not the answer to this query
+		}
+		switch r.Rcode {
+		case dns.RcodeSuccess:
+		case dns.RcodeNameError:
+			return netip.Addr{}, fmt.Errorf("%w from %s", errNXDomain, server)
+		default:
+			return netip.Addr{}, fmt.Errorf("%s from %s", dns.RcodeToString[r.Rcode], server)
+		}
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+					return ip, nil
+				}
+			}
+		}
+		return netip.Addr{}, fmt.Errorf("no A record from %s", server)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

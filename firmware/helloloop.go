@@ -1,0 +1,121 @@
+package firmware
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// startHello arms the first Hello of this power cycle, due at once.
+func (d *Device) startHello() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.on || d.helloOn {
+		return
+	}
+	d.helloOn = true
+	d.helloK, d.helloOffset = 0, 0
+	d.helloStart = d.clock.Now()
+	d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
+}
+
+// helloSlot is one due Hello: find the SCS, send, arm the next.
+func (d *Device) helloSlot() {
+	d.mu.Lock()
+	if !d.on || !d.helloOn {
+		d.mu.Unlock()
+		return
+	}
+	k := d.helloK
+	due := d.helloStart.Add(d.helloOffset)
+	ctx, h, s := d.ctx, d.host, d.settings
+	lease, bound := d.lease, d.bound
+	d.mu.Unlock()
+
+	retry := d.sched.Retry(k)
+	m := hello.Message{AdminSet: s.PasswordChanged(), Version: hello.VersionPSK, Retry: retry, UUID: d.o.Identity.UUID, PID: s.PID}
+	err := func() error {
+		addr := h.Prefix()
+		if !addr.IsValid() {
+			return fmt.Errorf("no IPv4 address (lease lost)")
+		}
+		var dhcpLease *leaseInfo
+		if s.DHCP && bound {
+			dhcpLease = &leaseInfo{domain: lease.Domain, dns: lease.DNS}
+		}
+		scs, err := d.findSCS(ctx, s, dhcpLease)
+		if err != nil {
+			return err
+		}
+		return d.sendHello(ctx, scs, m, k, due)
+	}()
+	if ctx.Err() != nil {
+		return // powered off meanwhile
+	}
+	if err != nil {
+		d.Stats.HellosFailed.Add(1)
+		d.emit("hello.failed", "retry", retry, "n", k, "due", due, "err", err.Error())
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.on || !d.helloOn {
+		return
+	}
+	d.helloK = k + 1
+	d.helloOffset += d.sched.Delay(k + 1)
+	if !d.sched.Open(d.helloOffset) {
+		d.helloOn = false
+		d.helloTimer = nil
+		go d.emit("hello.stopped", "hellos", k+1, "after", d.sched.Window.String(),
+			"reason", "Hello window closed; the device sends again after the next power-up")
+		return
+	}
+	// Due times count from the first Hello, so slow slots do not stretch
+	// the schedule.
+	wait := max(d.helloStart.Add(d.helloOffset).Sub(d.clock.Now()), 0)
+	d.helloTimer = d.clock.AfterFunc(wait, d.helloSlot)
+}
+
+// sendHello connects to the SCS, writes the Hello and closes: the SCS
+// answers by connecting back, never on this connection.
+func (d *Device) sendHello(ctx context.Context, scs netip.AddrPort, m hello.Message, k int, due time.Time) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	h := d.hostNow()
+	if h == nil {
+		return fmt.Errorf("powered off")
+	}
+	wait := clock.RealDuration(d.clock, clock.AtLeastReal(d.clock, d.o.ConnectTimeout, d.o.NetFloor))
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	c, err := h.DialTCP(cctx, scs)
+	if err != nil {
+		return fmt.Errorf("connect to SCS %s: %w", scs, err)
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(wait))
+	if _, err := c.Write(b); err != nil {
+		return fmt.Errorf("write Hello to SCS %s: %w", scs, err)
+	}
+	d.Stats.HellosSent.Add(1)
+	d.emit("hello.sent", "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
+		"from", c.LocalAddr().String(), "pid", m.PID, "admin_set", m.AdminSet)
+	return nil
+}
+
+func (d *Device) hostNow() *nic.Host {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.on {
+		return nil
+	}
+	return d.host
+}
