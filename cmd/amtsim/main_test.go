@@ -88,6 +88,8 @@ func TestRunEmbeddedJSON(t *testing.T) {
 	for _, ev := range []string{"power.on", "link.up", "dhcp.bound", "scs.resolved", "amt.listening"} {
 		assert.Equal(t, 3, count[ev], ev)
 	}
+	assert.GreaterOrEqual(t, count["hello.sent"], 3, "every device sent its Hello")
+	assert.GreaterOrEqual(t, count["hello.received"], 1, "the listener on the segment read them")
 	assert.Equal(t, 1, count["run.done"])
 
 	// The first device's capture decodes with tshark as DHCP and DNS.
@@ -99,6 +101,10 @@ func TestRunEmbeddedJSON(t *testing.T) {
 	assert.Contains(t, string(protos), "eth:ethertype:ip:udp:dhcp")
 	assert.Contains(t, string(protos), "eth:ethertype:ip:udp:dns")
 	assert.Contains(t, string(protos), "eth:ethertype:arp")
+	assert.Contains(t, string(protos), "eth:ethertype:ip:tcp")
+	hellos, err := exec.Command("tshark", "-r", pcap, "-Y", "tcp.dstport == 9971 && tcp.len == 32", "-T", "fields", "-e", "tcp.payload").Output()
+	require.NoError(t, err, "%s", hellos)
+	assert.Regexp(t, `^010002000000000044454c4c`, strings.TrimSpace(string(hellos)), "a 32-byte PSK Hello: admin set, version 2, retry 0, UUID starting \"DE\"")
 	opt15, err := exec.Command("tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 5", "-T", "fields", "-e", "dhcp.option.domain_name").CombinedOutput()
 	require.NoError(t, err, "%s", opt15)
 	assert.Contains(t, string(opt15), "amtsim.example", "the ACK carries option 15")
@@ -107,7 +113,8 @@ func TestRunEmbeddedJSON(t *testing.T) {
 func TestRunStaticFromStore(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "mebx.json")
 	code, _, stderr := amtsim(t, "mebx", "set", "--store", store, "password=Str0ng!Pass", "dhcp=off",
-		"ip=198.18.0.50", "netmask=255.254.0.0", "scs.address=198.18.0.2")
+		"ip=198.18.0.50", "netmask=255.254.0.0", "scs.address=198.18.0.2",
+		"pid=0000-037M", "pps=NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ")
 	require.Equal(t, exitOK, code, stderr)
 	code, out, stderr := amtsim(t, "run", "--devices", "1", "--store", store)
 	require.Equal(t, exitOK, code, stderr)
@@ -115,6 +122,29 @@ func TestRunStaticFromStore(t *testing.T) {
 	assert.Contains(t, out, "ip=198.18.0.50/15")
 	assert.Contains(t, out, "msg=scs.configured")
 	assert.Contains(t, out, "source=mebx")
+	assert.Contains(t, out, "msg=hello.received from=198.18.0.50:")
+	assert.Contains(t, out, "pid=0000037M", "the Hello carries the PID from the store")
+}
+
+// A factory-fresh device leases and listens but sends no Hello; the run
+// ends when it says so.
+func TestRunFactory(t *testing.T) {
+	code, out, stderr := amtsim(t, "run", "--factory")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "msg=hello.off")
+	assert.NotContains(t, out, "msg=hello.sent")
+}
+
+// A store file that does not exist is created in setup mode, readable by
+// mebx show.
+func TestRunCreatesStore(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "new.json")
+	code, _, stderr := amtsim(t, "run", "--store", store)
+	require.Equal(t, exitOK, code, stderr)
+	s, err := mebx.NewFileStore(store).Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.StateIn, s.State)
+	assert.True(t, s.PasswordChanged())
 }
 
 func TestUsage(t *testing.T) {
@@ -127,4 +157,24 @@ func TestUsage(t *testing.T) {
 	code, out, _ := amtsim(t, "version")
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, out, "AMT 5.0")
+}
+
+// Under --time-scale the retry counter climbs on the schedule: at ×200 the
+// 12-second Hellos come 60 ms apart.
+func TestRunTimeScale(t *testing.T) {
+	code, out, stderr := amtsim(t, "run", "--until", "forever", "--timeout", "1s", "--time-scale", "200", "--log-format", "json")
+	require.Equal(t, exitOK, code, stderr)
+	var retries []float64
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &ev))
+		if ev["msg"] == "hello.received" {
+			retries = append(retries, ev["retry"].(float64))
+		}
+	}
+	require.GreaterOrEqual(t, len(retries), 4, "Hellos at 0, 12, 24, 36 s of device time")
+	for k, r := range retries {
+		assert.Equal(t, float64(k), r)
+	}
 }

@@ -9,60 +9,117 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
-
-	"github.com/amtsim/amtsim/dhcp"
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/firmware"
+	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 )
 
-// cmdRun boots devices as far as the foundation goes today: power on, link
-// up, an address from DHCP (or static settings in MEBx), the SCS address
-// from MEBx or from DNS (ProvisionServer.<domain>), and the AMT ports 16992
-// and 16993 listening. The Hello and provisioning follow in the firmware.
+// defaultMEBxPassword is what `run` types into MEBx for devices whose store
+// is empty, as an IT department's USB setup key would; it meets the strong
+// password policy. --mebx-password replaces it.
+const defaultMEBxPassword = "Amtsim-5!"
+
+// scsHelloMAC is the MAC of the embedded LAN's Hello listener host.
+var scsHelloMAC = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x02}
+
+// cmdRun boots devices and follows them through power-on, link, address,
+// SCS discovery and the Hello. On the embedded LAN a Hello listener sits at
+// the ProvisionServer address, so the whole timeline shows with no root.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	devices := fs.Int("devices", 2, "how many devices to boot")
+	devices := fs.Int("devices", 1, "how many devices to boot")
 	seed := fs.Uint64("seed", 1, "identity seed")
 	shard := fs.Int("shard", 0, "identity shard")
-	storePath := fs.String("store", "", "MEBx store file of the first device (default: factory settings in memory)")
+	storePath := fs.String("store", "", "MEBx store file of the first device; created in setup mode if missing (default: in memory)")
 	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME")
 	pcapPath := fs.String("pcap", "", "write the first device's frames to this pcap file")
 	logFormat := fs.String("log-format", "text", "text | json")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up on a device after this long")
+	until := fs.String("until", "", "hello: stop when every device has sent its Hello (default on the embedded LAN); forever: run until interrupted or --timeout (default on a TAP)")
+	timeout := fs.Duration("timeout", 0, "give up after this long (default 60s with --until hello, none with forever)")
+	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
+	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password set on devices whose store is empty")
+	factory := fs.Bool("factory", false, "devices with an empty store boot factory-fresh (no PID/PPS, no Hello)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return err
 	}
-	var log *slog.Logger
+	var handler slog.Handler
 	switch *logFormat {
 	case "text":
-		log = slog.New(slog.NewTextHandler(stdout, nil))
+		handler = slog.NewTextHandler(stdout, nil)
 	case "json":
-		log = slog.New(slog.NewJSONHandler(stdout, nil))
+		handler = slog.NewJSONHandler(stdout, nil)
 	default:
 		return usageError{fmt.Sprintf("run: --log-format %q (want text or json)", *logFormat)}
 	}
+	log := slog.New(handler)
 	if *devices < 1 {
 		return usageError{"run: --devices must be at least 1"}
 	}
+	if *scale <= 0 {
+		return usageError{"run: --time-scale must be positive"}
+	}
+	if err := mebx.CheckPassword(*password); err != nil && !*factory {
+		return usageError{fmt.Sprintf("run: --mebx-password: %v", err)}
+	}
 
-	var up nic.Uplink
+	// A device is done when its Hello went out (on the embedded LAN: when
+	// the listener read it), or when it said it sends none (factory mode,
+	// provisioned, …).
+	var (
+		up       nic.Uplink
+		embedded = *uplink == "embedded"
+		mu       sync.Mutex
+		pending  = map[string]bool{}
+		byUUID   = map[identity.UUID]string{}
+		allDone  = make(chan struct{})
+	)
+	done := func(device string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if pending[device] {
+			delete(pending, device)
+			if len(pending) == 0 {
+				close(allDone)
+			}
+		}
+	}
 	switch {
-	case *uplink == "embedded":
+	case embedded:
 		netw, err := lan.StartNetwork(lan.NetworkOptions{})
 		if err != nil {
 			return err
 		}
 		defer netw.Close()
+		h, err := netw.AddHost(scsHelloMAC, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
+		if err != nil {
+			return err
+		}
+		rx := hello.NewReceiver(hello.ReceiverOptions{
+			Handle: func(r hello.Received) {
+				log.Info("hello.received", "from", r.From.String(), "version", r.Version.String(), "retry", r.Retry,
+					"uuid", r.UUID.String(), "pid", r.PID, "admin_set", r.AdminSet)
+				mu.Lock()
+				device := byUUID[r.UUID]
+				mu.Unlock()
+				done(device)
+			},
+			OnError: func(from netip.AddrPort, err error) { log.Warn("hello.bad", "from", from.String(), "err", err.Error()) },
+		})
+		if _, err := h.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
+			return err
+		}
 		log.Info("lan.up", "subnet", netw.Subnet().String(), "dhcp_dns", netw.Gateway().String(),
-			"domain", netw.Domain(), "provision_server", netw.SCS().String())
+			"domain", netw.Domain(), "provision_server", fmt.Sprintf("%s:%d", netw.SCS(), mebx.DefaultSCSPort))
 		up = netw.Segment
 	case strings.HasPrefix(*uplink, "tap:"):
 		tap, err := nic.OpenTAP(nic.TAPOptions{Name: strings.TrimPrefix(*uplink, "tap:")})
@@ -74,15 +131,43 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return usageError{fmt.Sprintf("run: --uplink %q (want embedded or tap:NAME)", *uplink)}
 	}
+	switch *until {
+	case "":
+		*until = "forever"
+		if embedded {
+			*until = "hello"
+		}
+	case "hello", "forever":
+	default:
+		return usageError{fmt.Sprintf("run: --until %q (want hello or forever)", *until)}
+	}
+	if *timeout == 0 && *until == "hello" {
+		*timeout = time.Minute
+	}
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
 
 	stacks := nic.NewStacks(nic.StackOptions{})
 	defer stacks.Close()
+	clk := clock.Scaled(*scale)
+	logEvents := firmware.LogSink(handler)
 
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		failed []string
-	)
+	sink := func(e firmware.Event) {
+		logEvents(e)
+		if e.Name == "hello.off" || e.Name == "hello.sent" && !embedded {
+			done(e.Device)
+		}
+	}
+
+	var devs []*firmware.Device
+	defer func() {
+		for _, d := range devs {
+			d.PowerOff()
+		}
+	}()
 	for i := range *devices {
 		id, err := identity.Of(*seed, *shard, i)
 		if err != nil {
@@ -92,11 +177,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if i == 0 && *storePath != "" {
 			store = mebx.NewFileStore(*storePath)
 		}
-		settings, err := store.Load()
-		if errors.Is(err, mebx.ErrNoSettings) {
-			settings, err = mebx.Defaults(), nil
-		}
-		if err != nil {
+		if err := prepareStore(store, id, *password, *factory); err != nil {
 			return err
 		}
 		var capture *nic.Capture
@@ -106,152 +187,63 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 			defer capture.Close()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dctx, cancel := context.WithTimeout(ctx, *timeout)
-			defer cancel()
-			dlog := log.With("device", id.HostName, "mac", id.MAC.String())
-			if err := boot(dctx, dlog, id, settings, up, stacks, capture); err != nil {
-				dlog.Error("boot.failed", "err", err.Error())
-				mu.Lock()
-				failed = append(failed, id.HostName)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d devices did not come up: %s", len(failed), *devices, strings.Join(failed, ", "))
-	}
-	log.Info("run.done", "devices", *devices,
-		"shows", "power on → link up → address → SCS address → AMT ports listening; the Hello and provisioning come with the firmware")
-	return nil
-}
-
-func boot(ctx context.Context, log *slog.Logger, id identity.Identity, s mebx.Settings, up nic.Uplink, stacks *nic.Stacks, capture *nic.Capture) error {
-	c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: up, Capture: capture})
-	if err != nil {
-		return err
-	}
-	vendor, device := c.PCIID()
-	log.Info("power.on", "uuid", id.UUID.String(), "service_tag", id.ServiceTag,
-		"pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model, "state", s.State.String())
-	h, err := stacks.Attach(c)
-	if err != nil {
-		return err
-	}
-	log.Info("link.up")
-
-	var dnsServers []netip.Addr
-	domain := s.DomainName
-	if s.DHCP {
-		cl := dhcp.NewClient(dhcp.ClientOptions{Link: c, HostName: id.HostName, Retransmit: time.Second})
-		c.SetRawHandler(cl.HandleFrame)
-		l, err := cl.Acquire(ctx)
-		if err != nil {
-			return fmt.Errorf("dhcp: %w", err)
-		}
-		var gw netip.Addr
-		if len(l.Routers) > 0 {
-			gw = l.Routers[0]
-		}
-		if err := h.SetAddress(l.Addr, gw); err != nil {
-			return err
-		}
-		dnsServers = l.DNS
-		if domain == "" {
-			domain = l.Domain
-		}
-		log.Info("dhcp.bound", "ip", l.Addr.String(), "gateway", gw.String(), "dns", fmt.Sprint(l.DNS),
-			"domain", l.Domain, "lease", l.Duration.String(), "server", l.ServerID.String())
-	} else {
-		p, err := s.Prefix()
-		if err != nil {
-			return err
-		}
-		if err := h.SetAddress(p, s.Gateway); err != nil {
-			return err
-		}
-		for _, d := range []netip.Addr{s.DNS1, s.DNS2} {
-			if d.IsValid() {
-				dnsServers = append(dnsServers, d)
-			}
-		}
-		log.Info("address.static", "ip", p.String(), "gateway", s.Gateway.String())
-	}
-
-	switch {
-	case s.SCSAddress.IsValid():
-		log.Info("scs.configured", "addr", netip.AddrPortFrom(s.SCSAddress, s.SCSPort).String(), "source", "mebx")
-	default:
-		name := "ProvisionServer." + domain
-		a, err := resolveA(ctx, h, dnsServers, name)
-		if err != nil {
-			return fmt.Errorf("resolve %s: %w", name, err)
-		}
-		log.Info("scs.resolved", "name", name, "addr", netip.AddrPortFrom(a, s.SCSPort).String())
-	}
-
-	for _, port := range []uint16{16992, 16993} {
-		_, err := h.Listen(port, func(conn net.Conn) {
-			log.Info("conn.accepted", "port", port, "peer", conn.RemoteAddr().String())
-			conn.Close()
+		d, err := firmware.New(firmware.Options{
+			Identity: id, Store: store, Uplink: up, Stacks: stacks, Capture: capture,
+			Clock: clk, Events: sink,
 		})
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		pending[d.ID()] = true
+		byUUID[id.UUID] = d.ID()
+		mu.Unlock()
+		if err := d.PowerOn(ctx); err != nil {
+			return err
+		}
+		devs = append(devs, d)
 	}
-	log.Info("amt.listening", "ports", "16992,16993")
+
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+	}
+	var sent, failed uint64
+	for _, d := range devs {
+		sent += d.Stats.HellosSent.Load()
+		failed += d.Stats.HellosFailed.Load()
+	}
+	mu.Lock()
+	left := make([]string, 0, len(pending))
+	for id := range pending {
+		left = append(left, id)
+	}
+	mu.Unlock()
+	sort.Strings(left)
+	if *until == "hello" && len(left) > 0 {
+		return fmt.Errorf("%d of %d devices sent no Hello within %v: %s", len(left), *devices, *timeout, strings.Join(left, ", "))
+	}
+	// With --until forever, an interrupt or the timeout is the normal end.
+	log.Info("run.done", "devices", *devices, "hellos_sent", sent, "hellos_failed", failed)
 	return nil
 }
 
-func resolveA(ctx context.Context, h *nic.Host, servers []netip.Addr, name string) (netip.Addr, error) {
-	if len(servers) == 0 {
-		return netip.Addr{}, errors.New("no DNS server known")
+// prepareStore gives an empty store the settings of a device an IT
+// department has readied for the SCS: MEBx password changed and the
+// identity's PID/PPS entered (setup mode). factory leaves it fresh.
+func prepareStore(st mebx.Store, id identity.Identity, password string, factory bool) error {
+	_, err := st.Load()
+	if !errors.Is(err, mebx.ErrNoSettings) {
+		return err // existing settings (or a store that cannot be read)
 	}
-	var last error
-	for attempt := range 3 {
-		server := servers[attempt%len(servers)]
-		a, err := queryA(ctx, h, server, name)
-		if err == nil {
-			return a, nil
+	s := mebx.Defaults()
+	if !factory {
+		if err := s.SetPassword(password); err != nil {
+			return err
 		}
-		last = err
-	}
-	return netip.Addr{}, last
-}
-
-func queryA(ctx context.Context, h *nic.Host, server netip.Addr, name string) (netip.Addr, error) {
-	c, err := h.DialUDP(netip.AddrPortFrom(server, 53))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer c.Close()
-	deadline := time.Now().Add(2 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.SetDeadline(deadline)
-	co := &dns.Conn{Conn: c}
-	q := new(dns.Msg)
-	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	if err := co.WriteMsg(q); err != nil {
-		return netip.Addr{}, err
-	}
-	r, err := co.ReadMsg()
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		return netip.Addr{}, fmt.Errorf("%s from %s", dns.RcodeToString[r.Rcode], server)
-	}
-	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
-				return ip, nil
-			}
+		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
+			return err
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no A record in the answer from %s", server)
+	return st.Save(s)
 }
