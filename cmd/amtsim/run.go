@@ -52,6 +52,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return err
 	}
+	if *scale <= 0 {
+		return usageError{"run: --time-scale must be positive"}
+	}
 	var handler slog.Handler
 	switch *logFormat {
 	case "text":
@@ -61,12 +64,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return usageError{fmt.Sprintf("run: --log-format %q (want text or json)", *logFormat)}
 	}
-	log := slog.New(handler)
+	clk := clock.Scaled(*scale)
+	// Records carry the devices' clock time, so that under --time-scale the
+	// LAN's lines and the devices' read as one timeline.
+	log := slog.New(clockHandler{Handler: handler, now: clk.Now})
 	if *devices < 1 {
 		return usageError{"run: --devices must be at least 1"}
-	}
-	if *scale <= 0 {
-		return usageError{"run: --time-scale must be positive"}
 	}
 	if err := mebx.CheckPassword(*password); err != nil && !*factory {
 		return usageError{fmt.Sprintf("run: --mebx-password: %v", err)}
@@ -152,7 +155,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	stacks := nic.NewStacks(nic.StackOptions{})
 	defer stacks.Close()
-	clk := clock.Scaled(*scale)
 	logEvents := firmware.LogSink(handler)
 
 	sink := func(e firmware.Event) {
@@ -204,9 +206,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		devs = append(devs, d)
 	}
 
-	select {
-	case <-allDone:
-	case <-ctx.Done():
+	if *until == "hello" {
+		select {
+		case <-allDone:
+		case <-ctx.Done():
+		}
+	} else {
+		<-ctx.Done()
 	}
 	var sent, failed uint64
 	for _, d := range devs {
@@ -246,4 +252,15 @@ func prepareStore(st mebx.Store, id identity.Identity, password string, factory 
 		}
 	}
 	return st.Save(s)
+}
+
+// clockHandler stamps records with a clock's time.
+type clockHandler struct {
+	slog.Handler
+	now func() time.Time
+}
+
+func (h clockHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Time = h.now()
+	return h.Handler.Handle(ctx, r)
 }
