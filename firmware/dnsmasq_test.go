@@ -1,0 +1,152 @@
+package firmware
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// lockedBuffer collects a child process's output safely.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The device against real peers: dnsmasq in a network namespace serves
+// DHCP (with option 15) and DNS on the TAP; the device, on that TAP, leases
+// from dnsmasq, resolves ProvisionServer.<domain> through it, and a Hello
+// listener inside the namespace reads its Hello. The device's pcap decodes
+// with tshark as DHCP, DNS and TCP.
+func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
+	netns.Need(t, "dnsmasq", "tshark")
+	const (
+		domain = "amtsim.test"
+		router = "198.19.251.1"
+	)
+	ns := netns.New(t)
+	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
+	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", router+"/24", "dev", "amt0")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+
+	dir := t.TempDir()
+	var dnsmasqLog lockedBuffer
+	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
+		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
+		"--dhcp-range=198.19.251.100,198.19.251.150,255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
+		"--domain="+domain, "--dhcp-option=option:router,"+router,
+		"--host-record=ProvisionServer."+domain+","+router,
+		"--no-resolv", "--no-hosts", "--log-dhcp", "--log-queries", "--log-facility=-")
+	cmd.Stdout, cmd.Stderr = &dnsmasqLog, &dnsmasqLog
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq:\n%s", dnsmasqLog.String())
+		}
+	})
+
+	// The SCS's Hello listener: a kernel socket inside the namespace.
+	got := make(chan hello.Received, 4)
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { got <- r }})
+	var ln net.Listener
+	require.NoError(t, ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", router+":9971")
+		return err
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { _ = rx.Serve(ctx, ln); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	var tap *nic.TAP
+	require.NoError(t, ns.Do(func() (err error) {
+		tap, err = nic.OpenTAP(nic.TAPOptions{Name: "amt0"})
+		return err
+	}))
+	t.Cleanup(func() { _ = tap.Close() })
+	pcapPath := filepath.Join(dir, "device.pcap")
+	capture, err := nic.CreateCapture(pcapPath)
+	require.NoError(t, err)
+	stacks := nic.NewStacks(nic.StackOptions{})
+	t.Cleanup(stacks.Close)
+
+	id, err := identity.Of(9, 0, 1)
+	require.NoError(t, err)
+	s := setupSettings(t, id)
+	// dnsmasq may take a moment to bind; the client's retransmission covers
+	// that. Real time: the peers are real.
+	d := bootDevice(t, Options{Uplink: tap, Stacks: stacks, Capture: capture, Clock: clock.Real()}, id, s)
+
+	var r hello.Received
+	select {
+	case r = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no Hello from the device; events %v", d.ev.names())
+	}
+	assert.Equal(t, id.UUID, r.UUID)
+	assert.Equal(t, s.PID, r.PID)
+	assert.Equal(t, uint32(0), r.Retry)
+	from := r.From.Addr()
+	assert.True(t, netip.MustParsePrefix("198.19.251.0/24").Contains(from), "leased from dnsmasq's range: %s", from)
+
+	bound := d.ev.named("dhcp.bound")
+	require.Len(t, bound, 1)
+	dom, _ := bound[0].Attr("domain")
+	assert.Equal(t, domain, dom.String(), "option 15 from dnsmasq")
+	res := d.ev.named("scs.resolved")
+	require.Len(t, res, 1)
+	name, _ := res[0].Attr("name")
+	assert.Equal(t, "ProvisionServer."+domain, name.String())
+
+	d.PowerOff()
+	require.NoError(t, capture.Close())
+	protos := tshark(t, "-r", pcapPath, "-T", "fields", "-e", "frame.protocols")
+	assert.Contains(t, protos, "eth:ethertype:ip:udp:dhcp")
+	assert.Contains(t, protos, "eth:ethertype:ip:udp:dns")
+	assert.Contains(t, protos, "eth:ethertype:ip:tcp")
+	queries := tshark(t, "-r", pcapPath, "-Y", "dns.flags.response == 1", "-T", "fields", "-e", "dns.qry.name", "-e", "dns.a")
+	assert.Contains(t, queries, "ProvisionServer."+domain+"\t"+router, "dnsmasq's answer in the capture")
+	payload := tshark(t, "-r", pcapPath, "-Y", "tcp.dstport == 9971 && tcp.len == 32", "-T", "fields", "-e", "tcp.payload")
+	want, err := r.Message.Marshal()
+	require.NoError(t, err)
+	assert.Contains(t, payload, hex.EncodeToString(want), "the Hello on the wire is the one the listener decoded")
+	assert.Contains(t, dnsmasqLog.String(), "DHCPACK(amt0) "+from.String())
+}
+
+func tshark(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("tshark", args...).Output()
+	require.NoError(t, err, "tshark %s", strings.Join(args, " "))
+	return string(out)
+}

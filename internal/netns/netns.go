@@ -1,0 +1,106 @@
+// Package netns gives tests a network namespace of their own, with helpers
+// to run commands in it and to open sockets and TAP devices inside it from
+// the test process. Every test that uses it needs root; Need skips the test
+// with a clear message otherwise.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// NS is a network namespace made for one test and removed after it.
+type NS struct{ Name string }
+
+// Need skips t unless it runs as root, and fails it when one of tools is
+// missing (CI installs them all).
+func Need(t testing.TB, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root to create a network namespace and a TAP interface (CI runs it as root)")
+	}
+	for _, tool := range append([]string{"ip"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (bash .ci/run installs it): %v", tool, err)
+		}
+	}
+}
+
+// Run runs a command in the root namespace and fails t if it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// New creates a namespace with its loopback up.
+func New(t testing.TB) *NS {
+	t.Helper()
+	ns := &NS{Name: fmt.Sprintf("amtsim-%d-%s", os.Getpid(), strings.ToLower(t.Name()))}
+	ns.Name = strings.NewReplacer("/", "-", " ", "-").Replace(ns.Name)
+	if len(ns.Name) > 40 {
+		ns.Name = ns.Name[:40]
+	}
+	Run(t, "ip", "netns", "add", ns.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.Name).Run() })
+	Run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
+	return ns
+}
+
+// Exec runs a command inside the namespace.
+func (ns *NS) Exec(args ...string) (string, error) {
+	out, err := ns.Command(args...).CombinedOutput()
+	return string(out), err
+}
+
+// Command prepares a command to run inside the namespace.
+func (ns *NS) Command(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+}
+
+// Do runs f on an OS thread that has entered the namespace. Sockets and
+// file descriptors f opens stay in the namespace wherever they are used
+// from afterwards.
+func (ns *NS) Do(f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is unlocked only once it is back home: if leaving the
+		// namespace failed, it must die with this goroutine rather than
+		// serve others.
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(filepath.Join("/var/run/netns", ns.Name))
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- fmt.Errorf("setns back: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- ferr
+	}()
+	return <-ch
+}
