@@ -103,6 +103,15 @@ type Device struct {
 	sched hello.Schedule
 	Stats Stats
 
+	// work counts the slots in progress (a Hello on the wire, a DNS query)
+	// so that PowerOff returns only when the device has gone quiet. Add only
+	// under mu while on.
+	work sync.WaitGroup
+	// power serializes PowerOn and PowerOff, so that a second PowerOff
+	// returns only once the first has finished.
+	power   sync.Mutex
+	stopCtx func() bool
+
 	mu        sync.Mutex
 	on        bool
 	ctx       context.Context // ends at power-off
@@ -218,6 +227,8 @@ func (d *Device) emit(name string, args ...any) {
 // boot is under way; everything after (address, Hellos) is reported as
 // events.
 func (d *Device) PowerOn(ctx context.Context) error {
+	d.power.Lock()
+	defer d.power.Unlock()
 	s, err := d.o.Store.Load()
 	if errors.Is(err, mebx.ErrNoSettings) {
 		s, err = mebx.Defaults(), nil
@@ -227,7 +238,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
 	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
-		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true})
+		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true, MEFilter: true})
 	if err != nil {
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
@@ -248,7 +259,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	d.rand = rand.New(rand.NewPCG(d.o.Seed, d.Stats.PowerOns.Add(1)))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mu.Unlock()
-	context.AfterFunc(ctx, d.PowerOff)
+	d.stopCtx = context.AfterFunc(ctx, d.PowerOff)
 
 	vendor, device := n.PCIID()
 	d.emit("power.on", "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
@@ -388,6 +399,8 @@ func (d *Device) accept(port uint16, c net.Conn) {
 // PowerOff stops every timer, closes the ports and unplugs the NIC. The
 // MEBx settings stay in the store.
 func (d *Device) PowerOff() {
+	d.power.Lock()
+	defer d.power.Unlock()
 	d.mu.Lock()
 	if !d.on {
 		d.mu.Unlock()
@@ -395,11 +408,12 @@ func (d *Device) PowerOff() {
 	}
 	d.on = false
 	d.cancel()
+	d.stopCtx()
 	if d.helloTimer != nil {
 		d.helloTimer.Stop()
 	}
 	cl, ls, h := d.dhcp, d.listeners, d.host
-	d.dhcp, d.listeners, d.nic, d.host = nil, nil, nil, nil
+	d.dhcp, d.listeners = nil, nil
 	d.mu.Unlock()
 	if cl != nil {
 		cl.Stop()
@@ -407,6 +421,8 @@ func (d *Device) PowerOff() {
 	for _, l := range ls {
 		l.Close()
 	}
+	// The cancelled context ends any DNS wait or connect at once.
+	d.work.Wait()
 	h.Close()
 	d.emit("power.off")
 }

@@ -31,6 +31,8 @@ func (d *Device) helloSlot() {
 		d.mu.Unlock()
 		return
 	}
+	d.work.Add(1)
+	defer d.work.Done()
 	k := d.helloK
 	due := d.helloStart.Add(d.helloOffset)
 	ctx, h, s := d.ctx, d.host, d.settings
@@ -63,8 +65,8 @@ func (d *Device) helloSlot() {
 	}
 
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if !d.on || !d.helloOn {
+		d.mu.Unlock()
 		return
 	}
 	d.helloK = k + 1
@@ -72,7 +74,8 @@ func (d *Device) helloSlot() {
 	if !d.sched.Open(d.helloOffset) {
 		d.helloOn = false
 		d.helloTimer = nil
-		go d.emit("hello.stopped", "hellos", k+1, "after", d.sched.Window.String(),
+		d.mu.Unlock()
+		d.emit("hello.stopped", "hellos", k+1, "after", d.sched.Window.String(),
 			"reason", "Hello window closed; the device sends again after the next power-up")
 		return
 	}
@@ -80,6 +83,7 @@ func (d *Device) helloSlot() {
 	// the schedule.
 	wait := max(d.helloStart.Add(d.helloOffset).Sub(d.clock.Now()), 0)
 	d.helloTimer = d.clock.AfterFunc(wait, d.helloSlot)
+	d.mu.Unlock()
 }
 
 // sendHello connects to the SCS, writes the Hello and closes: the SCS

@@ -29,16 +29,24 @@ type SegmentStats struct {
 	Frames  atomic.Uint64 // frames sent into the segment
 	Unicast atomic.Uint64 // delivered to the one learned port
 	Flooded atomic.Uint64 // group or unknown-unicast frames flooded
-	Dropped atomic.Uint64 // lost to a full queue
-	Hairpin atomic.Uint64 // addressed back to the sender's own port
-	Runts   atomic.Uint64 // shorter than an Ethernet header
+	// Filtered counts group-frame deliveries skipped because the port's
+	// broadcast filter (nic.BroadcastFilter) would refuse them.
+	Filtered atomic.Uint64
+	Dropped  atomic.Uint64 // lost to a full queue
+	Hairpin  atomic.Uint64 // addressed back to the sender's own port
+	Runts    atomic.Uint64 // shorter than an Ethernet header
 }
 
 // Segment is a learning Ethernet switch. It implements nic.Uplink.
 type Segment struct {
-	mu     sync.RWMutex
-	ports  map[*segPort]struct{}
-	table  map[[6]byte]*segPort
+	mu    sync.RWMutex
+	ports map[*segPort]struct{}
+	table map[[6]byte]*segPort
+	// Group frames go to the ports without a filter (open) and to the
+	// filtered ports indexed under the frame's key, never to the rest.
+	open   map[*segPort]struct{}
+	arpFor map[[4]byte]map[*segPort]struct{}
+	udpTo  map[uint16]map[*segPort]struct{}
 	nextID uint64
 	closed bool
 
@@ -58,6 +66,7 @@ type segPort struct {
 	port     nic.Port
 	id       uint64
 	detached atomic.Bool
+	filter   *nic.BroadcastFilter // guarded by seg.mu
 }
 
 var _ nic.Uplink = (*Segment)(nil)
@@ -70,7 +79,10 @@ func NewSegment(o SegmentOptions) *Segment {
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096
 	}
-	s := &Segment{ports: map[*segPort]struct{}{}, table: map[[6]byte]*segPort{}}
+	s := &Segment{
+		ports: map[*segPort]struct{}{}, table: map[[6]byte]*segPort{},
+		open: map[*segPort]struct{}{}, arpFor: map[[4]byte]map[*segPort]struct{}{}, udpTo: map[uint16]map[*segPort]struct{}{},
+	}
 	for range o.Workers {
 		q := make(chan delivery, o.QueueLen)
 		s.queues = append(s.queues, q)
@@ -97,7 +109,64 @@ func (s *Segment) Attach(p nic.Port) (nic.Attachment, error) {
 	sp := &segPort{seg: s, port: p, id: s.nextID}
 	s.nextID++
 	s.ports[sp] = struct{}{}
+	s.open[sp] = struct{}{}
 	return sp, nil
+}
+
+// SetBroadcastFilter implements nic.FilterAware.
+func (p *segPort) SetBroadcastFilter(f *nic.BroadcastFilter) {
+	s := p.seg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, attached := s.ports[p]; !attached {
+		return
+	}
+	s.unindexLocked(p)
+	p.filter = f
+	if f == nil {
+		s.open[p] = struct{}{}
+		return
+	}
+	for _, a := range f.ARPFor {
+		if a.Is4() {
+			addTo(s.arpFor, a.As4(), p)
+		}
+	}
+	for _, port := range f.UDPPorts {
+		addTo(s.udpTo, port, p)
+	}
+}
+
+func addTo[K comparable](m map[K]map[*segPort]struct{}, k K, p *segPort) {
+	set := m[k]
+	if set == nil {
+		set = map[*segPort]struct{}{}
+		m[k] = set
+	}
+	set[p] = struct{}{}
+}
+
+func removeFrom[K comparable](m map[K]map[*segPort]struct{}, k K, p *segPort) {
+	if set := m[k]; set != nil {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+func (s *Segment) unindexLocked(p *segPort) {
+	delete(s.open, p)
+	if f := p.filter; f != nil {
+		for _, a := range f.ARPFor {
+			if a.Is4() {
+				removeFrom(s.arpFor, a.As4(), p)
+			}
+		}
+		for _, port := range f.UDPPorts {
+			removeFrom(s.udpTo, port, p)
+		}
+	}
 }
 
 // Ports returns how many ports are attached.
@@ -158,10 +227,38 @@ func (p *segPort) Send(frame []byte) error {
 		}
 	}
 	s.Stats.Flooded.Add(1)
-	for to := range s.ports {
+	if dst[0]&1 == 0 {
+		// Unknown unicast: every port, as a switch floods it; the NICs'
+		// MAC filters drop it where it does not belong.
+		for to := range s.ports {
+			if to != p {
+				s.enqueue(to, frame)
+			}
+		}
+		return nil
+	}
+	sent := 0
+	for to := range s.open {
 		if to != p {
 			s.enqueue(to, frame)
+			sent++
 		}
+	}
+	var more map[*segPort]struct{}
+	switch kind, key := nic.Classify(frame); kind {
+	case nic.BroadcastARP:
+		more = s.arpFor[key]
+	case nic.BroadcastUDP:
+		more = s.udpTo[uint16(key[0])<<8|uint16(key[1])]
+	}
+	for to := range more {
+		if to != p {
+			s.enqueue(to, frame)
+			sent++
+		}
+	}
+	if skipped := len(s.ports) - 1 - sent; skipped > 0 {
+		s.Stats.Filtered.Add(uint64(skipped))
 	}
 	return nil
 }
@@ -181,6 +278,7 @@ func (p *segPort) Detach() {
 	p.detached.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.unindexLocked(p)
 	delete(s.ports, p)
 	for mac, sp := range s.table {
 		if sp == p {

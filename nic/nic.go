@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -62,6 +64,13 @@ type Options struct {
 	Egress, Ingress Netem
 	// Down starts the NIC with its link down.
 	Down bool
+	// MEFilter turns on the manageability filter for broadcasts: only ARP
+	// requests for the NIC's address (as its Host sets it) and UDP
+	// broadcasts to MEPorts reach the NIC's handlers. Off, every broadcast
+	// does, as on a NIC that serves a host OS.
+	MEFilter bool
+	// MEPorts are the UDP ports the filter passes; default 68 (DHCP client).
+	MEPorts []uint16
 }
 
 // Counters are the NIC's frame statistics.
@@ -72,7 +81,7 @@ type Counters struct {
 	RxImpairDrops              atomic.Uint64 // lost to Ingress impairment
 	TxErrors                   atomic.Uint64 // the uplink refused the frame
 	LinkDownDrops              atomic.Uint64
-	RxFiltered                 atomic.Uint64 // unicast for another MAC
+	RxFiltered                 atomic.Uint64 // unicast for another MAC, broadcasts the ME filter refused
 	RxMalformed                atomic.Uint64 // shorter than an Ethernet header
 	RxRaw                      atomic.Uint64 // taken by the raw handler
 	TxDuplicates, RxDuplicates atomic.Uint64 // extra copies made by impairment
@@ -95,6 +104,9 @@ type NIC struct {
 	ingress   *impairer
 	raw       atomic.Pointer[RawHandler]
 	wire      Attachment
+	meFilter  bool
+	mePorts   []uint16
+	filter    atomic.Pointer[BroadcastFilter]
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -142,7 +154,28 @@ func New(o Options) (*NIC, error) {
 	if n.wire, err = o.Uplink.Attach(n); err != nil {
 		return nil, fmt.Errorf("nic %v: attach: %w", o.MAC, err)
 	}
+	if o.MEFilter {
+		n.meFilter = true
+		n.mePorts = o.MEPorts
+		if len(n.mePorts) == 0 {
+			n.mePorts = []uint16{68}
+		}
+		n.SetFilterAddrs()
+	}
 	return n, nil
+}
+
+// SetFilterAddrs tells the manageability filter the NIC's IPv4 addresses,
+// the ones whose ARP requests it passes. Without MEFilter it does nothing.
+func (n *NIC) SetFilterAddrs(addrs ...netip.Addr) {
+	if !n.meFilter {
+		return
+	}
+	f := &BroadcastFilter{ARPFor: slices.Clone(addrs), UDPPorts: n.mePorts}
+	n.filter.Store(f)
+	if fa, ok := n.wire.(FilterAware); ok {
+		fa.SetBroadcastFilter(f)
+	}
 }
 
 // HardwareAddr is the NIC's MAC.
@@ -229,6 +262,10 @@ func (n *NIC) DeliverFrame(frame []byte) {
 	dst := tcpip.LinkAddress(frame[:6])
 	if dst != n.mac && frame[0]&1 == 0 {
 		// The MAC filter of a NIC that is not promiscuous.
+		n.Stats.RxFiltered.Add(1)
+		return
+	}
+	if f := n.filter.Load(); f != nil && frame[0]&1 != 0 && !f.Match(frame) {
 		n.Stats.RxFiltered.Add(1)
 		return
 	}

@@ -187,6 +187,7 @@ func (h *Host) SetAddress(addr netip.Prefix, gateway netip.Addr) error {
 		h.s.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(gateway.As4()), NIC: h.id})
 	}
 	h.addr, h.gateway = addr, gateway
+	h.nic.SetFilterAddrs(addr.Addr())
 	return nil
 }
 
@@ -204,6 +205,7 @@ func (h *Host) clearLocked() {
 	_ = h.s.RemoveAddress(h.id, tcpip.AddrFrom4(h.addr.Addr().As4()))
 	h.s.RemoveRoutes(func(r tcpip.Route) bool { return r.NIC == h.id })
 	h.addr, h.gateway = netip.Prefix{}, netip.Addr{}
+	h.nic.SetFilterAddrs()
 }
 
 func (h *Host) local(port uint16) tcpip.FullAddress {
