@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/amtsim/amtsim/nic"
@@ -47,6 +48,9 @@ type Network struct {
 	scs       netip.Addr
 	stacks    *nic.Stacks
 	ownStacks bool
+
+	mu    sync.Mutex
+	infra []*nic.Host // hosts that know every leased device's MAC
 }
 
 // ServerMAC is the infrastructure host's MAC (locally administered).
@@ -116,15 +120,27 @@ func StartNetwork(o NetworkOptions) (*Network, error) {
 
 // registerLease gives a DHCP client that sent a host name (option 12) an A
 // record under the domain, as dnsmasq does.
+// It also pins the device's MAC in the ARP tables of the infrastructure
+// hosts (see nic.Host.SetNeighbor).
 func (n *Network) registerLease(l Lease) {
 	if l.HostName != "" {
 		n.DNS.Set(l.HostName+"."+n.domain, l.Addr)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, h := range n.infra {
+		_ = h.SetNeighbor(l.Addr, l.MAC) // a closed host refuses; nothing to do
 	}
 }
 
 func (n *Network) unregisterLease(l Lease) {
 	if l.HostName != "" {
 		n.DNS.Delete(l.HostName + "." + n.domain)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, h := range n.infra {
+		h.RemoveNeighbor(l.Addr)
 	}
 }
 
@@ -158,6 +174,14 @@ func (n *Network) AddHost(mac net.HardwareAddr, addr netip.Prefix, capture *nic.
 	if err := h.SetAddress(addr, netip.Addr{}); err != nil {
 		h.Close()
 		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.infra = append(n.infra, h)
+	if n.Leases != nil {
+		for _, l := range n.Leases.Bound() {
+			_ = h.SetNeighbor(l.Addr, l.MAC)
+		}
 	}
 	return h, nil
 }

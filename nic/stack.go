@@ -208,6 +208,29 @@ func (h *Host) clearLocked() {
 	h.nic.SetFilterAddrs()
 }
 
+// SetNeighbor pins addr to mac in the host's ARP table. gVisor keeps at
+// most 512 learned neighbors per NIC and resolves at most 64 at a time, so
+// a server host answering thousands of devices at once would lose replies
+// to ARP churn; a pinned entry is never evicted. The embedded LAN pins
+// every leased device on its servers, as DHCP servers that write ARP
+// entries for their clients do.
+func (h *Host) SetNeighbor(addr netip.Addr, mac net.HardwareAddr) error {
+	if !addr.Is4() || len(mac) != 6 {
+		return fmt.Errorf("host %v: neighbor %s at %v: want IPv4 and a 6-byte MAC", h.nic.HardwareAddr(), addr, mac)
+	}
+	if terr := h.s.AddStaticNeighbor(h.id, ipv4.ProtocolNumber, tcpip.AddrFrom4(addr.As4()), tcpip.LinkAddress(mac)); terr != nil {
+		return fmt.Errorf("host %v: neighbor %s: %s", h.nic.HardwareAddr(), addr, terr)
+	}
+	return nil
+}
+
+// RemoveNeighbor forgets addr's ARP entry.
+func (h *Host) RemoveNeighbor(addr netip.Addr) {
+	if addr.Is4() {
+		_ = h.s.RemoveNeighbor(h.id, ipv4.ProtocolNumber, tcpip.AddrFrom4(addr.As4()))
+	}
+}
+
 func (h *Host) local(port uint16) tcpip.FullAddress {
 	fa := tcpip.FullAddress{NIC: h.id, Port: port}
 	if a := h.Prefix(); a.IsValid() {
@@ -242,6 +265,9 @@ func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
 	}
 	ep.SocketOptions().SetBindToDevice(int32(h.id))
 	ep.SocketOptions().SetBroadcast(true)
+	// A server socket (the LAN's DNS) takes a fleet's queries in bursts;
+	// gVisor's 32 KiB default would drop them. 4 MiB is the stack's cap.
+	ep.SocketOptions().SetReceiveBufferSize(4<<20, true)
 	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: bind udp/%d: %s", h.nic.HardwareAddr(), port, terr)
@@ -277,7 +303,7 @@ func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: bind tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
 	}
-	if terr := ep.Listen(16); terr != nil {
+	if terr := ep.Listen(listenBacklog); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: listen tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
 	}
@@ -352,3 +378,9 @@ func (h *Host) Close() {
 	_ = h.s.RemoveNIC(h.id)
 	h.nic.Close()
 }
+
+// listenBacklog is the accept queue of a Host's listeners. A device's own
+// ports see one connection at a time, but the same listeners serve the
+// embedded SCS, where a whole fleet's Hellos arrive at once: a short queue
+// there would drop SYNs and turn into Hello timeouts.
+const listenBacklog = 4096

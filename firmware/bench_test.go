@@ -1,0 +1,178 @@
+package firmware
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/lan"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// BenchmarkHelloingDevices measures a fleet of devices in setup mode on the
+// embedded LAN, each booted by DHCP, its SCS found by DNS, sending Hellos to
+// a listener on the segment. It reports, per device:
+//
+//   - boot-ms: wall time from the first power-on until every device's first
+//     Hello was read, per 1,000 devices;
+//   - B/device and goroutines/device with every device idle between Hellos
+//     (leased, listening on 16992/16993, Hello timer armed);
+//   - cpu-µs/hello: process CPU (user + system) for one more round of
+//     Hellos, divided by the Hellos read. The listener and the LAN run in
+//     the same process, so this is the whole cost of a Hello, both ends.
+func BenchmarkHelloingDevices(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
+			for range b.N {
+				helloFleet(b, n)
+			}
+		})
+	}
+}
+
+func helloFleet(b *testing.B, n int) {
+	b.Helper()
+	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer netw.Close()
+	var hellos atomic.Int64
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }})
+	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
+		b.Fatal(err)
+	}
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+
+	// One Hello at once, the next a long interval later: time to measure
+	// the fleet idle in between.
+	const gap = 5 * time.Minute
+	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
+	before := heapAfterGC()
+	g0 := runtime.NumGoroutine()
+	start := time.Now()
+	devs := make([]*Device, 0, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range n {
+		id, err := identity.Of(3, 0, i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := mebx.Defaults()
+		if err := s.SetPassword("Bench-Pass1!"); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
+			b.Fatal(err)
+		}
+		st := mebx.NewMemStore()
+		if err := st.Save(s); err != nil {
+			b.Fatal(err)
+		}
+		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.PowerOn(ctx); err != nil {
+			b.Fatal(err)
+		}
+		devs = append(devs, d)
+		// Power on in batches, as a fleet with a boot rate does: a whole
+		// fleet switched on in one instant floods the LAN's queues.
+		if len(devs)%bootBatch == 0 || len(devs) == n {
+			waitFor(b, &hellos, int64(len(devs)), time.Minute, devs, netw)
+		}
+	}
+	boot := time.Since(start)
+
+	after := heapAfterGC()
+	g1 := runtime.NumGoroutine()
+	b.ReportMetric(float64(boot.Milliseconds())/float64(n)*1000, "boot-ms/1k")
+	b.ReportMetric(float64(after-before)/float64(n), "B/device")
+	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/device")
+
+	// Bring the next Hello forward: one round more, measured.
+	cpu0 := cpuTime()
+	for _, d := range devs {
+		d.mu.Lock()
+		if d.helloTimer != nil && d.helloTimer.Stop() {
+			d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
+		}
+		d.mu.Unlock()
+	}
+	waitFor(b, &hellos, int64(2*n), time.Minute, devs, netw)
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
+
+	var failed uint64
+	for _, d := range devs {
+		failed += d.Stats.HellosFailed.Load()
+		d.PowerOff()
+	}
+	if failed > 0 {
+		b.Errorf("%d Hellos failed", failed)
+	}
+}
+
+const bootBatch = 500
+
+// firstFailure keeps the first failed Hello's reason for the report.
+var firstFailure atomic.Value
+
+func noteFailure(e Event) {
+	if e.Name == "hello.failed" {
+		if v, ok := e.Attr("err"); ok {
+			firstFailure.CompareAndSwap(nil, v.String())
+		}
+	}
+}
+
+func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, devs []*Device, netw *lan.Network) {
+	b.Helper()
+	deadline := time.Now().Add(within)
+	for v.Load() < want {
+		if time.Now().After(deadline) {
+			var failed, dnsFail uint64
+			for _, d := range devs {
+				failed += d.Stats.HellosFailed.Load()
+				dnsFail += d.Stats.DNSFailures.Load()
+			}
+			b.Fatalf("%d of %d Hellos after %v; %d failed (%d DNS; first: %v); segment dropped %d frames; DNS server: %d queries, %d answered, %d NXDOMAIN",
+				v.Load(), want, within, failed, dnsFail, firstFailure.Load(), netw.Segment.Stats.Dropped.Load(),
+				netw.DNS.Stats.Queries.Load(), netw.DNS.Stats.Answered.Load(), netw.DNS.Stats.NXDomain.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+var benchSizes = []int{1000, 10000}
