@@ -231,3 +231,61 @@ func TestHelloWindowAndPowerCycle(t *testing.T) {
 	assert.Equal(t, uint32(0), srv.next(t, 10*time.Second).Retry, "the counter starts again at power-up")
 	assert.Len(t, d.ev.named("power.on"), 2)
 }
+
+// The AMT ports accept connections and the device reports each one.
+func TestAMTPortsAcceptAndReport(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	id, _ := identity.Of(5, 0, 12)
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, mebx.Defaults())
+	d.ev.wait(t, "amt.listening", 1, 10*time.Second)
+	peer, err := n.AddHost([]byte{0x02, 0xa0, 0, 0, 0, 0x33}, netip.MustParsePrefix("198.18.0.33/15"), nil)
+	require.NoError(t, err)
+	for _, port := range []uint16{PortHTTP, PortHTTPS} {
+		c, err := peer.DialTCP(t.Context(), netip.AddrPortFrom(d.Addr(), port))
+		require.NoError(t, err, "port %d", port)
+		c.Close()
+	}
+	acc := d.ev.wait(t, "conn.accepted", 2, 10*time.Second)
+	ports := map[int64]bool{}
+	for _, a := range acc {
+		p, _ := a.Attr("port")
+		from, _ := a.Attr("peer")
+		ports[int64(p.Uint64())] = true
+		assert.Contains(t, from.String(), "198.18.0.33:")
+	}
+	assert.Equal(t, map[int64]bool{PortHTTP: true, PortHTTPS: true}, ports)
+	assert.Equal(t, uint64(2), d.Stats.ConnsAccepted.Load())
+}
+
+// The lease runs out with the DHCP server gone: the device drops its
+// address, its Hello slots fail for want of one, and it leases again when
+// a server is back.
+func TestLeaseLossAndRecovery(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{LeaseTime: 400 * time.Second})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, _ := identity.Of(5, 0, 13)
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, Clock: clock.Scaled(1000)}, id, setupSettings(t, id))
+	srv.next(t, 10*time.Second)
+	d.ev.wait(t, "dhcp.renewed", 1, 10*time.Second)
+
+	n.DHCP.Stop()
+	d.ev.wait(t, "dhcp.lost", 1, 10*time.Second)
+	assert.False(t, d.Addr().IsValid(), "no address after the lease ran out")
+	failed := d.ev.wait(t, "hello.failed", 1, 10*time.Second)
+	why, _ := failed[len(failed)-1].Attr("err")
+	assert.Contains(t, why.String(), "no IPv4 address")
+
+	var err error
+	n.DHCP, err = lan.StartDHCP(lan.DHCPOptions{
+		Host: n.Server, PoolFirst: netip.MustParseAddr("198.18.1.1"), PoolLast: netip.MustParseAddr("198.19.255.254"),
+		Router: n.Gateway(), DNS: []netip.Addr{n.Gateway()}, Domain: n.Domain(), Leases: n.Leases, LeaseTime: 400 * time.Second,
+	})
+	require.NoError(t, err)
+	d.ev.wait(t, "dhcp.bound", 2, 20*time.Second)
+	for {
+		r := srv.next(t, 20*time.Second)
+		if r.From.Addr() == d.Addr() {
+			break // a Hello from the new lease
+		}
+	}
+}
