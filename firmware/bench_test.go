@@ -7,12 +7,12 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/measure"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
@@ -62,7 +62,7 @@ func helloFleet(b *testing.B, n int) {
 	// the fleet idle in between.
 	const gap = 5 * time.Minute
 	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
-	before := heapAfterGC()
+	before := measure.HeapAfterGC()
 	g0 := runtime.NumGoroutine()
 	start := time.Now()
 	devs := make([]*Device, 0, n)
@@ -100,14 +100,14 @@ func helloFleet(b *testing.B, n int) {
 	}
 	boot := time.Since(start)
 
-	after := heapAfterGC()
+	after := measure.HeapAfterGC()
 	g1 := runtime.NumGoroutine()
 	b.ReportMetric(float64(boot.Milliseconds())/float64(n)*1000, "boot-ms/1k")
 	b.ReportMetric(float64(after-before)/float64(n), "B/device")
 	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/device")
 
 	// Bring the next Hello forward: one round more, measured.
-	cpu0 := cpuTime()
+	cpu0 := measure.CPUTime()
 	for _, d := range devs {
 		d.mu.Lock()
 		if d.helloTimer != nil && d.helloTimer.Stop() {
@@ -116,7 +116,7 @@ func helloFleet(b *testing.B, n int) {
 		d.mu.Unlock()
 	}
 	waitFor(b, &hellos, int64(2*n), time.Minute, devs, netw)
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
+	b.ReportMetric(float64((measure.CPUTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
 
 	var failed uint64
 	for _, d := range devs {
@@ -157,22 +157,6 @@ func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, de
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 var benchSizes = []int{1000, 10000}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/measure"
 	"github.com/amtsim/amtsim/nic"
 )
 
@@ -40,7 +41,7 @@ func idleFleet(b *testing.B, n, perStack int) (bytesPerDevice, goroutinesPerDevi
 	stacks := nic.NewStacks(nic.StackOptions{NICsPerStack: perStack})
 	defer stacks.Close()
 
-	before := heapAfterGC()
+	before := measure.HeapAfterGC()
 	g0 := runtime.NumGoroutine()
 	hosts := make([]*nic.Host, 0, n)
 	base := netip.MustParseAddr("198.18.1.0")
@@ -70,18 +71,10 @@ func idleFleet(b *testing.B, n, perStack int) (bytesPerDevice, goroutinesPerDevi
 		}
 		hosts = append(hosts, h)
 	}
-	after := heapAfterGC()
+	after := measure.HeapAfterGC()
 	g1 := runtime.NumGoroutine()
 	runtime.KeepAlive(hosts)
 	return float64(after-before) / float64(n), float64(g1-g0) / float64(n)
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 // BenchmarkSegmentUnicast measures the switch: one NIC sends frames to
