@@ -11,9 +11,8 @@
 //
 // Where PROTOCOL.md marks a fact as unconfirmed, the behaviour is a field of
 // Options with the MED reading as default: the Hello schedule and its 24 h
-// window (hello.DefaultSchedule), the bare "ProvisionServer" query after the
-// domain-qualified ones (BareName), and the wait for the SCS to connect
-// back after a Hello (ConnectBackWait).
+// window (hello.DefaultSchedule), and the bare "ProvisionServer" query after
+// the domain-qualified ones (NoBareName turns it off).
 package firmware
 
 import (
@@ -73,9 +72,9 @@ type Options struct {
 	// DNSAttempts the tries per server and name (default 2).
 	DNSTimeout  time.Duration
 	DNSAttempts int
-	// BareName also queries "ProvisionServer" with no domain when the
-	// domain-qualified names fail (PROTOCOL.md §2: "also sent even when no
-	// domain is known"). Default true; set NoBareName to leave it out.
+	// NoBareName leaves out the query for "ProvisionServer" with no domain
+	// that by default follows the domain-qualified names (PROTOCOL.md §2:
+	// "also sent even when no domain is known").
 	NoBareName bool
 	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.
 	ConnectTimeout time.Duration
