@@ -289,3 +289,21 @@ func TestLeaseLossAndRecovery(t *testing.T) {
 		}
 	}
 }
+
+// An SCS address where nothing listens: each Hello fails with the reason,
+// and the retry counter goes on.
+func TestHelloRefusedIsReportedAndRetried(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	id, _ := identity.Of(5, 0, 14)
+	s := setupSettings(t, id)
+	require.NoError(t, s.Set("scs.address="+n.Gateway().String())) // the DHCP/DNS host: no port 9971
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, s)
+	failed := d.ev.wait(t, "hello.failed", 2, 20*time.Second)
+	for k, f := range failed[:2] {
+		retry, _ := f.Attr("retry")
+		assert.Equal(t, uint64(k), retry.Uint64())
+		why, _ := f.Attr("err")
+		assert.Contains(t, why.String(), "connect to SCS "+n.Gateway().String()+":9971")
+	}
+	assert.Zero(t, d.Stats.HellosSent.Load())
+}
