@@ -195,3 +195,115 @@ func runWithTimeout(t *testing.T, cmd *exec.Cmd, d time.Duration) (string, error
 	err := cmd.Wait()
 	return b.String(), err
 }
+
+// startOpenSSLServer runs openssl s_server -rev with the PSK on a free
+// loopback port and returns its address once it accepts.
+func startOpenSSLServer(t *testing.T, flag, cipher string, key []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close() // s_server binds it next; the window is tiny on loopback
+	cmd := exec.Command("openssl", "s_server", "-accept", addr, "-naccept", "1", "-nocert", "-rev", flag,
+		"-cipher", cipher+"@SECLEVEL=0", "-psk", hex.EncodeToString(key), "-psk_hint", testPID)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = cmd.Stdout
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "ACCEPT") {
+				close(ready)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("openssl s_server did not start")
+	}
+	return addr
+}
+
+// Our client against OpenSSL's s_server, for every version × suite both
+// offer; s_server -rev sends each line back reversed.
+func TestOurClientAgainstOpenSSLServer(t *testing.T) {
+	needOpenSSL(t)
+	for _, v := range versions {
+		for id, name := range openSSLNames {
+			if suiteByID(id).tls12 && v.v < VersionTLS12 {
+				continue
+			}
+			t.Run(v.name+"/"+name, func(t *testing.T) {
+				addr := startOpenSSLServer(t, v.flag, name, AMTKey(testPPS))
+				raw, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				c := Client(raw, &Config{MinVersion: v.v, MaxVersion: v.v, CipherSuites: []uint16{id}, Identity: testPID, Key: AMTKey(testPPS)})
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				require.NoError(t, c.Handshake(ctx))
+				st := c.ConnectionState()
+				assert.Equal(t, v.v, st.Version)
+				assert.Equal(t, id, st.CipherSuite)
+				assert.Equal(t, testPID, st.Hint, "s_server's identity hint")
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, err = io.WriteString(c, "ping amtsim\n")
+				require.NoError(t, err)
+				line, err := bufio.NewReader(c).ReadString('\n')
+				require.NoError(t, err)
+				assert.Equal(t, "mistma gnip\n", line)
+			})
+		}
+	}
+}
+
+// A wrong key fails on both sides with an alert, against OpenSSL too, and
+// nothing hangs.
+func TestWrongKeyAgainstOpenSSL(t *testing.T) {
+	needOpenSSL(t)
+	addr := startOpenSSLServer(t, "-tls1", "PSK-AES128-CBC-SHA", []byte("some other key entirely, 32 byte"))
+	raw, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	c := Client(raw, &Config{MaxVersion: VersionTLS10, CipherSuites: []uint16{TLS_PSK_WITH_AES_128_CBC_SHA}, Identity: testPID, Key: AMTKey(testPPS)})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Handshake(ctx)
+	var ae *AlertError
+	require.ErrorAs(t, err, &ae, "got %v", err)
+	assert.False(t, ae.Sent)
+	assert.Contains(t, []uint8{AlertBadRecordMAC, AlertDecryptError}, ae.Description, "OpenSSL's alert: %v", err)
+
+	// And s_client with the wrong key against our server: we send
+	// bad_record_mac, s_client reports it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		s := Server(c, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA))
+		defer s.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.Handshake(ctx)
+	}()
+	cmd := exec.Command("openssl", "s_client", "-connect", ln.Addr().String(), "-tls1",
+		"-cipher", "PSK-AES128-CBC-SHA@SECLEVEL=0", "-psk", hex.EncodeToString([]byte("wrong")), "-psk_identity", testPID)
+	cmd.Stdin = strings.NewReader("")
+	out, cerr := runWithTimeout(t, cmd, 15*time.Second)
+	assert.Error(t, cerr, "s_client fails")
+	assert.Contains(t, out, "bad record mac")
+	require.ErrorAs(t, <-done, &ae)
+	assert.Equal(t, AlertBadRecordMAC, ae.Description)
+}
