@@ -365,16 +365,49 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // Close sends close_notify (after a completed handshake) and closes the
-// connection.
+// connection. After a fatal alert it first half-closes and drains what the
+// peer still sends for a moment: closing a socket with unread data resets
+// it, and the reset can destroy the alert before the peer reads it.
 func (c *Conn) Close() error {
 	c.writeMu.Lock()
+	failed := c.writeErr != nil
 	if !c.closed && c.writeErr == nil && c.out.s != nil {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_ = c.writeRecordLocked(recordAlert, []byte{alertLevelWarning, byte(alertCloseNotify)})
 	}
 	c.closed = true
 	c.writeMu.Unlock()
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok && failed {
+		_ = cw.CloseWrite()
+		_ = c.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.conn, 1<<16))
+	}
 	return c.conn.Close()
+}
+
+// peerAlert turns a failed write during the handshake into the alert the
+// peer sent before it hung up, when there is one to read.
+func (c *Conn) peerAlert(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *AlertError
+	if errors.As(err, &ae) {
+		return err
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	defer c.conn.SetReadDeadline(time.Time{})
+	c.readErr = nil
+	for range 4 {
+		_, _, rerr := c.readRecord()
+		if errors.As(rerr, &ae) {
+			return rerr
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	return err
 }
 
 func (c *Conn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }

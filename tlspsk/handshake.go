@@ -44,7 +44,7 @@ func randomBytes(r io.Reader, n int) ([]byte, error) {
 // switchOut sends ChangeCipherSpec and protects what follows with k.
 func (c *Conn) switchOut(version uint16, s *suite, k keys) error {
 	if err := c.writeRecord(recordChangeCipherSpec, []byte{1}); err != nil {
-		return err
+		return c.peerAlert(err)
 	}
 	hc, err := newHalfConn(version, s, k, true)
 	if err != nil {

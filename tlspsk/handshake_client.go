@@ -80,7 +80,7 @@ func (c *Conn) clientHandshake() error {
 	cke := (&pskMsg{typ: typeClientKeyExchange, identity: []byte(cfg.Identity)}).marshal()
 	transcript = append(transcript, cke...)
 	if err := c.writeRecord(recordHandshake, cke); err != nil {
-		return err
+		return c.peerAlert(err)
 	}
 	master, ck, sk := keySchedule(version, s, premasterSecret(cfg.Key), clientRandom, sh.random)
 	if err := c.switchOut(version, s, ck); err != nil {
@@ -89,7 +89,7 @@ func (c *Conn) clientHandshake() error {
 	fin := finishedMsg{verifyData: finished(version, s, master, transcript, "client finished")}
 	transcript = append(transcript, fin.marshal()...)
 	if err := c.writeRecord(recordHandshake, fin.marshal()); err != nil {
-		return err
+		return c.peerAlert(err)
 	}
 	if err := c.switchIn(version, s, sk); err != nil {
 		return err
