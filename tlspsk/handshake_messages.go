@@ -65,6 +65,41 @@ func message(typ uint8, body []byte) []byte {
 	return append(out, body...)
 }
 
+// appendRenegotiationInfo adds the extension block with an empty RFC 5746
+// renegotiation_info, the only extension this TLS sends.
+func appendRenegotiationInfo(b []byte) []byte {
+	b = appendU16(b, 5)
+	b = appendU16(b, extRenegotiationInfo)
+	b = appendU16(b, 1)
+	return append(b, 0)
+}
+
+// readExtensions reads the optional extension block that ends a hello
+// (TLS 1.0 peers may leave it out) and notes renegotiation_info, which on
+// an initial handshake must hold an empty renegotiated_connection.
+func readExtensions(r *reader, secureRenegotiation *bool) bool {
+	if len(r.b) == 0 {
+		return !r.err
+	}
+	exts := &reader{b: r.vec16()}
+	if !r.done() {
+		return false
+	}
+	for len(exts.b) > 0 {
+		typ, data := exts.u16(), exts.vec16()
+		if exts.err {
+			return false
+		}
+		if typ == extRenegotiationInfo {
+			if len(data) != 1 || data[0] != 0 {
+				return false
+			}
+			*secureRenegotiation = true
+		}
+	}
+	return true
+}
+
 type clientHelloMsg struct {
 	version      uint16
 	random       []byte
@@ -88,10 +123,7 @@ func (m *clientHelloMsg) marshal() []byte {
 	b = append(b, byte(len(m.compression)))
 	b = append(b, m.compression...)
 	if m.secureRenegotiation {
-		b = appendU16(b, 5)
-		b = appendU16(b, extRenegotiationInfo)
-		b = appendU16(b, 1)
-		b = append(b, 0)
+		b = appendRenegotiationInfo(b)
 	}
 	return message(typeClientHello, b)
 }
@@ -120,28 +152,7 @@ func (m *clientHelloMsg) unmarshal(body []byte) bool {
 	if r.err || len(m.compression) == 0 {
 		return false
 	}
-	if len(r.b) == 0 {
-		return true // no extensions (TLS 1.0 clients may omit them)
-	}
-	exts := &reader{b: r.vec16()}
-	if !r.done() {
-		return false
-	}
-	for len(exts.b) > 0 {
-		typ, data := exts.u16(), exts.vec16()
-		if exts.err {
-			return false
-		}
-		if typ == extRenegotiationInfo {
-			// On an initial handshake the extension holds an empty
-			// renegotiated_connection.
-			if len(data) != 1 || data[0] != 0 {
-				return false
-			}
-			m.secureRenegotiation = true
-		}
-	}
-	return true
+	return readExtensions(r, &m.secureRenegotiation)
 }
 
 type serverHelloMsg struct {
@@ -160,10 +171,7 @@ func (m *serverHelloMsg) marshal() []byte {
 	b = appendU16(b, m.cipherSuite)
 	b = append(b, 0) // null compression
 	if m.secureRenegotiation {
-		b = appendU16(b, 5)
-		b = appendU16(b, extRenegotiationInfo)
-		b = appendU16(b, 1)
-		b = append(b, 0)
+		b = appendRenegotiationInfo(b)
 	}
 	return message(typeServerHello, b)
 }
@@ -177,26 +185,7 @@ func (m *serverHelloMsg) unmarshal(body []byte) bool {
 	if r.u8() != 0 || r.err || len(m.sessionID) > 32 {
 		return false
 	}
-	if len(r.b) == 0 {
-		return true
-	}
-	exts := &reader{b: r.vec16()}
-	if !r.done() {
-		return false
-	}
-	for len(exts.b) > 0 {
-		typ, data := exts.u16(), exts.vec16()
-		if exts.err {
-			return false
-		}
-		if typ == extRenegotiationInfo {
-			if len(data) != 1 || data[0] != 0 {
-				return false
-			}
-			m.secureRenegotiation = true
-		}
-	}
-	return true
+	return readExtensions(r, &m.secureRenegotiation)
 }
 
 // pskMsg is both ServerKeyExchange (psk_identity_hint) and
