@@ -196,20 +196,6 @@ func (d *Device) Addr() netip.Addr {
 	return d.host.Prefix().Addr()
 }
 
-// NIC is the device's NIC while powered on.
-func (d *Device) NIC() *nic.NIC {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.nic
-}
-
-// DHCP is the device's DHCP client while powered on in DHCP mode.
-func (d *Device) DHCP() *dhcp.Client {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.dhcp
-}
-
 func (d *Device) emit(name string, args ...any) {
 	if d.o.Events == nil {
 		return

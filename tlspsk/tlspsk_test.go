@@ -48,35 +48,45 @@ func serverConfig(v uint16, suite uint16) *Config {
 		}}
 }
 
-// pair runs our server on loopback and returns the client's result and the
-// server's.
-func pair(t *testing.T, scfg, ccfg *Config) (cerr, serr error) {
+// serveOnce runs our server for one connection on loopback: the handshake,
+// then, with echo, one line answered "pong:<line>". done carries the
+// server's result.
+func serveOnce(t *testing.T, cfg *Config, echo bool) (addr string, done <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	done := make(chan error, 1)
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
-			done <- err
+			ch <- err
 			return
 		}
-		s := Server(c, scfg)
+		s := Server(c, cfg)
 		defer s.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := s.Handshake(ctx); err != nil {
-			done <- err
+		if err := s.Handshake(ctx); err != nil || !echo {
+			ch <- err
 			return
 		}
+		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 		line, err := bufio.NewReader(s).ReadString('\n')
 		if err == nil {
 			_, err = io.WriteString(s, "pong:"+line)
 		}
-		done <- err
+		ch <- err
 	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
+	return ln.Addr().String(), ch
+}
+
+// pair runs our client against our server and returns the client's result
+// and the server's.
+func pair(t *testing.T, scfg, ccfg *Config) (cerr, serr error) {
+	t.Helper()
+	addr, done := serveOnce(t, scfg, true)
+	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	c := Client(raw, ccfg)
 	defer c.Close()
@@ -155,26 +165,8 @@ func TestOpenSSLClientAgainstOurServer(t *testing.T) {
 				continue
 			}
 			t.Run(v.name+"/"+name, func(t *testing.T) {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				require.NoError(t, err)
-				defer ln.Close()
-				done := make(chan error, 1)
-				go func() {
-					c, err := ln.Accept()
-					if err != nil {
-						done <- err
-						return
-					}
-					s := Server(c, serverConfig(v.v, id))
-					defer s.Close()
-					_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-					line, err := bufio.NewReader(s).ReadString('\n')
-					if err == nil {
-						_, err = io.WriteString(s, "pong:"+line)
-					}
-					done <- err
-				}()
-				cmd := exec.Command("openssl", "s_client", "-connect", ln.Addr().String(), v.flag,
+				addr, done := serveOnce(t, serverConfig(v.v, id), true)
+				cmd := exec.Command("openssl", "s_client", "-connect", addr, v.flag,
 					"-cipher", name+"@SECLEVEL=0", "-psk", hex.EncodeToString(AMTKey(testPPS)), "-psk_identity", testPID, "-quiet")
 				cmd.Stdin = strings.NewReader("ping\n")
 				out, _ := runWithTimeout(t, cmd, 15*time.Second)
@@ -282,23 +274,8 @@ func TestWrongKeyAgainstOpenSSL(t *testing.T) {
 
 	// And s_client with the wrong key against our server: we send
 	// bad_record_mac, s_client reports it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		s := Server(c, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA))
-		defer s.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- s.Handshake(ctx)
-	}()
-	cmd := exec.Command("openssl", "s_client", "-connect", ln.Addr().String(), "-tls1",
+	srvAddr, done := serveOnce(t, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA), false)
+	cmd := exec.Command("openssl", "s_client", "-connect", srvAddr, "-tls1",
 		"-cipher", "PSK-AES128-CBC-SHA@SECLEVEL=0", "-psk", hex.EncodeToString([]byte("wrong")), "-psk_identity", testPID)
 	cmd.Stdin = strings.NewReader("")
 	out, cerr := runWithTimeout(t, cmd, 15*time.Second)
