@@ -244,11 +244,6 @@ func (c *Client) afterLocked(d time.Duration, f func()) clock.Timer {
 	})
 }
 
-// at arms a lease timer: it fires at the lease's own times, not floored.
-func (c *Client) atLocked(d time.Duration, f func()) clock.Timer {
-	return c.o.Clock.AfterFunc(d, f)
-}
-
 func (c *Client) event(name string, args ...any) {
 	if c.o.OnEvent != nil {
 		c.o.OnEvent(name, args...)
@@ -464,10 +459,12 @@ func (c *Client) bindLocked(l Lease, serverMAC net.HardwareAddr) {
 	c.stopLeaseTimersLocked()
 	c.lease, c.bound = l, true
 	c.serverMAC = append(c.serverMAC[:0], serverMAC...)
+	// Lease timers fire at the lease's own times, not floored like waits
+	// for an answer.
 	gen := c.leaseGen
-	c.t1 = c.atLocked(l.Renew, func() { c.leaseTimer(gen, StateRenewing) })
-	c.t2 = c.atLocked(l.Rebind, func() { c.leaseTimer(gen, StateRebinding) })
-	c.t = c.atLocked(l.Duration, func() { c.expire(gen) })
+	c.t1 = c.o.Clock.AfterFunc(l.Renew, func() { c.leaseTimer(gen, StateRenewing) })
+	c.t2 = c.o.Clock.AfterFunc(l.Rebind, func() { c.leaseTimer(gen, StateRebinding) })
+	c.t = c.o.Clock.AfterFunc(l.Duration, func() { c.expire(gen) })
 }
 
 // leaseTimer moves a bound (or renewing) client on at T1 or T2.

@@ -176,16 +176,6 @@ func New(o Options) (*Device, error) {
 // ID is the device's name in events.
 func (d *Device) ID() string { return d.id }
 
-// Identity is the device's identity.
-func (d *Device) Identity() identity.Identity { return d.o.Identity }
-
-// Settings returns the MEBx settings the device runs on.
-func (d *Device) Settings() mebx.Settings {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.settings
-}
-
 // Addr is the device's IPv4 address, if it has one.
 func (d *Device) Addr() netip.Addr {
 	d.mu.Lock()
