@@ -3,7 +3,13 @@
 package measure
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -24,4 +30,32 @@ func CPUTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ProcessCPUTime is another process's user plus system CPU time so far, all
+// its threads included, from /proc/PID/stat (in USER_HZ ticks, 100 per
+// second on Linux: measure over seconds, not milliseconds).
+func ProcessCPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("measure: cpu time of process %d: %w", pid, err)
+	}
+	// The command name in field 2 may hold spaces; fields count from the
+	// closing parenthesis.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("measure: /proc/%d/stat: no command field", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("measure: /proc/%d/stat: %d fields", pid, len(f))
+	}
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("measure: /proc/%d/stat: %w", pid, err)
+	}
+	const userHZ = 100
+	return time.Duration(ut+st) * time.Second / userHZ, nil
 }
