@@ -1,0 +1,219 @@
+package digest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrMalformed is wrapped by every header parse error.
+var ErrMalformed = errors.New("digest: malformed header")
+
+// maxHeader bounds what is parsed: AMT's own headers are a few hundred
+// bytes, and a parser of outside bytes must not be led into large work.
+const maxHeader = 4096
+
+// Challenge is a WWW-Authenticate: Digest header (RFC 2617 §3.2.1).
+type Challenge struct {
+	Realm     string
+	Nonce     string
+	Opaque    string
+	QOP       string // "auth"
+	Algorithm string // "MD5" or empty
+	Stale     bool
+}
+
+// String encodes the challenge as a header value, in the order AMT sends
+// it.
+func (c *Challenge) String() string {
+	var b strings.Builder
+	b.WriteString("Digest realm=")
+	b.WriteString(quote(c.Realm))
+	b.WriteString(", nonce=")
+	b.WriteString(quote(c.Nonce))
+	if c.Stale {
+		b.WriteString(", stale=\"true\"")
+	}
+	if c.Algorithm != "" {
+		b.WriteString(", algorithm=")
+		b.WriteString(c.Algorithm)
+	}
+	if c.Opaque != "" {
+		b.WriteString(", opaque=")
+		b.WriteString(quote(c.Opaque))
+	}
+	if c.QOP != "" {
+		b.WriteString(", qop=")
+		b.WriteString(quote(c.QOP))
+	}
+	return b.String()
+}
+
+// ParseChallenge reads a WWW-Authenticate header value.
+func ParseChallenge(h string) (*Challenge, error) {
+	p, err := parse(h)
+	if err != nil {
+		return nil, err
+	}
+	c := &Challenge{Realm: p["realm"], Nonce: p["nonce"], Opaque: p["opaque"], QOP: p["qop"], Algorithm: p["algorithm"],
+		Stale: strings.EqualFold(p["stale"], "true")}
+	if _, ok := p["realm"]; !ok {
+		return nil, fmt.Errorf("%w: challenge without a realm", ErrMalformed)
+	}
+	if c.Nonce == "" {
+		return nil, fmt.Errorf("%w: challenge without a nonce", ErrMalformed)
+	}
+	return c, nil
+}
+
+// Authorization is an Authorization: Digest header (RFC 2617 §3.2.2).
+type Authorization struct {
+	Username  string
+	Realm     string
+	Nonce     string
+	URI       string
+	Response  string
+	Algorithm string
+	Opaque    string
+	QOP       string
+	NC        string // 8 hex digits
+	CNonce    string
+}
+
+// String encodes the header value.
+func (a *Authorization) String() string {
+	var b strings.Builder
+	b.WriteString("Digest username=")
+	b.WriteString(quote(a.Username))
+	b.WriteString(", realm=")
+	b.WriteString(quote(a.Realm))
+	b.WriteString(", nonce=")
+	b.WriteString(quote(a.Nonce))
+	b.WriteString(", uri=")
+	b.WriteString(quote(a.URI))
+	b.WriteString(", response=")
+	b.WriteString(quote(a.Response))
+	if a.Algorithm != "" {
+		b.WriteString(", algorithm=")
+		b.WriteString(a.Algorithm)
+	}
+	if a.Opaque != "" {
+		b.WriteString(", opaque=")
+		b.WriteString(quote(a.Opaque))
+	}
+	if a.QOP != "" {
+		b.WriteString(", qop=")
+		b.WriteString(a.QOP)
+		b.WriteString(", nc=")
+		b.WriteString(a.NC)
+		b.WriteString(", cnonce=")
+		b.WriteString(quote(a.CNonce))
+	}
+	return b.String()
+}
+
+// ParseAuthorization reads an Authorization header value. It checks syntax
+// only; Server.Verify decides whether the credentials are good. Missing
+// fields are left empty, so that an empty response reaches the check that
+// refuses it (CVE-2017-5689) rather than being mistaken for a parse error.
+func ParseAuthorization(h string) (*Authorization, error) {
+	p, err := parse(h)
+	if err != nil {
+		return nil, err
+	}
+	return &Authorization{Username: p["username"], Realm: p["realm"], Nonce: p["nonce"], URI: p["uri"],
+		Response: p["response"], Algorithm: p["algorithm"], Opaque: p["opaque"], QOP: p["qop"], NC: p["nc"], CNonce: p["cnonce"]}, nil
+}
+
+// parse splits `Digest k=v, k="v", …` into lower-case keys and unquoted
+// values. A key given twice is an error: two answers to one question are
+// a way to confuse a checker.
+func parse(h string) (map[string]string, error) {
+	if len(h) > maxHeader {
+		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(h))
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimLeft(h, " \t"), " ")
+	if !strings.EqualFold(scheme, "Digest") {
+		return nil, fmt.Errorf("%w: scheme %q, want Digest", ErrMalformed, scheme)
+	}
+	out := make(map[string]string, 10)
+	s := rest
+	for {
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			break
+		}
+		i := strings.IndexByte(s, '=')
+		if i <= 0 {
+			return nil, fmt.Errorf("%w: parameter without a value near %q", ErrMalformed, clip(s))
+		}
+		key := strings.ToLower(strings.TrimRight(s[:i], " \t"))
+		if !isToken(key) {
+			return nil, fmt.Errorf("%w: bad parameter name %q", ErrMalformed, clip(key))
+		}
+		s = strings.TrimLeft(s[i+1:], " \t")
+		var val string
+		if strings.HasPrefix(s, `"`) {
+			var b strings.Builder
+			j := 1
+			for ; j < len(s) && s[j] != '"'; j++ {
+				if s[j] == '\\' && j+1 < len(s) {
+					j++
+				}
+				b.WriteByte(s[j])
+			}
+			if j >= len(s) {
+				return nil, fmt.Errorf("%w: unterminated quoted value for %s", ErrMalformed, key)
+			}
+			val, s = b.String(), s[j+1:]
+		} else {
+			j := strings.IndexAny(s, ", \t")
+			if j < 0 {
+				j = len(s)
+			}
+			val, s = s[:j], s[j:]
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("%w: parameter %s given twice", ErrMalformed, key)
+		}
+		out[key] = val
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			break
+		}
+		if s[0] != ',' {
+			return nil, fmt.Errorf("%w: expected ',' near %q", ErrMalformed, clip(s))
+		}
+		s = s[1:]
+	}
+	return out, nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func quote(s string) string {
+	if !strings.ContainsAny(s, `"\`) {
+		return `"` + s + `"`
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// clip keeps error messages short; the header may be hostile.
+func clip(s string) string {
+	if len(s) > 24 {
+		return s[:24] + "…"
+	}
+	return s
+}
