@@ -1,0 +1,153 @@
+package wsman
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+)
+
+// ContentType is what AMT's /wsman takes and answers with.
+const ContentType = "application/soap+xml;charset=UTF-8"
+
+// Client calls one device's /wsman. HTTP carries the transport and the
+// authentication (digest.Transport, TLS); the client builds envelopes and
+// reads answers, turning faults into *Fault errors.
+type Client struct {
+	HTTP *http.Client
+	URL  string // e.g. https://10.0.0.5:16993/wsman
+
+	ids atomic.Uint64
+}
+
+// Do sends one request and returns the answer's envelope. A SOAP fault is
+// returned as *Fault.
+func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
+	id := c.ids.Add(1)
+	msg := Marshal(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
+		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ContentType)
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("wsman: %s %s: %w", ClassName(action), ClassName(uri), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxEnvelopeSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("wsman: %s %s: reading the answer: %w", ClassName(action), ClassName(uri), err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return nil, fmt.Errorf("wsman: %s %s: HTTP 401 Unauthorized", ClassName(action), ClassName(uri))
+	}
+	env, err := ParseEnvelope(b)
+	if err != nil {
+		return nil, fmt.Errorf("wsman: %s %s: HTTP %d: %w", ClassName(action), ClassName(uri), resp.StatusCode, err)
+	}
+	if env.Body != nil && env.Body.Name.Local == "Fault" {
+		return nil, faultFromNode(env.Body)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("wsman: %s %s: HTTP %d", ClassName(action), ClassName(uri), resp.StatusCode)
+	}
+	return env, nil
+}
+
+// Get reads an instance.
+func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*Instance, error) {
+	env, err := c.Do(ctx, ActionGet, uri, sel, "")
+	if err != nil {
+		return nil, err
+	}
+	if env.Body == nil {
+		return nil, fmt.Errorf("wsman: Get %s: empty body", ClassName(uri))
+	}
+	return InstanceFromNode(env.Body), nil
+}
+
+// Put writes an instance and returns it as the device now has it.
+func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (*Instance, error) {
+	env, err := c.Do(ctx, ActionPut, in.NS, sel, in.XML())
+	if err != nil {
+		return nil, err
+	}
+	if env.Body == nil {
+		return nil, fmt.Errorf("wsman: Put %s: empty body", in.Element)
+	}
+	return InstanceFromNode(env.Body), nil
+}
+
+// Create makes an instance and returns the reference to it.
+func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
+	env, err := c.Do(ctx, ActionCreate, in.NS, nil, in.XML())
+	if err != nil {
+		return nil, err
+	}
+	if env.Body == nil || env.Body.Name.Local != "ResourceCreated" {
+		return nil, fmt.Errorf("wsman: Create %s: no ResourceCreated", in.Element)
+	}
+	return eprFromNode(env.Body), nil
+}
+
+// Delete removes an instance.
+func (c *Client) Delete(ctx context.Context, uri string, sel map[string]string) error {
+	_, err := c.Do(ctx, ActionDelete, uri, sel, "")
+	return err
+}
+
+// Enumerate returns every instance of a class (Enumerate, then Pull until
+// EndOfSequence).
+func (c *Client) Enumerate(ctx context.Context, uri string) ([]*Instance, error) {
+	env, err := c.Do(ctx, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
+	if err != nil {
+		return nil, err
+	}
+	ectx := env.Body.Value("EnumerationContext")
+	var out []*Instance
+	for range 1000 {
+		env, err = c.Do(ctx, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
+			`</g:EnumerationContext><g:MaxElements>32</g:MaxElements></g:Pull>`)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range env.Body.Child("Items").Children {
+			out = append(out, InstanceFromNode(n))
+		}
+		if env.Body.Child("EndOfSequence") != nil {
+			return out, nil
+		}
+		if next := env.Body.Value("EnumerationContext"); next != "" {
+			ectx = next
+		}
+	}
+	return nil, fmt.Errorf("wsman: Enumerate %s: no end of sequence", ClassName(uri))
+}
+
+// Invoke calls a method. in holds the input properties (nil for none). The
+// answer's ReturnValue is checked by the caller: AMT reports failures there
+// with PT_STATUS codes, not as faults.
+func (c *Client) Invoke(ctx context.Context, uri, method string, sel map[string]string, in *Instance) (*Instance, error) {
+	if in == nil {
+		in = &Instance{}
+	}
+	in.Element, in.NS = method+"_INPUT", uri
+	env, err := c.Do(ctx, uri+"/"+method, uri, sel, in.XML())
+	if err != nil {
+		return nil, err
+	}
+	if env.Body == nil {
+		return nil, fmt.Errorf("wsman: %s: empty body", method)
+	}
+	return InstanceFromNode(env.Body), nil
+}
+
+func escapeString(s string) string {
+	var b bytes.Buffer
+	escape(&b, s)
+	return b.String()
+}

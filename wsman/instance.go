@@ -1,0 +1,182 @@
+package wsman
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// EPR is a WS-Addressing endpoint reference, as AMT uses them: an address,
+// a resource URI and selectors.
+type EPR struct {
+	Address     string
+	ResourceURI string
+	Selectors   map[string]string
+}
+
+// Prop is one property: a name and its values (several for an array), or
+// an endpoint reference.
+type Prop struct {
+	Name   string
+	Values []string
+	EPR    *EPR
+}
+
+// Instance is an element with ordered properties in one namespace: a CIM or
+// AMT instance (Element = class name, NS = its resource URI), or a method's
+// _INPUT or _OUTPUT.
+type Instance struct {
+	Element string
+	NS      string
+	Props   []Prop
+}
+
+// NewInstance returns an empty instance of the class at resourceURI.
+func NewInstance(resourceURI string) *Instance {
+	return &Instance{Element: ClassName(resourceURI), NS: resourceURI}
+}
+
+// ClassName is the last path element of a resource URI.
+func ClassName(resourceURI string) string {
+	return resourceURI[strings.LastIndexByte(resourceURI, '/')+1:]
+}
+
+// Set sets (or adds) a property; it returns the instance for chaining.
+func (in *Instance) Set(name string, values ...string) *Instance {
+	for i := range in.Props {
+		if in.Props[i].Name == name {
+			in.Props[i] = Prop{Name: name, Values: values}
+			return in
+		}
+	}
+	in.Props = append(in.Props, Prop{Name: name, Values: values})
+	return in
+}
+
+// SetEPR sets a property to an endpoint reference.
+func (in *Instance) SetEPR(name string, e EPR) *Instance {
+	in.Props = append(in.Props, Prop{Name: name, EPR: &e})
+	return in
+}
+
+// Get returns the first value of a property and whether it is present.
+func (in *Instance) Get(name string) (string, bool) {
+	if in == nil {
+		return "", false
+	}
+	for _, p := range in.Props {
+		if p.Name == name && len(p.Values) > 0 {
+			return p.Values[0], true
+		}
+	}
+	return "", false
+}
+
+// All returns every value of a property.
+func (in *Instance) All(name string) []string {
+	if in == nil {
+		return nil
+	}
+	for _, p := range in.Props {
+		if p.Name == name {
+			return p.Values
+		}
+	}
+	return nil
+}
+
+// Ref returns a property's endpoint reference, or nil.
+func (in *Instance) Ref(name string) *EPR {
+	if in == nil {
+		return nil
+	}
+	for _, p := range in.Props {
+		if p.Name == name && p.EPR != nil {
+			return p.EPR
+		}
+	}
+	return nil
+}
+
+// Uint reads a property as an unsigned integer.
+func (in *Instance) Uint(name string) (uint64, error) {
+	v, ok := in.Get(name)
+	if !ok {
+		return 0, fmt.Errorf("wsman: %s has no %s", in.Element, name)
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("wsman: %s.%s = %q: %w", in.Element, name, clip(v), err)
+	}
+	return n, nil
+}
+
+// XML renders the instance with the prefix "h".
+func (in *Instance) XML() string {
+	var b bytes.Buffer
+	in.write(&b)
+	return b.String()
+}
+
+func (in *Instance) write(b *bytes.Buffer) {
+	b.WriteString(`<h:` + in.Element + ` xmlns:h="`)
+	escape(b, in.NS)
+	b.WriteString(`">`)
+	for _, p := range in.Props {
+		if p.EPR != nil {
+			b.WriteString(`<h:` + p.Name + `>`)
+			p.EPR.write(b)
+			b.WriteString(`</h:` + p.Name + `>`)
+			continue
+		}
+		for _, v := range p.Values {
+			b.WriteString(`<h:` + p.Name + `>`)
+			escape(b, v)
+			b.WriteString(`</h:` + p.Name + `>`)
+		}
+	}
+	b.WriteString(`</h:` + in.Element + `>`)
+}
+
+func (e *EPR) write(b *bytes.Buffer) {
+	b.WriteString(`<b:Address xmlns:b="` + NSAddressing + `">`)
+	escape(b, e.Address)
+	b.WriteString(`</b:Address><b:ReferenceParameters xmlns:b="` + NSAddressing + `"><c:ResourceURI xmlns:c="` + NSWSMan + `">`)
+	escape(b, e.ResourceURI)
+	b.WriteString(`</c:ResourceURI>`)
+	if len(e.Selectors) > 0 {
+		writeSelectors(b, `<c:SelectorSet xmlns:c="`+NSWSMan+`">`, e.Selectors)
+	}
+	b.WriteString(`</b:ReferenceParameters>`)
+}
+
+// InstanceFromNode reads an instance (or a method's input or output) from
+// its element. Child elements with children of their own are read as
+// endpoint references.
+func InstanceFromNode(n *Node) *Instance {
+	in := &Instance{Element: n.Name.Local, NS: n.Name.Space}
+	for _, c := range n.Children {
+		if len(c.Children) > 0 {
+			in.Props = append(in.Props, Prop{Name: c.Name.Local, EPR: eprFromNode(c)})
+			continue
+		}
+		v := strings.TrimSpace(c.Text)
+		if i := len(in.Props) - 1; i >= 0 && in.Props[i].Name == c.Name.Local && in.Props[i].EPR == nil {
+			in.Props[i].Values = append(in.Props[i].Values, v)
+			continue
+		}
+		in.Props = append(in.Props, Prop{Name: c.Name.Local, Values: []string{v}})
+	}
+	return in
+}
+
+func eprFromNode(n *Node) *EPR {
+	e := &EPR{Address: n.Value("Address")}
+	rp := n.Child("ReferenceParameters")
+	e.ResourceURI = rp.Value("ResourceURI")
+	if ss := rp.Child("SelectorSet"); ss != nil {
+		e.Selectors = selectors(ss)
+	}
+	return e
+}

@@ -1,0 +1,225 @@
+package wsman
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Handler is what a device offers through WS-Management. Each method gets
+// the request's resource URI and selectors. An error that is a *Fault is
+// sent as that fault; any other error as an InternalError fault.
+type Handler interface {
+	Get(uri string, sel map[string]string) (*Instance, error)
+	Put(uri string, sel map[string]string, in *Instance) (*Instance, error)
+	Create(uri string, in *Instance) (*EPR, error)
+	Delete(uri string, sel map[string]string) error
+	Enumerate(uri string) ([]*Instance, error)
+	// Invoke runs a method; in is its _INPUT element (empty for none) and
+	// the result its _OUTPUT properties (ReturnValue first).
+	Invoke(uri, method string, sel map[string]string, in *Instance) (*Instance, error)
+}
+
+// Server turns request bodies into response bodies for one Handler. It
+// holds the open enumerations (at most a few; the oldest is dropped).
+type Server struct {
+	Handler Handler
+
+	mu    sync.Mutex
+	ids   uint64
+	enums map[string][]*Instance
+	order []string
+}
+
+const maxEnumerations = 4
+
+// Serve answers one request body. It never fails: what cannot be read is
+// answered with a fault. The bool reports whether the answer is a fault
+// (HTTP 400/500 on the wire, as AMT sends them).
+func (s *Server) Serve(body []byte) ([]byte, bool) {
+	env, err := ParseEnvelope(body)
+	if err != nil {
+		return s.fault(Header{}, FaultSchemaValidation(err.Error())), true
+	}
+	h := env.Header
+	if h.Action == "" || h.MessageID == "" {
+		return s.fault(h, FaultInvalidHeader("The Action and MessageID headers are required.")), true
+	}
+	out, action, err := s.dispatch(env)
+	if err != nil {
+		var f *Fault
+		if !errors.As(err, &f) {
+			f = FaultInternal(err.Error())
+		}
+		return s.fault(h, f), true
+	}
+	return Marshal(Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id(), ResourceURI: h.ResourceURI}, out), false
+}
+
+func (s *Server) dispatch(env *Envelope) (string, string, error) {
+	h := env.Header
+	uri := h.ResourceURI
+	if uri == "" && h.Action != ActionPull && h.Action != ActionRelease {
+		return "", "", FaultDestinationUnreachable("No ResourceURI in the header.")
+	}
+	switch h.Action {
+	case ActionGet:
+		in, err := s.Handler.Get(uri, h.Selectors)
+		if err != nil {
+			return "", "", err
+		}
+		return in.XML(), ActionGet + "Response", nil
+	case ActionPut:
+		if env.Body == nil {
+			return "", "", FaultSchemaValidation("Put without an instance in the body.")
+		}
+		in, err := s.Handler.Put(uri, h.Selectors, InstanceFromNode(env.Body))
+		if err != nil {
+			return "", "", err
+		}
+		return in.XML(), ActionPut + "Response", nil
+	case ActionCreate:
+		if env.Body == nil {
+			return "", "", FaultSchemaValidation("Create without an instance in the body.")
+		}
+		e, err := s.Handler.Create(uri, InstanceFromNode(env.Body))
+		if err != nil {
+			return "", "", err
+		}
+		var b bytes.Buffer
+		b.WriteString(`<t:ResourceCreated xmlns:t="` + NSTransfer + `">`)
+		e.write(&b)
+		b.WriteString(`</t:ResourceCreated>`)
+		return b.String(), ActionCreate + "Response", nil
+	case ActionDelete:
+		if err := s.Handler.Delete(uri, h.Selectors); err != nil {
+			return "", "", err
+		}
+		return "", ActionDelete + "Response", nil
+	case ActionEnumerate:
+		items, err := s.Handler.Enumerate(uri)
+		if err != nil {
+			return "", "", err
+		}
+		ctx := s.openEnum(items)
+		return `<g:EnumerateResponse xmlns:g="` + NSEnumeration + `"><g:EnumerationContext>` + ctx +
+			`</g:EnumerationContext></g:EnumerateResponse>`, ActionEnumerate + "Response", nil
+	case ActionPull:
+		ctx := env.Body.Value("EnumerationContext")
+		max := 0
+		if v := env.Body.Value("MaxElements"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return "", "", FaultSchemaValidation("MaxElements must be a positive integer.")
+			}
+			max = n
+		}
+		items, more, ok := s.pull(ctx, max)
+		if !ok {
+			return "", "", FaultInvalidEnumerationContext()
+		}
+		var b bytes.Buffer
+		b.WriteString(`<g:PullResponse xmlns:g="` + NSEnumeration + `">`)
+		if more {
+			b.WriteString(`<g:EnumerationContext>` + ctx + `</g:EnumerationContext>`)
+		}
+		b.WriteString(`<g:Items>`)
+		for _, in := range items {
+			in.write(&b)
+		}
+		b.WriteString(`</g:Items>`)
+		if !more {
+			b.WriteString(`<g:EndOfSequence></g:EndOfSequence>`)
+		}
+		b.WriteString(`</g:PullResponse>`)
+		return b.String(), ActionPull + "Response", nil
+	case ActionRelease:
+		s.pull(env.Body.Value("EnumerationContext"), -1)
+		return "", ActionRelease + "Response", nil
+	}
+	method, ok := strings.CutPrefix(h.Action, uri+"/")
+	if !ok || method == "" || strings.Contains(method, "/") {
+		return "", "", FaultActionNotSupported(h.Action)
+	}
+	in := &Instance{Element: method + "_INPUT", NS: uri}
+	if env.Body != nil {
+		if env.Body.Name.Local != method+"_INPUT" {
+			return "", "", FaultSchemaValidation(fmt.Sprintf("The body of %s must be %s_INPUT.", method, method))
+		}
+		in = InstanceFromNode(env.Body)
+	}
+	out, err := s.Handler.Invoke(uri, method, h.Selectors, in)
+	if err != nil {
+		return "", "", err
+	}
+	out.Element, out.NS = method+"_OUTPUT", uri
+	return out.XML(), h.Action + "Response", nil
+}
+
+func (s *Server) fault(h Header, f *Fault) []byte {
+	action := f.Action
+	if action == "" {
+		action = ActionFault
+	}
+	return Marshal(Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id()}, f.XML())
+}
+
+// id numbers responses the way AMT does: a fixed uuid with a counter.
+func (s *Server) id() string {
+	s.mu.Lock()
+	s.ids++
+	n := s.ids
+	s.mu.Unlock()
+	return fmt.Sprintf("uuid:00000000-8086-8086-8086-%012X", n)
+}
+
+func (s *Server) openEnum(items []*Instance) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.enums == nil {
+		s.enums = make(map[string][]*Instance, 1)
+	}
+	if len(s.order) >= maxEnumerations {
+		delete(s.enums, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.ids++
+	ctx := fmt.Sprintf("%08X-0000-0000-0000-000000000000", s.ids)
+	s.enums[ctx] = items
+	s.order = append(s.order, ctx)
+	return ctx
+}
+
+// pull takes up to max items (all for 0; none and close for -1) and
+// reports whether more remain and whether the context was open.
+func (s *Server) pull(ctx string, max int) ([]*Instance, bool, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	items, ok := s.enums[ctx]
+	if !ok {
+		return nil, false, false
+	}
+	if max == 0 || max > len(items) {
+		max = len(items)
+	}
+	if max < 0 {
+		max = 0
+		items = nil
+	}
+	out, rest := items[:max], items[max:]
+	if len(rest) > 0 {
+		s.enums[ctx] = rest
+		return out, true, true
+	}
+	delete(s.enums, ctx)
+	for i, c := range s.order {
+		if c == ctx {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
+		}
+	}
+	return out, false, true
+}

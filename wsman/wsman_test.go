@@ -1,0 +1,216 @@
+package wsman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const generalSettings = AMTSchema + "AMT_GeneralSettings"
+
+// memHandler is a small in-memory Handler: one settings instance, a list of
+// credentials contexts, and an Add method.
+type memHandler struct {
+	settings *Instance
+	items    map[string]*Instance
+	next     int
+}
+
+func newMem() *memHandler {
+	return &memHandler{
+		settings: NewInstance(generalSettings).Set("HostName", "optiplex").Set("DomainName", "").Set("DigestRealm", "Digest:AF541D9BC94CFF7ADFA073F492F355E6"),
+		items:    map[string]*Instance{},
+	}
+}
+
+var errNoSuch = FaultDestinationUnreachable("no such resource")
+
+func (m *memHandler) Get(uri string, sel map[string]string) (*Instance, error) {
+	if uri == generalSettings {
+		return m.settings, nil
+	}
+	if in, ok := m.items[sel["InstanceID"]]; ok && uri == CIMSchema+"CIM_Thing" {
+		return in, nil
+	}
+	return nil, errNoSuch
+}
+
+func (m *memHandler) Put(uri string, sel map[string]string, in *Instance) (*Instance, error) {
+	if uri != generalSettings {
+		return nil, errNoSuch
+	}
+	for _, p := range in.Props {
+		m.settings.Set(p.Name, p.Values...)
+	}
+	return m.settings, nil
+}
+
+func (m *memHandler) Create(uri string, in *Instance) (*EPR, error) {
+	m.next++
+	id := fmt.Sprint("Thing ", m.next)
+	in.Set("InstanceID", id)
+	m.items[id] = in
+	return &EPR{Address: Anonymous, ResourceURI: uri, Selectors: map[string]string{"InstanceID": id}}, nil
+}
+
+func (m *memHandler) Delete(uri string, sel map[string]string) error {
+	if _, ok := m.items[sel["InstanceID"]]; !ok {
+		return FaultInvalidSelectors("no such InstanceID")
+	}
+	delete(m.items, sel["InstanceID"])
+	return nil
+}
+
+func (m *memHandler) Enumerate(uri string) ([]*Instance, error) {
+	var out []*Instance
+	for i := 1; i <= m.next; i++ {
+		if in, ok := m.items[fmt.Sprint("Thing ", i)]; ok {
+			out = append(out, in)
+		}
+	}
+	return out, nil
+}
+
+func (m *memHandler) Invoke(uri, method string, sel map[string]string, in *Instance) (*Instance, error) {
+	if method != "Add" {
+		return nil, FaultActionNotSupported(uri + "/" + method)
+	}
+	a, err1 := in.Uint("A")
+	b, err2 := in.Uint("B")
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, FaultSchemaValidation(err.Error())
+	}
+	return (&Instance{}).Set("ReturnValue", "0").Set("Sum", fmt.Sprint(a+b)), nil
+}
+
+func serve(t *testing.T, h Handler) *Client {
+	t.Helper()
+	s := &Server{Handler: h}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		out, fault := s.Serve(b)
+		w.Header().Set("Content-Type", ContentType)
+		if fault {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	return &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman"}
+}
+
+func TestTransferEnumerateInvoke(t *testing.T) {
+	ctx := context.Background()
+	c := serve(t, newMem())
+
+	gs, err := c.Get(ctx, generalSettings, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "AMT_GeneralSettings", gs.Element)
+	assert.Equal(t, generalSettings, gs.NS)
+	realm, _ := gs.Get("DigestRealm")
+	assert.Equal(t, "Digest:AF541D9BC94CFF7ADFA073F492F355E6", realm)
+
+	gs.Set("HostName", "host<&>1").Set("DomainName", "amtsim.example")
+	got, err := c.Put(ctx, gs, nil)
+	require.NoError(t, err)
+	v, _ := got.Get("HostName")
+	assert.Equal(t, "host<&>1", v, "escaped and back")
+
+	thing := CIMSchema + "CIM_Thing"
+	for i := range 5 {
+		epr, err := c.Create(ctx, NewInstance(thing).Set("Value", fmt.Sprint(i)).Set("List", "a", "b"))
+		require.NoError(t, err)
+		assert.Equal(t, thing, epr.ResourceURI)
+		assert.Equal(t, fmt.Sprint("Thing ", i+1), epr.Selectors["InstanceID"])
+	}
+	one, err := c.Get(ctx, thing, map[string]string{"InstanceID": "Thing 3"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, one.All("List"))
+	require.NoError(t, c.Delete(ctx, thing, map[string]string{"InstanceID": "Thing 2"}))
+	var f *Fault
+	require.ErrorAs(t, c.Delete(ctx, thing, map[string]string{"InstanceID": "Thing 2"}), &f)
+	assert.Equal(t, "c:InvalidSelectors", f.Subcode)
+
+	// 4 items pulled 32 at a time; then 40 items over two pulls.
+	all, err := c.Enumerate(ctx, thing)
+	require.NoError(t, err)
+	require.Len(t, all, 4)
+	assert.Equal(t, "3", all[2].All("Value")[0])
+	for i := range 36 {
+		_, err := c.Create(ctx, NewInstance(thing).Set("Value", fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	all, err = c.Enumerate(ctx, thing)
+	require.NoError(t, err)
+	assert.Len(t, all, 40)
+
+	out, err := c.Invoke(ctx, thing, "Add", nil, (&Instance{}).Set("A", "2").Set("B", "40"))
+	require.NoError(t, err)
+	assert.Equal(t, "Add_OUTPUT", out.Element)
+	sum, _ := out.Get("Sum")
+	assert.Equal(t, "42", sum)
+
+	_, err = c.Invoke(ctx, thing, "Add", nil, (&Instance{}).Set("A", "x"))
+	require.ErrorAs(t, err, &f)
+	assert.Equal(t, "c:SchemaValidationError", f.Subcode)
+	_, err = c.Get(ctx, AMTSchema+"AMT_Nothing", nil)
+	require.ErrorAs(t, err, &f)
+	assert.Equal(t, "b:DestinationUnreachable", f.Subcode)
+	_, err = c.Do(ctx, "http://example.com/Frobnicate", thing, nil, "")
+	require.ErrorAs(t, err, &f)
+	assert.Equal(t, "b:ActionNotSupported", f.Subcode)
+}
+
+// A request in the form MeshCommander-era tools send (default namespace,
+// empty body, OperationTimeout) is read.
+func TestParseToolRequest(t *testing.T) {
+	req := `<?xml version="1.0" encoding="utf-8"?><Envelope xmlns="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><Header><a:Action>http://schemas.xmlsoap.org/ws/2004/09/transfer/Get</a:Action><a:To>/wsman</a:To><w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_GeneralSettings</w:ResourceURI><a:MessageID>1</a:MessageID><a:ReplyTo><a:Address>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address></a:ReplyTo><w:OperationTimeout>PT60S</w:OperationTimeout></Header><Body /></Envelope>`
+	env, err := ParseEnvelope([]byte(req))
+	require.NoError(t, err)
+	assert.Equal(t, Header{To: "/wsman", ResourceURI: generalSettings, Action: ActionGet, MessageID: "1", ReplyTo: Anonymous}, env.Header)
+	assert.Nil(t, env.Body)
+
+	s := &Server{Handler: newMem()}
+	out, fault := s.Serve([]byte(req))
+	require.False(t, fault, "%s", out)
+	resp, err := ParseEnvelope(out)
+	require.NoError(t, err)
+	assert.Equal(t, "1", resp.Header.RelatesTo)
+	assert.Equal(t, ActionGet+"Response", resp.Header.Action)
+	assert.Equal(t, "optiplex", resp.Body.Value("HostName"))
+}
+
+// What is not a good envelope gets a fault, never a panic.
+func TestMalformedRequestsGetFaults(t *testing.T) {
+	s := &Server{Handler: newMem()}
+	bomb := `<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><Envelope xmlns="` + NSSoap + `"><Body>&lol2;</Body></Envelope>`
+	deep := strings.Repeat("<a>", 100) + strings.Repeat("</a>", 100)
+	for name, body := range map[string]string{
+		"empty":        "",
+		"not xml":      "GET / HTTP/1.1",
+		"unclosed":     `<Envelope xmlns="` + NSSoap + `"><Body>`,
+		"soap 1.1":     `<Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"><Body/></Envelope>`,
+		"no body":      `<Envelope xmlns="` + NSSoap + `"><Header/></Envelope>`,
+		"no action":    `<Envelope xmlns="` + NSSoap + `"><Header/><Body/></Envelope>`,
+		"entity bomb":  bomb,
+		"deep":         deep,
+		"huge":         `<Envelope xmlns="` + NSSoap + `"><Body>` + strings.Repeat("x", MaxEnvelopeSize) + `</Body></Envelope>`,
+		"wrong method": string(Marshal(Header{Action: generalSettings + "/Add", MessageID: "7", ResourceURI: generalSettings}, `<h:Sub_INPUT xmlns:h="x"/>`)),
+	} {
+		out, fault := s.Serve([]byte(body))
+		assert.True(t, fault, name)
+		env, err := ParseEnvelope(out)
+		require.NoError(t, err, name)
+		require.NotNil(t, env.Body, name)
+		assert.Equal(t, "Fault", env.Body.Name.Local, name)
+		assert.Equal(t, ActionFault, env.Header.Action, name)
+	}
+}
