@@ -17,18 +17,22 @@ package firmware
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/dhcp"
+	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
@@ -78,9 +82,29 @@ type Options struct {
 	NoBareName bool
 	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.
 	ConnectTimeout time.Duration
+	// KeyPairs hands out the key pairs GenerateKeyPair makes; nil makes a
+	// fresh RSA-2048 key each time (tens of milliseconds). A fleet may pass
+	// a pool of keys made once per run: a fidelity trade, since devices
+	// then share keys.
+	KeyPairs func() (*rsa.PrivateKey, error)
+	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993
+	// once provisioned; default TLS 1.0 only, as AMT 5.
+	TLSMinVersion, TLSMaxVersion uint16
+	// Quirks reproduce firmware bugs on demand; all off by default.
+	Quirks Quirks
 	// Seed makes the device's random choices (DHCP transaction ids, jitter,
 	// DNS ids) repeatable; default derived from the identity's MAC.
 	Seed uint64
+}
+
+// Quirks are firmware bugs a device can reproduce.
+type Quirks struct {
+	// EmptyDigestResponse accepts a Digest response of "" for any known
+	// user, as AMT did before CVE-2017-5689 was fixed.
+	EmptyDigestResponse bool
+	// FlashWriteLimit refuses persisted changes once the flash has been
+	// written this many times (FLASH_WRITE_LIMIT_EXCEEDED); 0 is no limit.
+	FlashWriteLimit uint64
 }
 
 // Stats count what the device did. They only grow.
@@ -92,6 +116,9 @@ type Stats struct {
 	DNSMalformed  atomic.Uint64 // answers that could not be read
 	DNSFailures   atomic.Uint64 // names that did not resolve
 	ConnsAccepted atomic.Uint64
+	TLSFailures   atomic.Uint64 // handshakes that failed on 16993
+	AuthFailures  atomic.Uint64 // requests with bad Digest credentials
+	BadRequests   atomic.Uint64 // HTTP that could not be read
 }
 
 // Device is one simulated AMT device.
@@ -126,11 +153,20 @@ type Device struct {
 	rand      *rand.Rand
 
 	helloOn     bool
+	helloHeld   bool // a slot came due during a session; sent when it ends
+	sessions    int  // admin sessions in setup, which hold the Hello loop
 	helloTimer  clock.Timer
 	helloK      int // number of the next Hello
 	helloStart  time.Time
 	helloOffset time.Duration // offset of the next Hello from helloStart
 	lastSCS     netip.AddrPort
+
+	realm      string
+	digest     *digest.Server
+	hostPower  atomic.Uint32 // the simulated host's power state (2 on, 8 off)
+	sessionIDs atomic.Uint64
+	tlsCert    *tls.Certificate
+	tlsCertID  string
 }
 
 // New checks o and returns a powered-off device.
@@ -170,7 +206,16 @@ func New(o Options) (*Device, error) {
 			o.Seed = o.Seed<<8 | uint64(b)
 		}
 	}
-	return &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule}, nil
+	if o.TLSMinVersion == 0 {
+		o.TLSMinVersion = tls.VersionTLS10
+	}
+	if o.TLSMaxVersion == 0 {
+		o.TLSMaxVersion = tls.VersionTLS10
+	}
+	d := &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule, realm: realmFor([16]byte(o.Identity.UUID))}
+	d.hostPower.Store(hostPowerOn)
+	d.digest = digest.NewServer(digest.ServerOptions{Realm: d.realm, AllowEmptyResponse: o.Quirks.EmptyDigestResponse})
+	return d, nil
 }
 
 // ID is the device's name in events.
@@ -333,10 +378,44 @@ func (d *Device) addressReady() {
 	h, s := d.host, d.settings
 	d.mu.Unlock()
 
+	d.arm(h, s)
+}
+
+// ports are the AMT ports settings s open: both in setup and factory;
+// once provisioned, 16993 only with TLS (and 16992 too when non-secure
+// connections are accepted), 16992 only without.
+func ports(s mebx.Settings) []uint16 {
+	if s.State != mebx.StatePost {
+		return []uint16{PortHTTP, PortHTTPS}
+	}
+	switch {
+	case !s.AMT.TLSEnabled:
+		return []uint16{PortHTTP}
+	case s.AMT.TLSAcceptNonSecure:
+		return []uint16{PortHTTP, PortHTTPS}
+	}
+	return []uint16{PortHTTPS}
+}
+
+// arm opens the AMT ports settings s call for and starts or stops the
+// Hello loop to match.
+func (d *Device) arm(h *nic.Host, s mebx.Settings) {
+	// The old ports close first: the new listeners bind the same numbers.
+	// Connections already accepted stay open.
+	d.mu.Lock()
+	old := d.listeners
+	d.listeners = nil
+	d.mu.Unlock()
+	for _, l := range old {
+		l.Close()
+	}
 	var ls []*nic.Listener
-	for _, port := range []uint16{PortHTTP, PortHTTPS} {
+	for _, port := range ports(s) {
 		l, err := h.Listen(port, func(c net.Conn) { d.accept(port, c) })
 		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
 			d.emit("boot.failed", "err", err.Error())
 			return
 		}
@@ -345,12 +424,17 @@ func (d *Device) addressReady() {
 	d.mu.Lock()
 	d.listeners = ls
 	d.mu.Unlock()
-	d.emit("amt.listening", "ports", fmt.Sprintf("%d,%d", PortHTTP, PortHTTPS))
+	list := make([]string, len(ls))
+	for i, p := range ports(s) {
+		list[i] = fmt.Sprint(p)
+	}
+	d.emit("amt.listening", "ports", strings.Join(list, ","))
 
 	if sendsHello(s) {
 		d.startHello()
 		return
 	}
+	d.stopHello()
 	reason := "provisioned"
 	switch {
 	case s.State == mebx.StatePre:
@@ -363,12 +447,43 @@ func (d *Device) addressReady() {
 	d.emit("hello.off", "reason", reason)
 }
 
-// accept serves a connection on an AMT port. The web services come later;
-// for now the device notes the connection and closes it.
-func (d *Device) accept(port uint16, c net.Conn) {
-	d.Stats.ConnsAccepted.Add(1)
-	d.emit("conn.accepted", "port", port, "peer", c.RemoteAddr().String())
-	c.Close()
+// current is the device's committed settings.
+func (d *Device) current() mebx.Settings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings
+}
+
+// persist writes settings to the store and makes them the device's.
+func (d *Device) persist(next mebx.Settings) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if lim := d.o.Quirks.FlashWriteLimit; lim > 0 && d.settings.FlashWrites >= lim {
+		return errFlashWorn
+	}
+	next.FlashWrites = d.settings.FlashWrites + 1
+	if err := d.o.Store.Save(next); err != nil {
+		return fmt.Errorf("firmware %s: persist: %w", d.id, err)
+	}
+	d.settings = next
+	return nil
+}
+
+// rearm applies committed settings to the running device: the ports and
+// the Hello loop. It runs after a commit or an unprovision, once the
+// answer is out.
+func (d *Device) rearm() {
+	d.mu.Lock()
+	if !d.on || !d.ready {
+		d.mu.Unlock()
+		return
+	}
+	h, s := d.host, d.settings
+	d.tlsCert, d.tlsCertID = nil, ""
+	d.mu.Unlock()
+	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
+		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
+	d.arm(h, s)
 }
 
 // PowerOff stops every timer, closes the ports and unplugs the NIC. The

@@ -24,10 +24,46 @@ func (d *Device) startHello() {
 	d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
 }
 
+// stopHello ends the Hello loop (the device left setup).
+func (d *Device) stopHello() {
+	d.mu.Lock()
+	on := d.helloOn
+	if d.helloTimer != nil {
+		d.helloTimer.Stop()
+	}
+	d.helloOn, d.helloHeld, d.helloTimer = false, false, nil
+	d.mu.Unlock()
+	if on {
+		d.emit("hello.stopped", "reason", "provisioned")
+	}
+}
+
+// holdHello counts admin sessions in setup. While one lasts, a due Hello
+// waits; when the last ends, a waiting Hello goes out at once.
+func (d *Device) holdHello(hold bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if hold {
+		d.sessions++
+		return
+	}
+	d.sessions--
+	if d.sessions == 0 && d.helloHeld && d.on && d.helloOn {
+		d.helloHeld = false
+		d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
+	}
+}
+
 // helloSlot is one due Hello: find the SCS, send, arm the next.
 func (d *Device) helloSlot() {
 	d.mu.Lock()
 	if !d.on || !d.helloOn {
+		d.mu.Unlock()
+		return
+	}
+	if d.sessions > 0 {
+		// An SCS is provisioning the device: no Hello until it is done.
+		d.helloHeld, d.helloTimer = true, nil
 		d.mu.Unlock()
 		return
 	}

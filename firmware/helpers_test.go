@@ -145,7 +145,12 @@ type testDevice struct {
 func bootDevice(t *testing.T, o Options, id identity.Identity, s mebx.Settings) *testDevice {
 	t.Helper()
 	ev := newEvents()
-	o.Identity, o.Store, o.Events = id, store(t, s), ev.sink
+	if o.Store == nil {
+		o.Store = store(t, s)
+	} else {
+		require.NoError(t, o.Store.Save(s))
+	}
+	o.Identity, o.Events = id, ev.sink
 	if o.Clock == nil {
 		o.Clock = clock.Scaled(2000)
 	}

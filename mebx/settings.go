@@ -105,6 +105,9 @@ type Settings struct {
 
 	// FlashWrites counts persisted changes, for the flash wear-out quirk.
 	FlashWrites uint64 `json:"flash_writes"`
+
+	// AMT is what an SCS configured (empty until provisioned).
+	AMT AMTSettings `json:"amt,omitzero"`
 }
 
 // Defaults returns the settings of a machine fresh from the factory.
@@ -214,7 +217,7 @@ func (s *Settings) Validate() error {
 	if err := checkName("scs_fqdn", s.SCSFQDN, 191); err != nil {
 		return err
 	}
-	return nil
+	return s.AMT.validate()
 }
 
 // Prefix returns the static address with its mask as a prefix.

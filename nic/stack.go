@@ -299,6 +299,9 @@ func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
 	// across DHCP address changes and does not clash with the same port on
 	// other hosts of the shared stack.
 	ep.SocketOptions().SetBindToDevice(int32(h.id))
+	// SO_REUSEADDR, as servers set it: a listener re-opened on its port
+	// while connections accepted on it are still open binds all the same.
+	ep.SocketOptions().SetReuseAddress(true)
 	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: bind tcp/%d: %s", h.nic.HardwareAddr(), port, terr)

@@ -1,0 +1,446 @@
+package firmware
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/ptstatus"
+)
+
+// The device model: every AMT operation the two front ends (WS-MAN and
+// EOI) offer, on a session, answered with the PT_STATUS the firmware gives
+// in that state. Changes go to the session's staged settings; only
+// CommitChanges and the unprovision calls persist anything.
+
+// maxUsers is AMT 5's number of user ACL entries.
+const maxUsers = 7
+
+// setupOnly answers the provisioning calls outside setup mode.
+func setupOnly(s *mebx.Settings) ptstatus.Code {
+	if s.State != mebx.StateIn {
+		return ptstatus.InvalidProvisioningState
+	}
+	return ptstatus.Success
+}
+
+// SetTLSPSK replaces PID/PPS (setup only), in the SDK's format (with or
+// without dashes).
+func (s *session) SetTLSPSK(pid, pps string) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		if st := setupOnly(m); st != ptstatus.Success {
+			return st
+		}
+		p, err := identity.NormalizePID(pid)
+		if err != nil {
+			return ptstatus.InvalidPIDFormat
+		}
+		k, err := identity.NormalizePPS(pps)
+		if err != nil {
+			return ptstatus.InvalidPPSFormat
+		}
+		m.PID, m.PPS = p, k
+		return ptstatus.Success
+	})
+}
+
+// SetMEBxPassword sets the MEBx password under the strong password policy.
+func (s *session) SetMEBxPassword(p string) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		if err := m.SetPassword(p); err != nil {
+			return ptstatus.InvalidPassword
+		}
+		return ptstatus.Success
+	})
+}
+
+// SetAdminACL sets the admin's Digest name and H(A1) (DigestPassword is
+// base64 of it, PROTOCOL.md §6).
+func (s *session) SetAdminACL(name, digestPassword string) ptstatus.Code {
+	if st := checkUserName(name); st != ptstatus.Success {
+		return st
+	}
+	ha1, err := digest.ParseDigestPassword(digestPassword)
+	if err != nil {
+		return ptstatus.InvalidPassword
+	}
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		if slices.ContainsFunc(m.AMT.Users, func(u mebx.ACLEntry) bool { return u.Name == name }) {
+			return ptstatus.Duplicate
+		}
+		m.AMT.AdminName, m.AMT.AdminHA1 = name, ha1
+		return ptstatus.Success
+	})
+}
+
+func checkUserName(name string) ptstatus.Code {
+	if name == "" || len(name) > 16 {
+		return ptstatus.InvalidName
+	}
+	for _, r := range name {
+		if r <= ' ' || r > '~' || r == ':' || r == '"' || r == ',' {
+			return ptstatus.InvalidName
+		}
+	}
+	return ptstatus.Success
+}
+
+// AddUserACL adds a user with Digest credentials, a Kerberos SID, or both,
+// and returns its handle.
+func (s *session) AddUserACL(name, digestPassword, sid string, access uint32, realms []uint32) (uint32, ptstatus.Code) {
+	e := mebx.ACLEntry{Name: name, KerberosSID: sid, Access: access, Realms: realms}
+	if name == "" && sid == "" {
+		return 0, ptstatus.InvalidParameter
+	}
+	if name != "" {
+		if st := checkUserName(name); st != ptstatus.Success {
+			return 0, st
+		}
+		ha1, err := digest.ParseDigestPassword(digestPassword)
+		if err != nil {
+			return 0, ptstatus.InvalidPassword
+		}
+		e.HA1 = ha1
+	}
+	if access > 2 {
+		return 0, ptstatus.InvalidParameter
+	}
+	for _, r := range realms {
+		if r < 2 || r > 31 {
+			return 0, ptstatus.InvalidRealm
+		}
+	}
+	var handle uint32
+	st := s.change(func(m *mebx.Settings) ptstatus.Code {
+		if len(m.AMT.Users) >= maxUsers {
+			return ptstatus.MaxLimitReached
+		}
+		for _, u := range m.AMT.Users {
+			if name != "" && u.Name == name || sid != "" && u.KerberosSID == sid {
+				return ptstatus.Duplicate
+			}
+			handle = max(handle, u.Handle)
+		}
+		if name != "" && name == m.AMT.AdminName {
+			return ptstatus.Duplicate
+		}
+		handle++
+		e.Handle = handle
+		m.AMT.Users = append(m.AMT.Users, e)
+		return ptstatus.Success
+	})
+	return handle, st
+}
+
+// RemoveUserACL removes a user by handle.
+func (s *session) RemoveUserACL(handle uint32) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		i := slices.IndexFunc(m.AMT.Users, func(u mebx.ACLEntry) bool { return u.Handle == handle })
+		if i < 0 {
+			return ptstatus.InvalidHandle
+		}
+		m.AMT.Users = slices.Delete(m.AMT.Users, i, i+1)
+		return ptstatus.Success
+	})
+}
+
+// Time is AMT's clock: the device clock plus the offset the SCS set.
+func (s *session) Time() int64 {
+	v := s.view()
+	return s.d.clock.Now().Unix() + v.AMT.ClockOffset
+}
+
+// SetTime is SetHighAccuracyTimeSynch: Ta0 must be the value AMT gave out
+// (within the slack of one exchange), Tm1 ≤ Tm2 the SCS's clock at its
+// send and receive.
+func (s *session) SetTime(ta0, tm1, tm2 int64) ptstatus.Code {
+	now := s.Time()
+	if ta0 > now || now-ta0 > 300 || tm1 > tm2 || tm1 <= 0 {
+		return ptstatus.InvalidTime
+	}
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		// The SCS's time at our receipt is about Tm2 plus what has passed
+		// here since Ta0 minus its own round trip; AMT takes Tm2.
+		m.AMT.ClockOffset = tm2 - s.d.clock.Now().Unix()
+		m.AMT.TimeSet = true
+		return ptstatus.Success
+	})
+}
+
+// AddKey adds an RSA private key (PKCS#1 or PKCS#8 DER) and returns its
+// InstanceID.
+func (s *session) AddKey(der []byte) (string, ptstatus.Code) {
+	k, err := parseRSAKey(der)
+	if err != nil {
+		return "", ptstatus.InvalidKey
+	}
+	return s.addKey(k)
+}
+
+// GenerateKeyPair makes an RSA key pair in the device (2048 bits; the
+// fleet may hand out keys from a pool, Options.KeyPairs).
+func (s *session) GenerateKeyPair(alg, bits uint32) (string, ptstatus.Code) {
+	if alg != 0 || bits != 2048 {
+		return "", ptstatus.InvalidParameter
+	}
+	k, err := s.d.newKey()
+	if err != nil {
+		return "", ptstatus.InternalError
+	}
+	return s.addKey(k)
+}
+
+func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return "", ptstatus.InvalidKey
+	}
+	var id string
+	st := s.change(func(m *mebx.Settings) ptstatus.Code {
+		for _, kp := range m.AMT.Keys {
+			if bytes.Equal(kp.DER, der) {
+				return ptstatus.Duplicate
+			}
+		}
+		id = fmt.Sprintf("Intel(r) AMT Key: Handle: %d", nextHandle(len(m.AMT.Keys), func(i int) string { return m.AMT.Keys[i].ID }, "Intel(r) AMT Key: Handle: %d"))
+		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: der})
+		return ptstatus.Success
+	})
+	return id, st
+}
+
+// nextHandle is one more than the largest handle in use.
+func nextHandle(n int, id func(int) string, format string) int {
+	h := 0
+	for i := range n {
+		var v int
+		if _, err := fmt.Sscanf(id(i), format, &v); err == nil {
+			h = max(h, v)
+		}
+	}
+	return h + 1
+}
+
+// AddCertificate adds an X.509 certificate (DER) and returns its
+// InstanceID.
+func (s *session) AddCertificate(der []byte) (string, ptstatus.Code) {
+	if _, err := x509.ParseCertificate(der); err != nil {
+		return "", ptstatus.InvalidCert
+	}
+	var id string
+	st := s.change(func(m *mebx.Settings) ptstatus.Code {
+		for _, c := range m.AMT.Certs {
+			if bytes.Equal(c.DER, der) {
+				return ptstatus.Duplicate
+			}
+		}
+		id = fmt.Sprintf("Intel(r) AMT Certificate: Handle: %d", nextHandle(len(m.AMT.Certs), func(i int) string { return m.AMT.Certs[i].ID }, "Intel(r) AMT Certificate: Handle: %d"))
+		m.AMT.Certs = append(m.AMT.Certs, mebx.Certificate{ID: id, DER: der})
+		return ptstatus.Success
+	})
+	return id, st
+}
+
+// SetTLSCertificate makes a held certificate the one 16993 serves; its
+// key must be held too (AMT_TLSCredentialContext).
+func (s *session) SetTLSCertificate(certID string) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		i := slices.IndexFunc(m.AMT.Certs, func(c mebx.Certificate) bool { return c.ID == certID })
+		if i < 0 {
+			return ptstatus.InvalidHandle
+		}
+		if _, err := certKey(&m.AMT, m.AMT.Certs[i].DER); err != nil {
+			return ptstatus.CertKeyNotMatch
+		}
+		m.AMT.TLSCert = certID
+		return ptstatus.Success
+	})
+}
+
+// ClearTLSCertificate removes the TLS credential context.
+func (s *session) ClearTLSCertificate() ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		if m.AMT.TLSCert == "" {
+			return ptstatus.NotFound
+		}
+		m.AMT.TLSCert = ""
+		return ptstatus.Success
+	})
+}
+
+// SetTLS sets AMT_TLSSettingData for the network interface.
+func (s *session) SetTLS(enabled, mutual, acceptNonSecure bool) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		if enabled && m.AMT.TLSCert == "" {
+			return ptstatus.CertificateNotReady
+		}
+		m.AMT.TLSEnabled, m.AMT.TLSMutualAuth, m.AMT.TLSAcceptNonSecure = enabled, mutual, acceptNonSecure
+		return ptstatus.Success
+	})
+}
+
+// SetNames sets the host and domain names (AMT_GeneralSettings).
+func (s *session) SetNames(host, domain string) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		next := *m
+		next.HostName, next.DomainName = host, domain
+		if err := next.Validate(); err != nil {
+			if host != m.HostName {
+				return ptstatus.InvalidName
+			}
+			return ptstatus.InvalidDomainName
+		}
+		*m = next
+		return ptstatus.Success
+	})
+}
+
+// Kerberos is AMT_KerberosSettingData.
+type Kerberos struct {
+	Enabled      bool
+	Realm        string
+	KeyVersion   uint32
+	Encryption   uint32
+	MasterKey    []byte
+	MaxClockSkew uint32
+}
+
+// SetKerberos sets the Kerberos settings.
+func (s *session) SetKerberos(k Kerberos) ptstatus.Code {
+	if k.Enabled && (k.Realm == "" || len(k.MasterKey) != 16) {
+		return ptstatus.InvalidParameter
+	}
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		a := &m.AMT
+		a.KerberosEnabled, a.KerberosRealm, a.KerberosKeyVersion, a.KerberosEncryption = k.Enabled, k.Realm, k.KeyVersion, k.Encryption
+		a.KerberosMasterKey, a.KerberosMaxClockSkew = k.MasterKey, k.MaxClockSkew
+		return ptstatus.Success
+	})
+}
+
+// CommitChanges ends setup: the staged settings become the device's,
+// persisted in one atomic write, in POST state. After the answer has gone
+// out the listeners are re-armed (16993 now serves the certificate) and the
+// Hello loop stops.
+func (s *session) CommitChanges() ptstatus.Code {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.d.current()
+	if s.staged != nil {
+		next = *s.staged
+	}
+	if next.State != mebx.StateIn {
+		return ptstatus.InvalidProvisioningState
+	}
+	if next.AMT.TLSEnabled && next.AMT.TLSCert == "" {
+		return ptstatus.CertificateNotReady
+	}
+	next.AMT = next.AMT.Clone()
+	next.State = mebx.StatePost
+	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.clock.Now().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id}
+	if err := s.d.persist(next); err != nil {
+		s.d.emit("commit.failed", "err", err.Error())
+		return flashStatus(err)
+	}
+	s.staged, s.committed = nil, true
+	s.after = s.d.rearm
+	s.d.emit("provisioned", "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
+		"changes", s.changes)
+	return ptstatus.Success
+}
+
+// Unprovision returns the device to factory settings (full: AMT settings
+// and PID/PPS cleared, MEBx password kept) or, for PartialUnprovision, to
+// setup with the admin ACL, PID/PPS, names and SCS address kept.
+func (s *session) Unprovision(partial bool) ptstatus.Code {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.d.current()
+	if cur.State == mebx.StatePre {
+		return ptstatus.InvalidProvisioningState
+	}
+	next := mebx.Defaults()
+	next.Password = cur.Password
+	next.AMTEnabled = cur.AMTEnabled
+	next.Mode = cur.Mode
+	next.FlashWrites = cur.FlashWrites
+	next.DHCP, next.IP, next.Netmask, next.Gateway, next.DNS1, next.DNS2 = cur.DHCP, cur.IP, cur.Netmask, cur.Gateway, cur.DNS1, cur.DNS2
+	if partial {
+		next.State = mebx.StateIn
+		next.PID, next.PPS = cur.PID, cur.PPS
+		next.HostName, next.DomainName = cur.HostName, cur.DomainName
+		next.SCSAddress, next.SCSPort, next.SCSFQDN = cur.SCSAddress, cur.SCSPort, cur.SCSFQDN
+		next.AMT.AdminName, next.AMT.AdminHA1 = cur.AMT.AdminName, slices.Clone(cur.AMT.AdminHA1)
+		if next.PID == "" {
+			next.State = mebx.StatePre
+		}
+	}
+	if err := s.d.persist(next); err != nil {
+		return flashStatus(err)
+	}
+	s.staged = nil
+	s.after = s.d.rearm
+	s.d.emit("unprovisioned", "partial", partial, "state", next.State.String())
+	return ptstatus.Success
+}
+
+func flashStatus(err error) ptstatus.Code {
+	if errors.Is(err, errFlashWorn) {
+		return ptstatus.FlashWriteLimitExceeded
+	}
+	return ptstatus.InternalError
+}
+
+// parseRSAKey reads PKCS#1 or PKCS#8 DER.
+func parseRSAKey(der []byte) (*rsa.PrivateKey, error) {
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, err
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("not an RSA key")
+	}
+	return rk, nil
+}
+
+// certKey finds the held private key that matches a certificate.
+func certKey(a *mebx.AMTSettings, certDER []byte) (*rsa.PrivateKey, error) {
+	c, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := c.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, errors.New("certificate key is not RSA")
+	}
+	for _, kp := range a.Keys {
+		k, err := parseRSAKey(kp.DER)
+		if err == nil && k.PublicKey.Equal(pub) {
+			return k, nil
+		}
+	}
+	return nil, errors.New("no held key matches the certificate")
+}
+
+// newKey makes a key pair: from Options.KeyPairs when set, else a fresh
+// RSA-2048 key.
+func (d *Device) newKey() (*rsa.PrivateKey, error) {
+	if d.o.KeyPairs != nil {
+		return d.o.KeyPairs()
+	}
+	return rsa.GenerateKey(rand.Reader, 2048)
+}
+
+// errFlashWorn is the flash wear-out quirk's refusal.
+var errFlashWorn = errors.New("flash write limit exceeded")

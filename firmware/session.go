@@ -1,0 +1,91 @@
+package firmware
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"strings"
+	"sync"
+
+	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/ptstatus"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// session is one connection to an AMT port: who logged in on it and what
+// it has changed. Changes are staged in a copy of the settings until
+// CommitChanges; a connection that ends first takes them with it
+// (PROTOCOL.md §7).
+type session struct {
+	d    *Device
+	id   uint64
+	port uint16
+	peer string
+	tls  bool
+
+	mu        sync.Mutex
+	user      string
+	admin     bool
+	staged    *mebx.Settings // nil until the first change
+	changes   int
+	committed bool
+	holding   bool // counted in d.sessions: holds the Hello loop
+	ws        *wsman.Server
+	after     func() // runs once the connection is done (unprovision, …)
+}
+
+// view is what this session sees: its staged settings, or the device's.
+func (s *session) view() mebx.Settings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.staged != nil {
+		return *s.staged
+	}
+	return s.d.current()
+}
+
+// change applies f to the staged settings (staging a copy first). f
+// returns a status; a non-success status leaves the staged copy as it was.
+func (s *session) change(f func(*mebx.Settings) ptstatus.Code) ptstatus.Code {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next mebx.Settings
+	if s.staged != nil {
+		next = *s.staged
+	} else {
+		next = s.d.current()
+	}
+	next.AMT = next.AMT.Clone()
+	if st := f(&next); st != ptstatus.Success {
+		return st
+	}
+	s.staged = &next
+	s.changes++
+	return ptstatus.Success
+}
+
+// realmFor derives a device's Digest realm from its identity: stable for
+// the device, different between devices, and in AMT's form.
+func realmFor(uuid [16]byte) string {
+	h := md5.Sum(append([]byte("amtsim realm "), uuid[:]...))
+	return "Digest:" + strings.ToUpper(hex.EncodeToString(h[:]))
+}
+
+// lookupUser returns a user's H(A1) under settings s: in setup and factory
+// the admin logs in as "admin" with the MEBx password; once provisioned,
+// with the admin ACL entry if one was set, and users with theirs.
+func lookupUser(s *mebx.Settings, realm, user string) (ha1 []byte, admin, ok bool) {
+	if s.AMT.AdminName != "" {
+		if user == s.AMT.AdminName {
+			return s.AMT.AdminHA1, true, true
+		}
+	} else if user == "admin" {
+		return digest.HA1("admin", realm, s.Password), true, true
+	}
+	for _, u := range s.AMT.Users {
+		if u.Name != "" && u.Name == user && u.HA1 != nil {
+			return u.HA1, false, true
+		}
+	}
+	return nil, false, false
+}

@@ -1,0 +1,291 @@
+package firmware
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/tlspsk"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// ServerHeader is what AMT 5 puts on every HTTP answer.
+const ServerHeader = "Intel(R) Active Management Technology 5.0.32"
+
+// Limits of the web server: a request line and headers, a body (an
+// envelope with a certificate is a few KiB; AMT takes up to 150 KiB), and
+// how long a quiet connection stays open.
+const (
+	maxHeaderBytes = 8 << 10
+	idleTimeout    = 60 * time.Second
+)
+
+// accept serves a connection on an AMT port: TLS first on 16993 (TLS-PSK
+// with PID/PPS in setup, the installed certificate once provisioned), then
+// HTTP/1.1 with Digest. Each connection is one session.
+func (d *Device) accept(port uint16, c net.Conn) {
+	d.Stats.ConnsAccepted.Add(1)
+	d.emit("conn.accepted", "port", port, "peer", c.RemoteAddr().String())
+	defer c.Close()
+	s := d.current()
+	sess := &session{d: d, id: d.sessionIDs.Add(1), port: port, peer: c.RemoteAddr().String()}
+	var conn net.Conn = c
+	if port == PortHTTPS {
+		tc, err := d.tlsServer(c, s)
+		if err != nil {
+			d.Stats.TLSFailures.Add(1)
+			d.emit("tls.failed", "peer", sess.peer, "err", err.Error())
+			return
+		}
+		conn, sess.tls = tc, true
+	}
+	defer d.endSession(sess)
+	d.serveHTTP(conn, sess)
+}
+
+// tlsServer runs the handshake that the settings call for.
+func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.State == mebx.StatePost && s.AMT.TLSEnabled {
+		cert, err := d.tlsCertificate(&s)
+		if err != nil {
+			return nil, fmt.Errorf("no TLS certificate: %w", err)
+		}
+		tc := tls.Server(c, &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   d.o.TLSMinVersion, MaxVersion: d.o.TLSMaxVersion,
+			// AMT 5's suites: RSA key exchange, AES-CBC with SHA-1.
+			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA},
+		})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		return tc, nil
+	}
+	if s.PID == "" {
+		return nil, errors.New("no PID/PPS: TLS-PSK is not set up")
+	}
+	pid, pps := s.PID, s.PPS
+	tc := tlspsk.Server(c, tlspsk.AMT5Config(pid, func(identity string) ([]byte, error) {
+		if identity != pid {
+			return nil, fmt.Errorf("unknown PSK identity %q", identity)
+		}
+		return tlspsk.AMTKey(pps), nil
+	}))
+	if err := tc.Handshake(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// tlsCertificate builds (and caches) the certificate 16993 serves.
+func (d *Device) tlsCertificate(s *mebx.Settings) (tls.Certificate, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tlsCert != nil && d.tlsCertID == s.AMT.TLSCert {
+		return *d.tlsCert, nil
+	}
+	for _, c := range s.AMT.Certs {
+		if c.ID != s.AMT.TLSCert {
+			continue
+		}
+		k, err := certKey(&s.AMT, c.DER)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		cert := tls.Certificate{Certificate: [][]byte{c.DER}, PrivateKey: k}
+		d.tlsCert, d.tlsCertID = &cert, c.ID
+		return cert, nil
+	}
+	return tls.Certificate{}, fmt.Errorf("certificate %q not held", s.AMT.TLSCert)
+}
+
+// serveHTTP reads requests until the peer closes, goes quiet or asks to
+// close. It is a small HTTP/1.1 server of its own: net/http's server
+// wants a listener and a goroutine per idle connection, and the device
+// must answer on its own terms (the Server header, the 401 realm, faults
+// with bodies).
+func (d *Device) serveHTTP(c net.Conn, sess *session) {
+	// lr bounds what one request may read, headers included, so a peer
+	// cannot make the device buffer without end.
+	lr := &io.LimitedReader{R: c}
+	br := bufio.NewReaderSize(lr, 4096)
+	bw := bufio.NewWriterSize(c, 4096)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+		lr.N = maxHeaderBytes + wsman.MaxEnvelopeSize + 1
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !isTimeout(err) {
+				d.Stats.BadRequests.Add(1)
+				d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
+				writeResponse(bw, http.StatusBadRequest, nil, nil, true)
+			}
+			return
+		}
+		body, err := readBody(req)
+		if err != nil {
+			d.Stats.BadRequests.Add(1)
+			d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
+			writeResponse(bw, http.StatusRequestEntityTooLarge, nil, nil, true)
+			return
+		}
+		status, hdr, out := d.handle(sess, req, body)
+		if err := writeResponse(bw, status, hdr, out, req.Close); err != nil || req.Close {
+			return
+		}
+		if sess.after != nil {
+			return // committed or unprovisioned: this session is over
+		}
+	}
+}
+
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, wsman.MaxEnvelopeSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > wsman.MaxEnvelopeSize {
+		return nil, fmt.Errorf("body over %d bytes", wsman.MaxEnvelopeSize)
+	}
+	return b, nil
+}
+
+func writeResponse(w *bufio.Writer, status int, hdr http.Header, body []byte, closing bool) error {
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", status, http.StatusText(status))
+	if closing {
+		w.WriteString("Connection: close\r\n")
+	}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			fmt.Fprintf(w, "%s: %s\r\n", k, v)
+		}
+	}
+	w.WriteString("Server: " + ServerHeader + "\r\n")
+	w.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
+	w.Write(body)
+	return w.Flush()
+}
+
+// handle authenticates a request and routes it.
+func (d *Device) handle(sess *session, req *http.Request, body []byte) (int, http.Header, []byte) {
+	cur := d.current()
+	var auth *digest.Authorization
+	if h := req.Header.Get("Authorization"); h != "" {
+		a, err := digest.ParseAuthorization(h)
+		if err != nil {
+			d.Stats.AuthFailures.Add(1)
+			d.emit("auth.failed", "peer", sess.peer, "reason", err.Error())
+			return d.challenge(false)
+		}
+		auth = a
+	}
+	var admin bool
+	err := d.digest.Verify(auth, req.Method, req.URL.RequestURI(), func(user string) ([]byte, bool) {
+		ha1, isAdmin, ok := lookupUser(&cur, d.realm, user)
+		admin = isAdmin
+		return ha1, ok
+	})
+	if err != nil {
+		if auth != nil {
+			d.Stats.AuthFailures.Add(1)
+			d.emit("auth.failed", "peer", sess.peer, "user", auth.Username, "reason", err.Error())
+		}
+		return d.challenge(errors.Is(err, digest.ErrStale))
+	}
+	d.login(sess, auth.Username, admin, cur)
+
+	switch {
+	case req.URL.Path == "/wsman" && req.Method == http.MethodPost:
+		out, fault := sess.wsman().Serve(body)
+		hdr := http.Header{"Content-Type": {wsman.ContentType}}
+		if fault {
+			return http.StatusBadRequest, hdr, out
+		}
+		return http.StatusOK, hdr, out
+	case req.Method == http.MethodGet && (req.URL.Path == "/" || req.URL.Path == "/index.htm"):
+		return http.StatusOK, http.Header{"Content-Type": {"text/html"}}, d.indexPage(cur)
+	}
+	return http.StatusNotFound, http.Header{"Content-Type": {"text/html"}}, []byte("<html><body>Not Found</body></html>")
+}
+
+func (d *Device) challenge(stale bool) (int, http.Header, []byte) {
+	ch, err := d.digest.Challenge(stale)
+	if err != nil {
+		return http.StatusInternalServerError, nil, nil
+	}
+	return http.StatusUnauthorized, http.Header{"Www-Authenticate": {ch.String()}, "Content-Type": {"text/html"}},
+		[]byte("<html><body>Unauthorized</body></html>")
+}
+
+// login records the session's user once; an admin in setup holds the
+// Hello loop while the session lasts.
+func (d *Device) login(sess *session, user string, admin bool, cur mebx.Settings) {
+	sess.mu.Lock()
+	first := sess.user == ""
+	sess.user, sess.admin = user, admin
+	hold := first && admin && cur.State == mebx.StateIn
+	sess.holding = sess.holding || hold
+	sess.mu.Unlock()
+	if !first {
+		return
+	}
+	d.emit("session.login", "session", sess.id, "port", sess.port, "peer", sess.peer, "user", user, "tls", sess.tls)
+	if hold {
+		d.holdHello(true)
+	}
+}
+
+// endSession runs when a connection is done: staged changes that were
+// never committed are dropped, a held Hello loop resumes, and what the
+// session asked for afterwards (re-arming after commit) runs.
+func (d *Device) endSession(sess *session) {
+	sess.mu.Lock()
+	dropped := sess.staged != nil && !sess.committed
+	holding, after, n := sess.holding, sess.after, sess.changes
+	sess.staged, sess.holding, sess.after = nil, false, nil
+	sess.mu.Unlock()
+	if dropped {
+		d.emit("session.discarded", "session", sess.id, "changes", n, "reason", "connection closed before CommitChanges")
+	}
+	if sess.user != "" {
+		d.emit("session.closed", "session", sess.id, "committed", sess.committed)
+	}
+	if after != nil {
+		after()
+	}
+	if holding {
+		d.holdHello(false)
+	}
+}
+
+func (s *session) wsman() *wsman.Server {
+	if s.ws == nil {
+		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}}
+	}
+	return s.ws
+}
+
+func (d *Device) indexPage(s mebx.Settings) []byte {
+	var b bytes.Buffer
+	b.WriteString("<html><head><title>Intel&reg; Active Management Technology</title></head><body>")
+	fmt.Fprintf(&b, "<h1>Intel&reg; Active Management Technology</h1><p>Computer: %s</p><p>Provisioning state: %s</p>",
+		strings.ReplaceAll(s.HostName, "<", "&lt;"), s.State)
+	b.WriteString("</body></html>")
+	return b.Bytes()
+}

@@ -1,0 +1,426 @@
+// Package scs is the reference Setup and Configuration Server: it takes an
+// AMT 5 device in setup mode from its Hello to provisioned, over TLS-PSK
+// (or Digest alone on 16992) and WS-Management, as PROTOCOL.md §8 lists.
+package scs
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/ptstatus"
+	"github.com/amtsim/amtsim/tlspsk"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// Resource URIs the provisioning uses.
+const (
+	uriGeneralSettings = wsman.AMTSchema + "AMT_GeneralSettings"
+	uriSetupAndConfig  = wsman.AMTSchema + "AMT_SetupAndConfigurationService"
+	uriAuthorization   = wsman.AMTSchema + "AMT_AuthorizationService"
+	uriTimeSync        = wsman.AMTSchema + "AMT_TimeSynchronizationService"
+	uriPublicKeyMgmt   = wsman.AMTSchema + "AMT_PublicKeyManagementService"
+	uriKeyPair         = wsman.AMTSchema + "AMT_PublicPrivateKeyPair"
+	uriTLSCredential   = wsman.AMTSchema + "AMT_TLSCredentialContext"
+	uriTLSSettings     = wsman.AMTSchema + "AMT_TLSSettingData"
+	uriTLSEndpoints    = wsman.AMTSchema + "AMT_TLSProtocolEndpointCollection"
+	uriKerberos        = wsman.AMTSchema + "AMT_KerberosSettingData"
+	uriSoftwareIdent   = wsman.CIMSchema + "CIM_SoftwareIdentity"
+)
+
+// AMT's ports.
+const (
+	PortHTTP  = 16992
+	PortHTTPS = 16993
+)
+
+// Target is the device to provision as the SCS knows it from the Hello and
+// its database.
+type Target struct {
+	Addr string // host (IP) of the device
+	// Dial opens TCP connections (default net.Dialer); tests and the
+	// embedded LAN pass their own.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	PID  string
+	PPS  string
+	// Password is the MEBx password the admin logs in with in setup.
+	Password string
+	// NoTLS provisions over plain 16992 with Digest only.
+	NoTLS bool
+}
+
+// User is a user ACL entry to add.
+type User struct {
+	Name        string // Digest user; empty for a Kerberos-only user
+	Password    string
+	KerberosSID string
+	Access      uint32 // 0 local, 1 network, 2 both
+	Realms      []uint32
+}
+
+// Profile is what the SCS configures.
+type Profile struct {
+	NewPID, NewPPS  string // empty keeps the current pair
+	NewMEBxPassword string // empty keeps it
+	AdminUser       string
+	AdminPassword   string
+	Users           []User
+	HostName        string
+	DomainName      string
+	// Key is installed with AddKey; nil asks the device to GenerateKeyPair.
+	Key *rsa.PrivateKey
+	// Certify issues the device's TLS certificate for its public key.
+	// Nil leaves TLS off.
+	Certify func(pub *rsa.PublicKey, host, domain string) (der []byte, err error)
+	// Kerberos settings, when the profile uses Negotiate.
+	Kerberos *Kerberos
+	// Now is the SCS's clock (default time.Now).
+	Now func() time.Time
+}
+
+// Kerberos is AMT_KerberosSettingData.
+type Kerberos struct {
+	Realm        string
+	KeyVersion   uint32
+	Encryption   uint32
+	MasterKey    []byte
+	MaxClockSkew uint32
+}
+
+// StepResult is one step of a provisioning and how it went.
+type StepResult struct {
+	Step     string
+	Duration time.Duration
+	Err      error
+}
+
+// StepError is a failed step; the status is set when AMT answered with a
+// PT_STATUS rather than a transport or SOAP error.
+type StepError struct {
+	Step   string
+	Status ptstatus.Code
+	Err    error
+}
+
+func (e *StepError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("scs: %s: %v", e.Step, e.Err)
+	}
+	return fmt.Sprintf("scs: %s: %v", e.Step, e.Status)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Result is what a provisioning did.
+type Result struct {
+	Realm     string
+	Version   string
+	CertDER   []byte
+	Steps     []StepResult
+	Committed bool
+}
+
+// Session is an authenticated WS-MAN connection to one device.
+type Session struct {
+	WSMAN  *wsman.Client
+	Digest *digest.Client
+	tr     *http.Transport
+}
+
+// Close drops the connection.
+func (s *Session) Close() { s.tr.CloseIdleConnections() }
+
+// dialer returns t's dial function.
+func (t *Target) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if t.Dial != nil {
+		return t.Dial
+	}
+	var d net.Dialer
+	return d.DialContext
+}
+
+// OpenSetup opens the setup session: TLS-PSK on 16993 with PID/PPS (or
+// plain 16992), Digest as admin with the MEBx password. One TCP connection
+// carries the whole session, as the device stages changes per connection.
+func OpenSetup(t Target) *Session {
+	dial := t.dialer()
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	url := fmt.Sprintf("http://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTP)))
+	if t.NoTLS {
+		tr.DialContext = dial
+	} else {
+		url = fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
+		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tlspsk.Client(raw, &tlspsk.Config{MinVersion: tlspsk.VersionTLS10, MaxVersion: tlspsk.VersionTLS12,
+				CipherSuites: []uint16{tlspsk.TLS_PSK_WITH_AES_128_CBC_SHA, tlspsk.TLS_PSK_WITH_AES_256_CBC_SHA},
+				Identity:     pid, Key: key, NoSecureRenegotiation: true})
+			if err := c.Handshake(ctx); err != nil {
+				raw.Close()
+				return nil, fmt.Errorf("TLS-PSK as %s: %w", pid, err)
+			}
+			return c, nil
+		}
+	}
+	dc := &digest.Client{Username: "admin", Password: t.Password}
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+}
+
+// OpenOperational opens a session to a provisioned device: certificate TLS
+// on 16993 checked against roots, Digest as user.
+func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password string) *Session {
+	dial := t.dialer()
+	tr := &http.Transport{MaxConnsPerHost: 1, DialContext: dial, DisableCompression: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10,
+			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
+	dc := &digest.Client{Username: user, Password: password}
+	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+}
+
+// invoke calls a method and turns a non-zero ReturnValue into a StepError.
+func (s *Session) invoke(ctx context.Context, step, uri, method string, in *wsman.Instance, sel map[string]string) (*wsman.Instance, error) {
+	out, err := s.WSMAN.Invoke(ctx, uri, method, sel, in)
+	if err != nil {
+		return nil, &StepError{Step: step, Err: err}
+	}
+	rv, err := out.Uint("ReturnValue")
+	if err != nil {
+		return nil, &StepError{Step: step, Err: err}
+	}
+	if rv != 0 {
+		return out, &StepError{Step: step, Status: ptstatus.Code(rv)}
+	}
+	return out, nil
+}
+
+// Provision runs the provisioning transaction of PROTOCOL.md §8 over one
+// setup session and commits. onStep (may be nil) hears each step as it
+// ends.
+func Provision(ctx context.Context, t Target, p Profile, onStep func(StepResult)) (*Result, error) {
+	s := OpenSetup(t)
+	defer s.Close()
+	return s.Provision(ctx, p, onStep)
+}
+
+// Provision runs the transaction on an open setup session.
+func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResult)) (*Result, error) {
+	res := &Result{}
+	now := p.Now
+	if now == nil {
+		now = time.Now
+	}
+	step := func(name string, f func() error) error {
+		start := time.Now()
+		err := f()
+		sr := StepResult{Step: name, Duration: time.Since(start), Err: err}
+		res.Steps = append(res.Steps, sr)
+		if onStep != nil {
+			onStep(sr)
+		}
+		if err != nil {
+			var se *StepError
+			if !errors.As(err, &se) {
+				err = &StepError{Step: name, Err: err}
+			}
+			return err
+		}
+		return nil
+	}
+	var host, domain string
+	err := step("login", func() error {
+		gs, err := s.WSMAN.Get(ctx, uriGeneralSettings, nil)
+		if err != nil {
+			return err
+		}
+		res.Realm, _ = gs.Get("DigestRealm")
+		host, _ = gs.Get("HostName")
+		domain, _ = gs.Get("DomainName")
+		sc, err := s.WSMAN.Get(ctx, uriSetupAndConfig, nil)
+		if err != nil {
+			return err
+		}
+		if st, _ := sc.Get("ProvisioningState"); st != "1" {
+			return fmt.Errorf("device is not in setup (ProvisioningState %s)", st)
+		}
+		ids, err := s.WSMAN.Enumerate(ctx, uriSoftwareIdent)
+		if err != nil {
+			return err
+		}
+		for _, in := range ids {
+			if id, _ := in.Get("InstanceID"); id == "AMT" {
+				res.Version, _ = in.Get("VersionString")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if p.HostName != "" {
+		host = p.HostName
+	}
+	if p.DomainName != "" {
+		domain = p.DomainName
+	}
+	steps := []struct {
+		name string
+		skip bool
+		f    func() error
+	}{
+		{"set-pid-pps", p.NewPID == "", func() error {
+			_, err := s.invoke(ctx, "set-pid-pps", uriSetupAndConfig, "SetTLSPSK", (&wsman.Instance{}).Set("PID", p.NewPID).Set("PPS", p.NewPPS), nil)
+			return err
+		}},
+		{"set-mebx-password", p.NewMEBxPassword == "", func() error {
+			_, err := s.invoke(ctx, "set-mebx-password", uriSetupAndConfig, "SetMEBxPassword", (&wsman.Instance{}).Set("Password", p.NewMEBxPassword), nil)
+			return err
+		}},
+		{"set-admin", p.AdminUser == "", func() error {
+			in := (&wsman.Instance{}).Set("Username", p.AdminUser).Set("DigestPassword", digest.DigestPassword(p.AdminUser, res.Realm, p.AdminPassword))
+			_, err := s.invoke(ctx, "set-admin", uriAuthorization, "SetAdminAclEntryEx", in, nil)
+			return err
+		}},
+		{"add-users", len(p.Users) == 0, func() error {
+			for _, u := range p.Users {
+				in := &wsman.Instance{}
+				if u.Name != "" {
+					in.Set("DigestUsername", u.Name).Set("DigestPassword", digest.DigestPassword(u.Name, res.Realm, u.Password))
+				}
+				if u.KerberosSID != "" {
+					in.Set("KerberosUserSid", u.KerberosSID)
+				}
+				in.Set("AccessPermission", strconv.FormatUint(uint64(u.Access), 10))
+				realms := make([]string, len(u.Realms))
+				for i, r := range u.Realms {
+					realms[i] = strconv.FormatUint(uint64(r), 10)
+				}
+				in.Set("Realms", realms...)
+				if _, err := s.invoke(ctx, "add-users", uriAuthorization, "AddUserAclEntryEx", in, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"set-time", false, func() error {
+			out, err := s.invoke(ctx, "set-time", uriTimeSync, "GetLowAccuracyTimeSynch", nil, nil)
+			if err != nil {
+				return err
+			}
+			ta0, _ := out.Get("Ta0")
+			tm1 := strconv.FormatInt(now().Unix(), 10)
+			tm2 := strconv.FormatInt(now().Unix(), 10)
+			_, err = s.invoke(ctx, "set-time", uriTimeSync, "SetHighAccuracyTimeSynch", (&wsman.Instance{}).Set("Ta0", ta0).Set("Tm1", tm1).Set("Tm2", tm2), nil)
+			return err
+		}},
+		{"set-names", host == "" && domain == "", func() error {
+			in := wsman.NewInstance(uriGeneralSettings).Set("HostName", host).Set("DomainName", domain)
+			_, err := s.WSMAN.Put(ctx, in, nil)
+			return err
+		}},
+		{"set-kerberos", p.Kerberos == nil, func() error {
+			k := p.Kerberos
+			in := wsman.NewInstance(uriKerberos).Set("KrbEnabled", "true").Set("RealmName", k.Realm).
+				Set("KeyVersion", strconv.FormatUint(uint64(k.KeyVersion), 10)).Set("EncryptionAlgorithm", strconv.FormatUint(uint64(k.Encryption), 10)).
+				Set("MasterKey", base64.StdEncoding.EncodeToString(k.MasterKey)).Set("MaximumClockTolerance", strconv.FormatUint(uint64(k.MaxClockSkew), 10))
+			_, err := s.WSMAN.Put(ctx, in, nil)
+			return err
+		}},
+		{"install-certificate", p.Certify == nil, func() error {
+			der, err := s.installCertificate(ctx, p, host, domain)
+			res.CertDER = der
+			return err
+		}},
+		{"enable-tls", p.Certify == nil, func() error {
+			in := wsman.NewInstance(uriTLSSettings).Set("InstanceID", "Intel(r) AMT 802.3 TLS Settings").Set("Enabled", "true").
+				Set("MutualAuthentication", "false").Set("AcceptNonSecureConnections", "false")
+			_, err := s.WSMAN.Put(ctx, in, map[string]string{"InstanceID": "Intel(r) AMT 802.3 TLS Settings"})
+			return err
+		}},
+		{"commit", false, func() error {
+			_, err := s.invoke(ctx, "commit", uriSetupAndConfig, "CommitChanges", nil, nil)
+			return err
+		}},
+	}
+	for _, st := range steps {
+		if st.skip {
+			continue
+		}
+		if err := step(st.name, st.f); err != nil {
+			return res, err
+		}
+	}
+	res.Committed = true
+	return res, nil
+}
+
+// installCertificate puts a key pair in the device (AddKey, or
+// GenerateKeyPair and read its public key back), has Certify issue the
+// certificate, adds it and makes it the TLS credential.
+func (s *Session) installCertificate(ctx context.Context, p Profile, host, domain string) ([]byte, error) {
+	var pub *rsa.PublicKey
+	if p.Key != nil {
+		der, err := x509.MarshalPKCS8PrivateKey(p.Key)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "AddKey", (&wsman.Instance{}).Set("KeyBlob", base64.StdEncoding.EncodeToString(der)), nil); err != nil {
+			return nil, err
+		}
+		pub = &p.Key.PublicKey
+	} else {
+		out, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "GenerateKeyPair", (&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "2048"), nil)
+		if err != nil {
+			return nil, err
+		}
+		ref := out.Ref("KeyPair")
+		if ref == nil {
+			return nil, errors.New("GenerateKeyPair returned no KeyPair reference")
+		}
+		kp, err := s.WSMAN.Get(ctx, uriKeyPair, ref.Selectors)
+		if err != nil {
+			return nil, err
+		}
+		v, _ := kp.Get("DERKey")
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("DERKey: %w", err)
+		}
+		if pub, err = x509.ParsePKCS1PublicKey(b); err != nil {
+			return nil, fmt.Errorf("DERKey: %w", err)
+		}
+	}
+	der, err := p.Certify(pub, host, domain)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate: %w", err)
+	}
+	out, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "AddCertificate", (&wsman.Instance{}).Set("CertificateBlob", base64.StdEncoding.EncodeToString(der)), nil)
+	if err != nil {
+		return nil, err
+	}
+	ref := out.Ref("CreatedCertificate")
+	if ref == nil {
+		return nil, errors.New("AddCertificate returned no certificate reference")
+	}
+	ctxIn := wsman.NewInstance(uriTLSCredential).
+		SetEPR("ElementInContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: ref.ResourceURI, Selectors: ref.Selectors}).
+		SetEPR("ElementProvidingContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriTLSEndpoints,
+			Selectors: map[string]string{"ElementName": "TLSProtocolEndpointInstances Collection"}})
+	if _, err := s.WSMAN.Create(ctx, ctxIn); err != nil {
+		return nil, err
+	}
+	return der, nil
+}
