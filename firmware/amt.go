@@ -349,7 +349,7 @@ func (s *session) CommitChanges() ptstatus.Code {
 		s.d.emit("commit.failed", "err", err.Error())
 		return flashStatus(err)
 	}
-	s.staged, s.committed = nil, true
+	s.staged, s.committed, s.over = nil, true, true
 	s.after = s.d.rearm
 	s.d.emit("provisioned", "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
 		"changes", s.changes)
@@ -385,7 +385,7 @@ func (s *session) Unprovision(partial bool) ptstatus.Code {
 	if err := s.d.persist(next); err != nil {
 		return flashStatus(err)
 	}
-	s.staged = nil
+	s.staged, s.over = nil, true
 	s.after = s.d.rearm
 	s.d.emit("unprovisioned", "partial", partial, "state", next.State.String())
 	return ptstatus.Success

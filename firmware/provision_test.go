@@ -265,6 +265,10 @@ func TestProvisionOverTLSPSK(t *testing.T) {
 	user := scs.OpenOperational(r.target(false), ca.pool, "optiplex-42.amtsim.example", "operator", "Oper-Pass4!")
 	_, err = user.WSMAN.Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
 	require.NoError(t, err, "the Digest user logs in")
+	_, err = user.WSMAN.Invoke(ctx, wsman.AMTSchema+"AMT_AuthorizationService", "GetAdminAclEntry", nil, nil)
+	var fault *wsman.Fault
+	require.ErrorAs(t, err, &fault, "a user may not read the admin entry")
+	assert.Equal(t, "c:AccessDenied", fault.Subcode)
 	user.Close()
 	old := scs.OpenOperational(r.target(false), ca.pool, "optiplex-42.amtsim.example", "admin", testPassword)
 	_, err = old.WSMAN.Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)

@@ -31,7 +31,8 @@ type session struct {
 	committed bool
 	holding   bool // counted in d.sessions: holds the Hello loop
 	ws        *wsman.Server
-	after     func() // runs once the connection is done (unprovision, …)
+	after     func() // runs once the connection is done (re-arming the ports)
+	over      bool   // committed or unprovisioned: serve no more requests
 }
 
 // view is what this session sees: its staged settings, or the device's.
@@ -44,8 +45,10 @@ func (s *session) view() mebx.Settings {
 	return s.d.current()
 }
 
-// change applies f to the staged settings (staging a copy first). f
-// returns a status; a non-success status leaves the staged copy as it was.
+// change applies f to the settings. In setup the result is staged until
+// CommitChanges; in any other state it is the device's at once, persisted
+// (AMT stages only during provisioning). f returns a status; a non-success
+// status changes nothing.
 func (s *session) change(f func(*mebx.Settings) ptstatus.Code) ptstatus.Code {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,6 +61,13 @@ func (s *session) change(f func(*mebx.Settings) ptstatus.Code) ptstatus.Code {
 	next.AMT = next.AMT.Clone()
 	if st := f(&next); st != ptstatus.Success {
 		return st
+	}
+	if next.State != mebx.StateIn && s.staged == nil {
+		if err := s.d.persist(next); err != nil {
+			return flashStatus(err)
+		}
+		s.after = s.d.rearm
+		return ptstatus.Success
 	}
 	s.staged = &next
 	s.changes++

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/eoi"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/tlspsk"
 	"github.com/amtsim/amtsim/wsman"
@@ -146,7 +147,7 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		if err := writeResponse(bw, status, hdr, out, req.Close); err != nil || req.Close {
 			return
 		}
-		if sess.after != nil {
+		if sess.over {
 			return // committed or unprovisioned: this session is over
 		}
 	}
@@ -218,6 +219,9 @@ func (d *Device) handle(sess *session, req *http.Request, body []byte) (int, htt
 			return http.StatusBadRequest, hdr, out
 		}
 		return http.StatusOK, hdr, out
+	case req.Method == http.MethodPost && eoi.ServiceAt(req.URL.Path) != "":
+		code, out := d.serveEOI(sess, req.URL.Path, body)
+		return code, http.Header{"Content-Type": {"text/xml; charset=utf-8"}}, out
 	case req.Method == http.MethodGet && (req.URL.Path == "/" || req.URL.Path == "/index.htm"):
 		return http.StatusOK, http.Header{"Content-Type": {"text/html"}}, d.indexPage(cur)
 	}

@@ -234,7 +234,22 @@ func (d *Device) associatedPower() *wsman.Instance {
 			Selectors: map[string]string{"CreationClassName": "CIM_ComputerSystem", "Name": "ManagedSystem"}})
 }
 
+// denied refuses a user ACL entry what only the admin may do: every
+// change, and the methods of the services that hold credentials.
+func (h *wsmanHandler) denied() error {
+	h.s.mu.Lock()
+	admin := h.s.admin
+	h.s.mu.Unlock()
+	if admin {
+		return nil
+	}
+	return wsman.FaultAccessDenied("The sender was not authorized to access the resource.")
+}
+
 func (h *wsmanHandler) Put(uri string, sel map[string]string, in *wsman.Instance) (*wsman.Instance, error) {
+	if err := h.denied(); err != nil {
+		return nil, err
+	}
 	s := h.s
 	var st ptstatus.Code
 	switch uri {
@@ -321,6 +336,9 @@ func boolProp(in *wsman.Instance, name string, def bool) (bool, error) {
 }
 
 func (h *wsmanHandler) Create(uri string, in *wsman.Instance) (*wsman.EPR, error) {
+	if err := h.denied(); err != nil {
+		return nil, err
+	}
 	if uri != uriTLSCredential {
 		if _, err := h.Get(uri, nil); err != nil {
 			return nil, err
@@ -341,6 +359,9 @@ func (h *wsmanHandler) Create(uri string, in *wsman.Instance) (*wsman.EPR, error
 }
 
 func (h *wsmanHandler) Delete(uri string, sel map[string]string) error {
+	if err := h.denied(); err != nil {
+		return err
+	}
 	if uri == uriTLSCredential {
 		st := h.s.ClearTLSCertificate()
 		if st != ptstatus.Success {
@@ -426,6 +447,12 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 			return nil, wsman.FaultSchemaValidation(name + " must be base64")
 		}
 		return b, nil
+	}
+	switch uri {
+	case uriSetupAndConfig, uriAuthorization, uriPublicKeyMgmt:
+		if err := h.denied(); err != nil {
+			return nil, err
+		}
 	}
 	var out *wsman.Instance
 	var st ptstatus.Code

@@ -1,0 +1,179 @@
+package firmware
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/eoi"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/ptstatus"
+	"github.com/amtsim/amtsim/scs"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// eoiClient calls a device's EOI services on 16992 as a management tool of
+// that era does.
+type eoiClient struct {
+	t    *testing.T
+	hc   *http.Client
+	base string
+}
+
+func (r *provisioningRig) eoiAs(t *testing.T, user, password string) *eoiClient {
+	c := &digest.Client{Username: user, Password: password}
+	return &eoiClient{t: t, hc: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
+		base: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String()}
+}
+
+// call returns the status and the answer element; a fault fails the test.
+func (c *eoiClient) call(service, method string, params ...eoi.Field) (ptstatus.Code, *wsman.Node) {
+	c.t.Helper()
+	resp, err := c.hc.Post(c.base+eoi.Path(service), "text/xml; charset=utf-8", bytes.NewReader(eoi.Call(service, method, params)))
+	require.NoError(c.t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(c.t, http.StatusOK, resp.StatusCode, "%s.%s: %s", service, method, b)
+	st, n, err := eoi.ParseResponse(b)
+	require.NoError(c.t, err, "%s", b)
+	return ptstatus.Code(st), n
+}
+
+// The legacy SOAP services answer a provisioned device's admin and users
+// with the firmware's status codes, and PartialUnprovision takes the
+// device back to setup, where it Hellos again.
+func TestEOIServices(t *testing.T) {
+	r := newRig(t, 6)
+	newID, _ := identity.Of(51, 0, 6)
+	p := profile(t, newTestCA(t), newID)
+	p.Certify, p.Key = nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := scs.Provision(ctx, r.target(true), p, nil)
+	require.NoError(t, err)
+	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
+
+	a := r.eoiAs(t, "admin", "Admin-Pass3!")
+	st, n := a.call(eoi.GeneralInfo, "GetCoreVersion")
+	assert.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, FirmwareVersion, n.Value("Version"))
+	st, n = a.call(eoi.SecurityAdministration, "GetDigestRealm")
+	assert.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, res.Realm, n.Value("DigestRealm"))
+	st, n = a.call(eoi.GeneralInfo, "GetProvisioningState")
+	assert.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, "2", n.Value("ProvisioningState"))
+	_, n = a.call(eoi.NetworkAdministration, "GetHostName")
+	assert.Equal(t, "optiplex-42", n.Value("HostName"))
+	_, n = a.call(eoi.NetworkAdministration, "EnumerateInterfaces")
+	assert.Equal(t, "0", n.Value("InterfaceHandles"))
+	st, n = a.call(eoi.NetworkAdministration, "GetInterfaceSettings", eoi.F("InterfaceHandle", "0"))
+	require.Equal(t, ptstatus.Success, st)
+	ip4 := r.d.Addr().As4()
+	want := uint64(ip4[0])<<24 | uint64(ip4[1])<<16 | uint64(ip4[2])<<8 | uint64(ip4[3])
+	assert.Equal(t, strconv.FormatUint(want, 10), n.Child("InterfaceDescriptor").Child("IPv4Parameters").Value("LocalAddress"))
+	st, _ = a.call(eoi.NetworkAdministration, "GetInterfaceSettings", eoi.F("InterfaceHandle", "7"))
+	assert.Equal(t, ptstatus.InvalidIndex, st)
+	st, n = a.call(eoi.NetworkTime, "GetLowAccuracyTimeSynch")
+	assert.Equal(t, ptstatus.Success, st)
+	ta0, _ := strconv.ParseInt(n.Value("Ta0"), 10, 64)
+	assert.InDelta(t, time.Now().Unix(), ta0, 120, "AMT's clock was set to the SCS's")
+
+	// Remote control of the host's power.
+	_, n = a.call(eoi.RemoteControl, "GetSystemPowerState")
+	assert.Equal(t, "0", n.Value("SystemPowerState"))
+	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "18"), eoi.F("IanaOemNumber", "343"))
+	assert.Equal(t, ptstatus.Success, st)
+	_, n = a.call(eoi.RemoteControl, "GetSystemPowerState")
+	assert.Equal(t, "5", n.Value("SystemPowerState"))
+	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "18"), eoi.F("IanaOemNumber", "343"))
+	assert.Equal(t, ptstatus.NotPermitted, st, "already off")
+	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "17"), eoi.F("IanaOemNumber", "99"))
+	assert.Equal(t, ptstatus.InvalidParameter, st)
+	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "17"), eoi.F("IanaOemNumber", "343"))
+	assert.Equal(t, ptstatus.Success, st)
+
+	// Provisioning calls outside setup.
+	st, _ = a.call(eoi.SecurityAdministration, "SetTLSPSK", eoi.F("PID", newID.PID), eoi.F("PPS", newID.PPS))
+	assert.Equal(t, ptstatus.InvalidProvisioningState, st)
+	st, _ = a.call(eoi.SecurityAdministration, "CommitChanges")
+	assert.Equal(t, ptstatus.InvalidProvisioningState, st)
+
+	// An unknown method is a SOAP fault with a body, not a bare 500.
+	resp, err := a.hc.Post(a.base+eoi.Path(eoi.GeneralInfo), "text/xml", bytes.NewReader(eoi.Call(eoi.GeneralInfo, "Frobnicate", nil)))
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	_, _, err = eoi.ParseResponse(b)
+	assert.ErrorContains(t, err, "Frobnicate")
+
+	// A user may read but not administer.
+	u := r.eoiAs(t, "operator", "Oper-Pass4!")
+	st, _ = u.call(eoi.GeneralInfo, "GetCoreVersion")
+	assert.Equal(t, ptstatus.Success, st)
+	st, _ = u.call(eoi.SecurityAdministration, "GetDigestRealm")
+	assert.Equal(t, ptstatus.NotPermitted, st)
+
+	// Partial unprovision: back to setup with PID/PPS and the admin ACL
+	// kept; the Hello loop starts again with the PID the SCS set.
+	st, _ = a.call(eoi.SecurityAdministration, "PartialUnprovision")
+	require.Equal(t, ptstatus.Success, st)
+	r.d.ev.wait(t, "unprovisioned", 1, 10*time.Second)
+	cur := r.d.current()
+	assert.Equal(t, mebx.StateIn, cur.State)
+	assert.Equal(t, newID.PID, cur.PID)
+	assert.Equal(t, "admin", cur.AMT.AdminName)
+	assert.Empty(t, cur.AMT.Users)
+	assert.Equal(t, "optiplex-42", cur.HostName)
+	for {
+		h := r.hellos.next(t, 10*time.Second)
+		if h.Message.PID == newID.PID {
+			break
+		}
+	}
+	stored, err := r.st.Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.StateIn, stored.State)
+}
+
+// Full unprovision over WS-MAN: factory settings (the MEBx password kept),
+// no PID, no Hello.
+func TestFullUnprovision(t *testing.T) {
+	r := newRig(t, 7)
+	newID, _ := identity.Of(51, 0, 7)
+	p := profile(t, newTestCA(t), newID)
+	p.Certify, p.Key = nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err := scs.Provision(ctx, r.target(true), p, nil)
+	require.NoError(t, err)
+	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
+	c := &digest.Client{Username: "admin", Password: "Admin-Pass3!"}
+	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
+		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+	out, err := ws.Invoke(ctx, wsman.AMTSchema+"AMT_SetupAndConfigurationService", "Unprovision", nil, (&wsman.Instance{}).Set("ProvisioningMode", "1"))
+	require.NoError(t, err)
+	rv, _ := out.Get("ReturnValue")
+	require.Equal(t, "0", rv)
+	r.d.ev.wait(t, "unprovisioned", 1, 10*time.Second)
+	off := r.d.ev.wait(t, "hello.off", 2, 10*time.Second) // after the commit, then after this
+	why, _ := off[1].Attr("reason")
+	assert.Contains(t, why.String(), "factory")
+	stored, err := r.st.Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.StatePre, stored.State)
+	assert.Empty(t, stored.PID)
+	assert.Empty(t, stored.AMT.AdminName)
+	assert.Equal(t, "Mebx-Pass2!", stored.Password, "the MEBx password is untouched")
+}
