@@ -90,6 +90,10 @@ type Options struct {
 	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993
 	// once provisioned; default TLS 1.0 only, as AMT 5.
 	TLSMinVersion, TLSMaxVersion uint16
+	// KeepMEOnHostReset keeps the device running through a RemoteControl
+	// power cycle or reset of the host; by default such a command restarts
+	// the device's boot sequence too.
+	KeepMEOnHostReset bool
 	// Quirks reproduce firmware bugs on demand; all off by default.
 	Quirks Quirks
 	// Seed makes the device's random choices (DHCP transaction ids, jitter,
@@ -135,8 +139,9 @@ type Device struct {
 	work sync.WaitGroup
 	// power serializes PowerOn and PowerOff, so that a second PowerOff
 	// returns only once the first has finished.
-	power   sync.Mutex
-	stopCtx func() bool
+	power    sync.Mutex
+	stopCtx  func() bool
+	powerCtx context.Context // PowerOn's, for a power cycle
 
 	mu        sync.Mutex
 	on        bool
@@ -280,6 +285,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mu.Unlock()
 	d.stopCtx = context.AfterFunc(ctx, d.PowerOff)
+	d.powerCtx = ctx
 
 	vendor, device := n.PCIID()
 	d.emit("power.on", "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
@@ -484,6 +490,21 @@ func (d *Device) rearm() {
 	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
 		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
 	d.arm(h, s)
+}
+
+// PowerCycle turns the device off and on again, as pulling the plug
+// would: the MEBx and AMT settings persist, and the boot sequence (link,
+// DHCP, ports, Hellos in setup) starts over under the context PowerOn had.
+func (d *Device) PowerCycle() error {
+	d.power.Lock()
+	ctx := d.powerCtx
+	d.power.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		ctx = context.Background()
+	}
+	d.PowerOff()
+	d.emit("power.cycle")
+	return d.PowerOn(ctx)
 }
 
 // PowerOff stops every timer, closes the ports and unplugs the NIC. The

@@ -325,7 +325,7 @@ func eoiMethodFor(key string) eoiMethod {
 			if cmd == 0 {
 				return status(ptstatus.InvalidParameter)
 			}
-			return status(s.d.hostPowerChange(cmd))
+			return status(s.d.hostPowerChange(s, cmd))
 		}
 	case eoi.NetworkTime + ".GetLowAccuracyTimeSynch":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {

@@ -102,6 +102,14 @@ func TestEOIServices(t *testing.T) {
 	assert.Equal(t, ptstatus.InvalidParameter, st)
 	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "17"), eoi.F("IanaOemNumber", "343"))
 	assert.Equal(t, ptstatus.Success, st)
+	// A power cycle restarts the boot sequence and keeps the settings.
+	listening := len(r.d.ev.named("amt.listening"))
+	st, _ = a.call(eoi.RemoteControl, "RemoteControl", eoi.F("Command", "19"), eoi.F("IanaOemNumber", "343"))
+	assert.Equal(t, ptstatus.Success, st)
+	r.d.ev.wait(t, "power.cycle", 1, 10*time.Second)
+	r.d.ev.wait(t, "amt.listening", listening+1, 10*time.Second)
+	assert.Equal(t, mebx.StatePost, r.d.current().State)
+	assert.Equal(t, uint64(2), r.d.Stats.PowerOns.Load())
 
 	// Provisioning calls outside setup.
 	st, _ = a.call(eoi.SecurityAdministration, "SetTLSPSK", eoi.F("PID", newID.PID), eoi.F("PPS", newID.PPS))

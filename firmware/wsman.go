@@ -567,7 +567,7 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		if err != nil {
 			return nil, err
 		}
-		st = s.d.hostPowerChange(ps)
+		st = s.d.hostPowerChange(s, ps)
 	default:
 		if _, err := h.Get(uri, sel); err != nil {
 			return nil, err
@@ -589,8 +589,13 @@ func (d *Device) call(s *session, op string, st ptstatus.Code) {
 // hostPowerChange is the simulated host's power button (RemoteControl and
 // RequestPowerStateChange): on, off, cycle, reset. The ME stays up; the
 // host's state is what changes.
-func (d *Device) hostPowerChange(state uint32) ptstatus.Code {
+//
+// A power cycle or reset also restarts the device's boot sequence once
+// the answer is out (Options.KeepMEOnHostReset keeps the ME up instead, as
+// on a machine whose ME runs from standby power).
+func (d *Device) hostPowerChange(s *session, state uint32) ptstatus.Code {
 	cur := d.hostPower.Load()
+	restart := false
 	switch state {
 	case 2: // on
 		if cur == hostPowerOn {
@@ -607,9 +612,16 @@ func (d *Device) hostPowerChange(state uint32) ptstatus.Code {
 			return ptstatus.NotPermitted
 		}
 		d.hostPower.Store(hostPowerOn)
+		restart = true
 	default:
 		return ptstatus.InvalidParameter
 	}
 	d.emit("host.power", "requested", state, "state", d.hostPower.Load())
+	if restart && !d.o.KeepMEOnHostReset {
+		s.mu.Lock()
+		s.over = true
+		s.after = func() { go func() { _ = d.PowerCycle() }() }
+		s.mu.Unlock()
+	}
 	return ptstatus.Success
 }
