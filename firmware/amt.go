@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/identity"
@@ -444,3 +445,28 @@ func (d *Device) newKey() (*rsa.PrivateKey, error) {
 
 // errFlashWorn is the flash wear-out quirk's refusal.
 var errFlashWorn = errors.New("flash write limit exceeded")
+
+// KeyPool returns a source for Options.KeyPairs that makes at most size
+// RSA-2048 keys, each when first needed, and then hands them out in turn:
+// a fleet pays for size keys rather than one per device. Devices then
+// share keys, which no real fleet does; a fidelity trade for load tests.
+func KeyPool(size int) func() (*rsa.PrivateKey, error) {
+	var mu sync.Mutex
+	keys := make([]*rsa.PrivateKey, 0, size)
+	next := 0
+	return func() (*rsa.PrivateKey, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(keys) < size {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, k)
+			return k, nil
+		}
+		k := keys[next%len(keys)]
+		next++
+		return k, nil
+	}
+}

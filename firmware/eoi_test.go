@@ -3,6 +3,8 @@ package firmware
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/netip"
@@ -184,4 +186,47 @@ func TestFullUnprovision(t *testing.T) {
 	assert.Empty(t, stored.PID)
 	assert.Empty(t, stored.AMT.AdminName)
 	assert.Equal(t, "Mebx-Pass2!", stored.Password, "the MEBx password is untouched")
+}
+
+// GenerateKeyPair makes a real RSA-2048 key by default; a KeyPool makes
+// its keys once and hands them out in turn.
+func TestGenerateKeyPair(t *testing.T) {
+	pool := KeyPool(2)
+	k1, err := pool()
+	require.NoError(t, err)
+	k2, _ := pool()
+	k3, _ := pool()
+	assert.Equal(t, 2048, k1.N.BitLen())
+	assert.False(t, k1.Equal(k2))
+	assert.True(t, k3.Equal(k1), "the third key is the first again")
+
+	r := newRig(t, 8)
+	ctx := context.Background()
+	c := &digest.Client{Username: "admin", Password: testPassword}
+	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
+		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+	out, err := ws.Invoke(ctx, wsman.AMTSchema+"AMT_PublicKeyManagementService", "GenerateKeyPair", nil,
+		(&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "2048"))
+	require.NoError(t, err)
+	rv, _ := out.Get("ReturnValue")
+	require.Equal(t, "0", rv)
+	ref := out.Ref("KeyPair")
+	require.NotNil(t, ref)
+	kp, err := ws.Get(ctx, wsman.AMTSchema+"AMT_PublicPrivateKeyPair", ref.Selectors)
+	require.NoError(t, err)
+	der, _ := kp.Get("DERKey")
+	pub, err := x509.ParsePKCS1PublicKey(mustB64(t, der))
+	require.NoError(t, err)
+	assert.Equal(t, 2048, pub.N.BitLen())
+	out, err = ws.Invoke(ctx, wsman.AMTSchema+"AMT_PublicKeyManagementService", "GenerateKeyPair", nil,
+		(&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "1024"))
+	require.NoError(t, err)
+	rv, _ = out.Get("ReturnValue")
+	assert.Equal(t, "36", rv, "INVALID_PARAMETER for anything but RSA-2048")
+}
+
+func mustB64(t *testing.T, s string) []byte {
+	b, err := base64.StdEncoding.DecodeString(s)
+	require.NoError(t, err)
+	return b
 }

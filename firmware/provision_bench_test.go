@@ -1,0 +1,202 @@
+package firmware
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/pprof"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pprofile "github.com/google/pprof/profile"
+
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/measure"
+	"github.com/amtsim/amtsim/lan"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/scs"
+)
+
+// BenchmarkProvisioning provisions a fleet on the embedded LAN with the
+// scs client (TLS-PSK on 16993, Digest, the whole transaction with AddKey
+// and a CA-signed certificate, commit), 16 sessions at a time, and splits
+// the CPU it took by who spent it, from a CPU profile whose samples carry
+// labels: the device's connection goroutines ("device": TLS-PSK server,
+// HTTP, Digest, WS-MAN, the model, the commit), the SCS client's ("scs":
+// TLS-PSK client, envelopes, certificate signing), and the rest ("stack":
+// the shared gVisor netstack, the LAN switch, the Go runtime). Per
+// provisioning it reports device-cpu-µs, scs-cpu-µs, stack-cpu-µs, their
+// total, and provisionings/s (wall).
+func BenchmarkProvisioning(b *testing.B) {
+	const n = 500
+	for range b.N {
+		provisionFleet(b, n)
+	}
+}
+
+func provisionFleet(b *testing.B, n int) {
+	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer netw.Close()
+	var hellos atomic.Int64
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }})
+	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
+		b.Fatal(err)
+	}
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+	const gap = 5 * time.Minute
+	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	devs := make([]*Device, 0, n)
+	ids := make([]identity.Identity, 0, n)
+	for i := range n {
+		id, _ := identity.Of(4, 0, i)
+		s := mebx.Defaults()
+		_ = s.SetPassword("Bench-Pass1!")
+		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
+			b.Fatal(err)
+		}
+		st := mebx.NewMemStore()
+		_ = st.Save(s)
+		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.PowerOn(ctx); err != nil {
+			b.Fatal(err)
+		}
+		devs, ids = append(devs, d), append(ids, id)
+		if len(devs)%bootBatch == 0 || len(devs) == n {
+			waitFor(b, &hellos, int64(len(devs)), time.Minute, devs, netw)
+		}
+	}
+
+	// The SCS's material: a CA, and one device key (AddKey) so that key
+	// generation, which the SCS may do ahead of time, stays out of the
+	// figure.
+	caKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	devKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	var serial atomic.Int64
+	certify := func(pub *rsa.PublicKey, host, domain string) ([]byte, error) {
+		t := &x509.Certificate{SerialNumber: big.NewInt(serial.Add(1) + 1), Subject: pkix.Name{CommonName: host + "." + domain},
+			DNSNames: []string{host + "." + domain}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		return x509.CreateCertificate(rand.Reader, t, ca, pub, caKey)
+	}
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		return srv.DialTCP(ctx, ap)
+	}
+
+	var prof bytes.Buffer
+	if err := pprof.StartCPUProfile(&prof); err != nil {
+		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
+	}
+	cpu0 := measure.CPUTime()
+	start := time.Now()
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	for range 16 {
+		wg.Add(1)
+		go pprof.Do(context.Background(), pprof.Labels("amtsim", "scs"), func(ctx context.Context) {
+			defer wg.Done()
+			for i := range jobs {
+				id := ids[i]
+				next, _ := identity.Of(5, 0, i)
+				p := scs.Profile{NewPID: next.PID, NewPPS: next.PPS, NewMEBxPassword: "Bench-Pass2!", AdminUser: "admin", AdminPassword: "Admin-Pass3!",
+					Users:    []scs.User{{Name: "operator", Password: "Oper-Pass4!", Access: 2, Realms: []uint32{3}}},
+					HostName: id.HostName, DomainName: "amtsim.example", Key: devKey, Certify: certify}
+				t := scs.Target{Addr: devs[i].Addr().String(), Dial: dial, PID: id.PID, PPS: id.PPS, Password: "Bench-Pass1!"}
+				if _, err := scs.Provision(ctx, t, p, nil); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	wall := time.Since(start)
+	cpu := measure.CPUTime() - cpu0
+	pprof.StopCPUProfile()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d of %d provisionings failed; first: %v", f, n, firstErr.Load())
+	}
+	if path := os.Getenv("AMTSIM_PROVISION_PROFILE"); path != "" {
+		_ = os.WriteFile(path, prof.Bytes(), 0o644)
+	}
+	bySide, err := cpuByLabel(&prof, "amtsim")
+	if err != nil {
+		b.Fatal(err)
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
+	b.ReportMetric(per(cpu), "cpu-µs/prov")
+	b.ReportMetric(per(bySide["device"]), "device-cpu-µs/prov")
+	b.ReportMetric(per(bySide["scs"]), "scs-cpu-µs/prov")
+	b.ReportMetric(per(bySide[""]), "stack-cpu-µs/prov")
+	for _, d := range devs {
+		if d.current().State != mebx.StatePost {
+			b.Fatalf("%s is not provisioned", d.ID())
+		}
+		d.PowerOff()
+	}
+}
+
+// cpuByLabel sums a CPU profile's samples by the value of one label ("" for
+// samples without it).
+func cpuByLabel(r *bytes.Buffer, key string) (map[string]time.Duration, error) {
+	p, err := pprofile.Parse(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse CPU profile: %w", err)
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return nil, fmt.Errorf("CPU profile without a cpu sample type")
+	}
+	out := map[string]time.Duration{}
+	for _, s := range p.Sample {
+		v := ""
+		if l := s.Label[key]; len(l) > 0 {
+			v = l[0]
+		}
+		out[v] += time.Duration(s.Value[idx])
+	}
+	return out, nil
+}
