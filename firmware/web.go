@@ -154,11 +154,11 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 			return
 		}
 		status, hdr, out := d.handle(sess, req, body)
-		if err := writeResponse(bw, status, hdr, out, req.Close); err != nil || req.Close {
+		// After a commit, an unprovision or a power command the session is
+		// over: say so, so that the client does not reuse the connection.
+		closing := req.Close || sess.over
+		if err := writeResponse(bw, status, hdr, out, closing); err != nil || closing {
 			return
-		}
-		if sess.over {
-			return // committed or unprovisioned: this session is over
 		}
 	}
 }
