@@ -279,9 +279,17 @@ func eoiMethodFor(key string) eoiMethod {
 				return status(ptstatus.InvalidIndex)
 			}
 			desc := r.Params.Child("InterfaceDescriptor")
-			dhcp, okb := parseBool(desc.Value("DhcpEnabled"))
-			if desc == nil || !okb {
+			if desc == nil {
 				return status(ptstatus.InvalidParameter)
+			}
+			// DHCP unless IPv4 parameters are given: amttool sends no
+			// DhcpEnabled, only InterfaceMode and, for static, addresses.
+			dhcp := desc.Child("IPv4Parameters") == nil
+			if v := desc.Value("DhcpEnabled"); v != "" {
+				var okb bool
+				if dhcp, okb = parseBool(v); !okb {
+					return status(ptstatus.InvalidParameter)
+				}
 			}
 			return status(s.change(func(m *mebx.Settings) ptstatus.Code {
 				m.DHCP = dhcp
