@@ -3,6 +3,8 @@ package firmware
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"io"
@@ -290,4 +292,133 @@ func TestAmttool(t *testing.T) {
 	b, _ := cmd.CombinedOutput()
 	assert.NotContains(t, string(b), "AMT version:  "+FirmwareVersion, "a wrong password gets nothing")
 	assert.Greater(t, r.d.Stats.AuthFailures.Load(), failures)
+}
+
+// Provisioning through the EOI services alone, as tools of the AMT 2–5 era
+// did it: every SecurityAdministration and NetworkTime method PROTOCOL.md
+// §8 names, then CommitChanges.
+func TestProvisionOverEOI(t *testing.T) {
+	r := newRig(t, 10)
+	ca := newTestCA(t)
+	newID, _ := identity.Of(51, 0, 10)
+	a := r.eoiAs(t, "admin", testPassword)
+
+	st, n := a.call(eoi.SecurityAdministration, "GetProvisioningMode")
+	require.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, "1", n.Value("ProvisioningMode"), "enterprise")
+	_, n = a.call(eoi.SecurityAdministration, "GetDigestRealm")
+	realm := n.Value("DigestRealm")
+	require.Equal(t, r.d.realm, realm)
+
+	// PID and PPS as base64, the SDK's binary form.
+	st, _ = a.call(eoi.SecurityAdministration, "SetTLSPSK",
+		eoi.F("PID", base64.StdEncoding.EncodeToString([]byte(newID.PID))), eoi.F("PPS", base64.StdEncoding.EncodeToString([]byte(newID.PPS))))
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.SecurityAdministration, "SetAdminAclEntryEx", eoi.F("Username", "admin"),
+		eoi.F("DigestPassword", digest.DigestPassword("admin", realm, "Admin-Pass3!")))
+	require.Equal(t, ptstatus.Success, st)
+	st, n = a.call(eoi.SecurityAdministration, "AddUserAclEntryEx", eoi.Field{Name: "EntryEx", Children: []eoi.Field{
+		{Name: "DigestEntry", Children: []eoi.Field{eoi.F("Username", "operator"),
+			eoi.F("DigestPassword", digest.DigestPassword("operator", realm, "Oper-Pass4!")), eoi.F("AccessPermission", "2"),
+			{Name: "Realms", Children: []eoi.Field{eoi.F("RealmEntry", "3"), eoi.F("RealmEntry", "7")}}}}}})
+	require.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, "1", n.Value("Handle"))
+	st, n = a.call(eoi.SecurityAdministration, "AddUserAclEntryEx", eoi.Field{Name: "EntryEx", Children: []eoi.Field{
+		{Name: "KerberosEntry", Children: []eoi.Field{eoi.F("Sid", "AQUAAAAAAAUVAAAA8LfOQ8Y3ZGpE5cFuUAQAAA=="), eoi.F("AccessPermission", "1"),
+			{Name: "Realms", Children: []eoi.Field{eoi.F("RealmEntry", "3")}}}}}})
+	require.Equal(t, ptstatus.Success, st)
+	assert.Equal(t, "2", n.Value("Handle"))
+	st, _ = a.call(eoi.SecurityAdministration, "AddUserAclEntryEx", eoi.Field{Name: "EntryEx", Children: []eoi.Field{
+		{Name: "DigestEntry", Children: []eoi.Field{eoi.F("Username", "operator"),
+			eoi.F("DigestPassword", digest.DigestPassword("operator", realm, "x")), eoi.F("AccessPermission", "2")}}}})
+	assert.Equal(t, ptstatus.Duplicate, st)
+
+	_, n = a.call(eoi.NetworkTime, "GetLowAccuracyTimeSynch")
+	ta0 := n.Value("Ta0")
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	st, _ = a.call(eoi.NetworkTime, "SetHighAccuracyTimeSynch", eoi.F("Ta0", ta0), eoi.F("Tm1", now), eoi.F("Tm2", now))
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.NetworkTime, "SetHighAccuracyTimeSynch", eoi.F("Ta0", "1"), eoi.F("Tm1", now), eoi.F("Tm2", now))
+	assert.Equal(t, ptstatus.InvalidTime, st, "a Ta0 AMT never gave")
+
+	st, _ = a.call(eoi.SecurityAdministration, "SetTlsEnabled", eoi.F("NetworkTlsEnabled", "true"), eoi.F("LocalTlsEnabled", "false"))
+	assert.Equal(t, ptstatus.CertificateNotReady, st, "TLS needs a certificate first")
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	cert, err := ca.certify(&key.PublicKey, "optiplex-eoi", "amtsim.example")
+	require.NoError(t, err)
+	st, _ = a.call(eoi.SecurityAdministration, "SetTLSKeyAndCertificate",
+		eoi.F("PrivateKey", base64.StdEncoding.EncodeToString(x509.MarshalPKCS1PrivateKey(key))),
+		eoi.Field{Name: "CertificateChain", Children: []eoi.Field{eoi.F("Certificate", base64.StdEncoding.EncodeToString(cert))}})
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.SecurityAdministration, "SetTlsEnabled", eoi.F("NetworkTlsEnabled", "true"), eoi.F("LocalTlsEnabled", "false"))
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.SecurityAdministration, "SetKerberosOptions", eoi.Field{Name: "KerberosOptions", Children: []eoi.Field{
+		eoi.F("KerberosRealmName", "AMTSIM.EXAMPLE"), eoi.F("KerberosKeyVersion", "3"), eoi.F("KerberosEncryption", "1"),
+		eoi.F("KerberosMasterKey", base64.StdEncoding.EncodeToString(make([]byte, 16))), eoi.F("KerberosMaximumClockTolerance", "5")}})
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.NetworkAdministration, "SetHostName", eoi.F("HostName", "optiplex-eoi"))
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.NetworkAdministration, "SetDomainName", eoi.F("DomainName", "amtsim.example"))
+	require.Equal(t, ptstatus.Success, st)
+	st, _ = a.call(eoi.NetworkAdministration, "SetInterfaceSettings", eoi.F("InterfaceHandle", "0"),
+		eoi.Field{Name: "InterfaceDescriptor", Children: []eoi.Field{eoi.F("InterfaceMode", "SHARED_MAC_ADDRESS"), eoi.F("LinkPolicy", "31")}})
+	require.Equal(t, ptstatus.Success, st, "DHCP, as amttool netconf sends it")
+	assert.Equal(t, mebx.StateIn, r.d.current().State, "nothing applied before the commit")
+
+	st, _ = a.call(eoi.SecurityAdministration, "CommitChanges")
+	require.Equal(t, ptstatus.Success, st)
+	r.d.ev.wait(t, "provisioned", 1, 10*time.Second)
+	stored, err := r.st.Load()
+	require.NoError(t, err)
+	assert.Equal(t, mebx.StatePost, stored.State)
+	assert.Equal(t, newID.PID, stored.PID)
+	assert.Equal(t, newID.PPS, stored.PPS)
+	assert.True(t, stored.AMT.TLSEnabled)
+	assert.Equal(t, "optiplex-eoi", stored.HostName)
+	assert.Equal(t, []uint32{3, 7}, stored.AMT.Users[0].Realms)
+	assert.Equal(t, "AMTSIM.EXAMPLE", stored.AMT.KerberosRealm)
+	assert.Equal(t, uint32(3), stored.AMT.KerberosKeyVersion)
+}
+
+// The management classes beside provisioning: the Ethernet port, the
+// host's power state, and a power change through CIM_PowerManagementService.
+func TestWSMANManagementClasses(t *testing.T) {
+	r := newRig(t, 11)
+	ctx := context.Background()
+	c := &digest.Client{Username: "admin", Password: testPassword}
+	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
+		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+	eth, err := ws.Get(ctx, wsman.AMTSchema+"AMT_EthernetPortSettings", map[string]string{"InstanceID": "Intel(r) AMT Ethernet Port Settings 0"})
+	require.NoError(t, err)
+	ip, _ := eth.Get("IPAddress")
+	assert.Equal(t, r.d.Addr().String(), ip)
+	mac, _ := eth.Get("MACAddress")
+	assert.Equal(t, strings.ReplaceAll(r.id.MAC.String(), ":", "-"), mac)
+	dhcp, _ := eth.Get("DHCPEnabled")
+	assert.Equal(t, "true", dhcp)
+	gw, _ := eth.Get("DefaultGateway")
+	assert.Equal(t, r.n.Subnet().Addr().Next().String(), gw)
+
+	power := func() string {
+		t.Helper()
+		all, err := ws.Enumerate(ctx, wsman.CIMSchema+"CIM_AssociatedPowerManagementService")
+		require.NoError(t, err)
+		require.Len(t, all, 1)
+		require.NotNil(t, all[0].Ref("ServiceProvided"))
+		v, _ := all[0].Get("PowerState")
+		return v
+	}
+	assert.Equal(t, "2", power())
+	out, err := ws.Invoke(ctx, wsman.CIMSchema+"CIM_PowerManagementService", "RequestPowerStateChange", nil,
+		(&wsman.Instance{}).Set("PowerState", "8"))
+	require.NoError(t, err)
+	rv, _ := out.Get("ReturnValue")
+	assert.Equal(t, "0", rv)
+	assert.Equal(t, "8", power())
+	out, err = ws.Invoke(ctx, wsman.CIMSchema+"CIM_PowerManagementService", "RequestPowerStateChange", nil,
+		(&wsman.Instance{}).Set("PowerState", "99"))
+	require.NoError(t, err)
+	rv, _ = out.Get("ReturnValue")
+	assert.Equal(t, "36", rv, "INVALID_PARAMETER")
 }
