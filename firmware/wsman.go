@@ -13,29 +13,6 @@ import (
 	"github.com/amtsim/amtsim/wsman"
 )
 
-// Resource URIs of the classes the device serves (PROTOCOL.md §8).
-const (
-	uriGeneralSettings    = wsman.AMTSchema + "AMT_GeneralSettings"
-	uriSetupAndConfig     = wsman.AMTSchema + "AMT_SetupAndConfigurationService"
-	uriAuthorization      = wsman.AMTSchema + "AMT_AuthorizationService"
-	uriTimeSync           = wsman.AMTSchema + "AMT_TimeSynchronizationService"
-	uriPublicKeyMgmt      = wsman.AMTSchema + "AMT_PublicKeyManagementService"
-	uriKeyPair            = wsman.AMTSchema + "AMT_PublicPrivateKeyPair"
-	uriCertificate        = wsman.AMTSchema + "AMT_PublicKeyCertificate"
-	uriTLSCredential      = wsman.AMTSchema + "AMT_TLSCredentialContext"
-	uriTLSSettings        = wsman.AMTSchema + "AMT_TLSSettingData"
-	uriTLSEndpoints       = wsman.AMTSchema + "AMT_TLSProtocolEndpointCollection"
-	uriKerberos           = wsman.AMTSchema + "AMT_KerberosSettingData"
-	uriEthernetPort       = wsman.AMTSchema + "AMT_EthernetPortSettings"
-	uriSoftwareIdentity   = wsman.CIMSchema + "CIM_SoftwareIdentity"
-	uriAssociatedPower    = wsman.CIMSchema + "CIM_AssociatedPowerManagementService"
-	uriPowerManagement    = wsman.CIMSchema + "CIM_PowerManagementService"
-	uriComputerSystem     = wsman.CIMSchema + "CIM_ComputerSystem"
-	tlsSettingsNetwork    = "Intel(r) AMT 802.3 TLS Settings"
-	tlsSettingsLocal      = "Intel(r) AMT LMS TLS Settings"
-	tlsEndpointCollection = "TLSProtocolEndpointInstances Collection"
-)
-
 // FirmwareVersion is the AMT version the device reports.
 const FirmwareVersion = "5.0.32"
 
@@ -59,9 +36,9 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 	v := h.s.view()
 	d := h.s.d
 	switch uri {
-	case uriGeneralSettings:
+	case wsman.GeneralSettings:
 		return d.generalSettings(&v), nil
-	case uriSetupAndConfig:
+	case wsman.SetupAndConfigurationService:
 		return wsman.NewInstance(uri).
 			Set("CreationClassName", "AMT_SetupAndConfigurationService").
 			Set("ElementName", "Intel(r) AMT Setup and Configuration Service").
@@ -75,22 +52,22 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 			Set("SystemCreationClassName", "CIM_ComputerSystem").
 			Set("SystemName", "Intel(r) AMT").
 			Set("ZeroTouchConfigurationEnabled", "true"), nil
-	case uriTLSSettings:
+	case wsman.TLSSettingData:
 		id := sel["InstanceID"]
 		if id == "" {
-			id = tlsSettingsNetwork
+			id = wsman.TLSSettingsNetwork
 		}
-		if id != tlsSettingsNetwork && id != tlsSettingsLocal {
+		if id != wsman.TLSSettingsNetwork && id != wsman.TLSSettingsLocal {
 			return nil, wsman.FaultInvalidSelectors("No TLS settings " + id)
 		}
 		return tlsSettings(&v, id), nil
-	case uriKerberos:
+	case wsman.KerberosSettingData:
 		return kerberos(&v), nil
-	case uriEthernetPort:
+	case wsman.EthernetPortSettings:
 		return d.ethernetPort(&v), nil
-	case uriAssociatedPower:
+	case wsman.AssociatedPowerManagement:
 		return d.associatedPower(), nil
-	case uriKeyPair, uriCertificate, uriTLSCredential, uriSoftwareIdentity:
+	case wsman.PublicPrivateKeyPair, wsman.PublicKeyCertificate, wsman.TLSCredentialContext, wsman.SoftwareIdentity:
 		items, err := h.Enumerate(uri)
 		if err != nil {
 			return nil, err
@@ -100,11 +77,11 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 				return in, nil
 			}
 		}
-		if uri == uriTLSCredential && len(items) == 1 {
+		if uri == wsman.TLSCredentialContext && len(items) == 1 {
 			return items[0], nil
 		}
 		return nil, wsman.FaultInvalidSelectors("No instance with InstanceID " + sel["InstanceID"])
-	case uriAuthorization, uriTimeSync, uriPublicKeyMgmt, uriPowerManagement:
+	case wsman.AuthorizationService, wsman.TimeSynchronizationService, wsman.PublicKeyManagementService, wsman.PowerManagementService:
 		return wsman.NewInstance(uri).Set("CreationClassName", wsman.ClassName(uri)).Set("Name", "Intel(r) AMT "+wsman.ClassName(uri)[4:]).
 			Set("SystemCreationClassName", "CIM_ComputerSystem").Set("SystemName", "Intel(r) AMT"), nil
 	}
@@ -112,7 +89,7 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 }
 
 func (d *Device) generalSettings(v *mebx.Settings) *wsman.Instance {
-	return wsman.NewInstance(uriGeneralSettings).
+	return wsman.NewInstance(wsman.GeneralSettings).
 		Set("AMTNetworkEnabled", "1").
 		Set("DDNSPeriodicUpdateInterval", "1440").
 		Set("DDNSTTL", "900").
@@ -138,9 +115,9 @@ func (d *Device) generalSettings(v *mebx.Settings) *wsman.Instance {
 }
 
 func tlsSettings(v *mebx.Settings, id string) *wsman.Instance {
-	in := wsman.NewInstance(uriTLSSettings).
+	in := wsman.NewInstance(wsman.TLSSettingData).
 		Set("ElementName", id).Set("InstanceID", id)
-	if id == tlsSettingsNetwork {
+	if id == wsman.TLSSettingsNetwork {
 		return in.Set("AcceptNonSecureConnections", b2s(v.AMT.TLSAcceptNonSecure)).
 			Set("Enabled", b2s(v.AMT.TLSEnabled)).Set("MutualAuthentication", b2s(v.AMT.TLSMutualAuth))
 	}
@@ -149,7 +126,7 @@ func tlsSettings(v *mebx.Settings, id string) *wsman.Instance {
 
 func kerberos(v *mebx.Settings) *wsman.Instance {
 	a := &v.AMT
-	return wsman.NewInstance(uriKerberos).
+	return wsman.NewInstance(wsman.KerberosSettingData).
 		Set("ElementName", "Intel(r) AMT: Kerberos Settings").
 		Set("EncryptionAlgorithm", strconv.FormatUint(uint64(a.KerberosEncryption), 10)).
 		Set("InstanceID", "Intel (r) AMT: Kerberos Settings").
@@ -193,7 +170,7 @@ func (d *Device) ethernetPort(v *mebx.Settings) *wsman.Instance {
 		}
 	}
 	mac := strings.ReplaceAll(d.o.Identity.MAC.String(), ":", "-")
-	return wsman.NewInstance(uriEthernetPort).
+	return wsman.NewInstance(wsman.EthernetPortSettings).
 		Set("DHCPEnabled", b2s(v.DHCP)).
 		Set("DefaultGateway", gw).
 		Set("ElementName", "Intel(r) AMT Ethernet Port Settings").
@@ -224,13 +201,13 @@ const (
 )
 
 func (d *Device) associatedPower() *wsman.Instance {
-	return wsman.NewInstance(uriAssociatedPower).
+	return wsman.NewInstance(wsman.AssociatedPowerManagement).
 		Set("AvailableRequestedPowerStates", "2", "5", "8", "10").
 		Set("PowerState", strconv.Itoa(int(d.hostPower.Load()))).
-		SetEPR("ServiceProvided", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriPowerManagement,
+		SetEPR("ServiceProvided", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.PowerManagementService,
 			Selectors: map[string]string{"CreationClassName": "CIM_PowerManagementService", "Name": "Intel(r) AMT Power Management Service",
 				"SystemCreationClassName": "CIM_ComputerSystem", "SystemName": "Intel(r) AMT"}}).
-		SetEPR("UserOfService", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriComputerSystem,
+		SetEPR("UserOfService", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.ComputerSystem,
 			Selectors: map[string]string{"CreationClassName": "CIM_ComputerSystem", "Name": "ManagedSystem"}})
 }
 
@@ -253,7 +230,7 @@ func (h *wsmanHandler) Put(uri string, sel map[string]string, in *wsman.Instance
 	s := h.s
 	var st ptstatus.Code
 	switch uri {
-	case uriGeneralSettings:
+	case wsman.GeneralSettings:
 		v := s.view()
 		host, domain := v.HostName, v.DomainName
 		if x, ok := in.Get("HostName"); ok {
@@ -263,9 +240,9 @@ func (h *wsmanHandler) Put(uri string, sel map[string]string, in *wsman.Instance
 			domain = x
 		}
 		st = s.SetNames(host, domain)
-	case uriTLSSettings:
-		if id, _ := in.Get("InstanceID"); id == tlsSettingsLocal || sel["InstanceID"] == tlsSettingsLocal {
-			return h.Get(uri, map[string]string{"InstanceID": tlsSettingsLocal})
+	case wsman.TLSSettingData:
+		if id, _ := in.Get("InstanceID"); id == wsman.TLSSettingsLocal || sel["InstanceID"] == wsman.TLSSettingsLocal {
+			return h.Get(uri, map[string]string{"InstanceID": wsman.TLSSettingsLocal})
 		}
 		v := s.view()
 		enabled, mutual, nonSecure := v.AMT.TLSEnabled, v.AMT.TLSMutualAuth, v.AMT.TLSAcceptNonSecure
@@ -280,7 +257,7 @@ func (h *wsmanHandler) Put(uri string, sel map[string]string, in *wsman.Instance
 			return nil, err
 		}
 		st = s.SetTLS(enabled, mutual, nonSecure)
-	case uriKerberos:
+	case wsman.KerberosSettingData:
 		k := Kerberos{Realm: value(in, "RealmName")}
 		var err error
 		if k.Enabled, err = boolProp(in, "KrbEnabled", false); err != nil {
@@ -339,7 +316,7 @@ func (h *wsmanHandler) Create(uri string, in *wsman.Instance) (*wsman.EPR, error
 	if err := h.denied(); err != nil {
 		return nil, err
 	}
-	if uri != uriTLSCredential {
+	if uri != wsman.TLSCredentialContext {
 		if _, err := h.Get(uri, nil); err != nil {
 			return nil, err
 		}
@@ -355,14 +332,14 @@ func (h *wsmanHandler) Create(uri string, in *wsman.Instance) (*wsman.EPR, error
 		return nil, &wsman.Fault{Code: "Sender", Subcode: "c:InvalidRepresentation", Reason: "The credential context was refused: " + st.String(),
 			Detail: fmt.Sprint(uint32(st))}
 	}
-	return &wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriTLSCredential, Selectors: map[string]string{"InstanceID": ref.Selectors["InstanceID"]}}, nil
+	return &wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.TLSCredentialContext, Selectors: map[string]string{"InstanceID": ref.Selectors["InstanceID"]}}, nil
 }
 
 func (h *wsmanHandler) Delete(uri string, sel map[string]string) error {
 	if err := h.denied(); err != nil {
 		return err
 	}
-	if uri == uriTLSCredential {
+	if uri == wsman.TLSCredentialContext {
 		st := h.s.ClearTLSCertificate()
 		if st != ptstatus.Success {
 			return wsman.FaultInvalidSelectors("No TLS credential context")
@@ -378,7 +355,7 @@ func (h *wsmanHandler) Delete(uri string, sel map[string]string) error {
 func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 	v := h.s.view()
 	switch uri {
-	case uriSoftwareIdentity:
+	case wsman.SoftwareIdentity:
 		var out []*wsman.Instance
 		for _, p := range [][2]string{{"Flash", FirmwareVersion}, {"Netstack", FirmwareVersion}, {"AMTApps", FirmwareVersion},
 			{"AMT", FirmwareVersion}, {"Sku", "8"}, {"VendorID", "8086"}, {"Build Number", "1152"}, {"Recovery Version", FirmwareVersion},
@@ -386,7 +363,7 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 			out = append(out, wsman.NewInstance(uri).Set("InstanceID", p[0]).Set("IsEntity", "true").Set("VersionString", p[1]))
 		}
 		return out, nil
-	case uriKeyPair:
+	case wsman.PublicPrivateKeyPair:
 		var out []*wsman.Instance
 		for _, kp := range v.AMT.Keys {
 			k, err := parseRSAKey(kp.DER)
@@ -398,7 +375,7 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 				Set("ElementName", "Intel(r) AMT Key").Set("InstanceID", kp.ID))
 		}
 		return out, nil
-	case uriCertificate:
+	case wsman.PublicKeyCertificate:
 		var out []*wsman.Instance
 		for _, c := range v.AMT.Certs {
 			in := wsman.NewInstance(uri).Set("ElementName", "Intel(r) AMT Certificate").Set("InstanceID", c.ID)
@@ -411,15 +388,15 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 			out = append(out, in)
 		}
 		return out, nil
-	case uriTLSCredential:
+	case wsman.TLSCredentialContext:
 		if v.AMT.TLSCert == "" {
 			return nil, nil
 		}
 		return []*wsman.Instance{wsman.NewInstance(uri).
-			SetEPR("ElementInContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriCertificate, Selectors: map[string]string{"InstanceID": v.AMT.TLSCert}}).
-			SetEPR("ElementProvidingContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriTLSEndpoints, Selectors: map[string]string{"ElementName": tlsEndpointCollection}})}, nil
-	case uriTLSSettings:
-		return []*wsman.Instance{tlsSettings(&v, tlsSettingsNetwork), tlsSettings(&v, tlsSettingsLocal)}, nil
+			SetEPR("ElementInContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.PublicKeyCertificate, Selectors: map[string]string{"InstanceID": v.AMT.TLSCert}}).
+			SetEPR("ElementProvidingContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.TLSProtocolEndpointColl, Selectors: map[string]string{"ElementName": wsman.TLSEndpointCollection}})}, nil
+	case wsman.TLSSettingData:
+		return []*wsman.Instance{tlsSettings(&v, wsman.TLSSettingsNetwork), tlsSettings(&v, wsman.TLSSettingsLocal)}, nil
 	}
 	in, err := h.Get(uri, nil)
 	if err != nil {
@@ -449,7 +426,7 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		return b, nil
 	}
 	switch uri {
-	case uriSetupAndConfig, uriAuthorization, uriPublicKeyMgmt:
+	case wsman.SetupAndConfigurationService, wsman.AuthorizationService, wsman.PublicKeyManagementService:
 		if err := h.denied(); err != nil {
 			return nil, err
 		}
@@ -457,13 +434,13 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 	var out *wsman.Instance
 	var st ptstatus.Code
 	switch uri + "/" + method {
-	case uriSetupAndConfig + "/SetTLSPSK":
+	case wsman.SetupAndConfigurationService + "/SetTLSPSK":
 		st = s.SetTLSPSK(value(in, "PID"), value(in, "PPS"))
-	case uriSetupAndConfig + "/SetMEBxPassword":
+	case wsman.SetupAndConfigurationService + "/SetMEBxPassword":
 		st = s.SetMEBxPassword(value(in, "Password"))
-	case uriSetupAndConfig + "/CommitChanges":
+	case wsman.SetupAndConfigurationService + "/CommitChanges":
 		st = s.CommitChanges()
-	case uriSetupAndConfig + "/Unprovision":
+	case wsman.SetupAndConfigurationService + "/Unprovision":
 		mode, err := uintArg("ProvisioningMode")
 		if err != nil {
 			return nil, err
@@ -473,18 +450,18 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 			break
 		}
 		st = s.Unprovision(false)
-	case uriSetupAndConfig + "/PartialUnprovision":
+	case wsman.SetupAndConfigurationService + "/PartialUnprovision":
 		st = s.Unprovision(true)
-	case uriAuthorization + "/SetAdminAclEntryEx":
+	case wsman.AuthorizationService + "/SetAdminAclEntryEx":
 		st = s.SetAdminACL(value(in, "Username"), value(in, "DigestPassword"))
-	case uriAuthorization + "/GetAdminAclEntry":
+	case wsman.AuthorizationService + "/GetAdminAclEntry":
 		v := s.view()
 		name := v.AMT.AdminName
 		if name == "" {
 			name = "admin"
 		}
 		out = ret(ptstatus.Success).Set("Username", name)
-	case uriAuthorization + "/AddUserAclEntryEx":
+	case wsman.AuthorizationService + "/AddUserAclEntryEx":
 		var realms []uint32
 		for _, r := range in.All("Realms") {
 			n, err := strconv.ParseUint(r, 10, 32)
@@ -502,7 +479,7 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		if st == ptstatus.Success {
 			out = ret(st).Set("Handle", strconv.FormatUint(uint64(handle), 10))
 		}
-	case uriAuthorization + "/EnumerateUserAclEntries":
+	case wsman.AuthorizationService + "/EnumerateUserAclEntries":
 		v := s.view()
 		out = ret(ptstatus.Success).Set("TotalCount", strconv.Itoa(len(v.AMT.Users))).Set("HandlesCount", strconv.Itoa(len(v.AMT.Users)))
 		var hs []string
@@ -510,15 +487,15 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 			hs = append(hs, strconv.FormatUint(uint64(u.Handle), 10))
 		}
 		out.Set("Handles", hs...)
-	case uriAuthorization + "/RemoveUserAclEntry":
+	case wsman.AuthorizationService + "/RemoveUserAclEntry":
 		hnd, err := uintArg("Handle")
 		if err != nil {
 			return nil, err
 		}
 		st = s.RemoveUserACL(hnd)
-	case uriTimeSync + "/GetLowAccuracyTimeSynch":
+	case wsman.TimeSynchronizationService + "/GetLowAccuracyTimeSynch":
 		out = ret(ptstatus.Success).Set("Ta0", strconv.FormatInt(s.Time(), 10))
-	case uriTimeSync + "/SetHighAccuracyTimeSynch":
+	case wsman.TimeSynchronizationService + "/SetHighAccuracyTimeSynch":
 		var t [3]int64
 		for i, name := range []string{"Ta0", "Tm1", "Tm2"} {
 			n, err := uintArg(name)
@@ -528,7 +505,7 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 			t[i] = int64(n)
 		}
 		st = s.SetTime(t[0], t[1], t[2])
-	case uriPublicKeyMgmt + "/GenerateKeyPair":
+	case wsman.PublicKeyManagementService + "/GenerateKeyPair":
 		alg, err := uintArg("KeyAlgorithm")
 		if err != nil {
 			return nil, err
@@ -540,9 +517,9 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		var id string
 		id, st = s.GenerateKeyPair(alg, bits)
 		if st == ptstatus.Success {
-			out = ret(st).SetEPR("KeyPair", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriKeyPair, Selectors: map[string]string{"InstanceID": id}})
+			out = ret(st).SetEPR("KeyPair", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.PublicPrivateKeyPair, Selectors: map[string]string{"InstanceID": id}})
 		}
-	case uriPublicKeyMgmt + "/AddKey":
+	case wsman.PublicKeyManagementService + "/AddKey":
 		b, err := blob("KeyBlob")
 		if err != nil {
 			return nil, err
@@ -550,9 +527,9 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		var id string
 		id, st = s.AddKey(b)
 		if st == ptstatus.Success {
-			out = ret(st).SetEPR("CreatedKey", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriKeyPair, Selectors: map[string]string{"InstanceID": id}})
+			out = ret(st).SetEPR("CreatedKey", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.PublicPrivateKeyPair, Selectors: map[string]string{"InstanceID": id}})
 		}
-	case uriPublicKeyMgmt + "/AddCertificate":
+	case wsman.PublicKeyManagementService + "/AddCertificate":
 		b, err := blob("CertificateBlob")
 		if err != nil {
 			return nil, err
@@ -560,9 +537,9 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 		var id string
 		id, st = s.AddCertificate(b)
 		if st == ptstatus.Success {
-			out = ret(st).SetEPR("CreatedCertificate", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriCertificate, Selectors: map[string]string{"InstanceID": id}})
+			out = ret(st).SetEPR("CreatedCertificate", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.PublicKeyCertificate, Selectors: map[string]string{"InstanceID": id}})
 		}
-	case uriPowerManagement + "/RequestPowerStateChange":
+	case wsman.PowerManagementService + "/RequestPowerStateChange":
 		ps, err := uintArg("PowerState")
 		if err != nil {
 			return nil, err

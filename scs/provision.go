@@ -22,21 +22,6 @@ import (
 	"github.com/amtsim/amtsim/wsman"
 )
 
-// Resource URIs the provisioning uses.
-const (
-	uriGeneralSettings = wsman.AMTSchema + "AMT_GeneralSettings"
-	uriSetupAndConfig  = wsman.AMTSchema + "AMT_SetupAndConfigurationService"
-	uriAuthorization   = wsman.AMTSchema + "AMT_AuthorizationService"
-	uriTimeSync        = wsman.AMTSchema + "AMT_TimeSynchronizationService"
-	uriPublicKeyMgmt   = wsman.AMTSchema + "AMT_PublicKeyManagementService"
-	uriKeyPair         = wsman.AMTSchema + "AMT_PublicPrivateKeyPair"
-	uriTLSCredential   = wsman.AMTSchema + "AMT_TLSCredentialContext"
-	uriTLSSettings     = wsman.AMTSchema + "AMT_TLSSettingData"
-	uriTLSEndpoints    = wsman.AMTSchema + "AMT_TLSProtocolEndpointCollection"
-	uriKerberos        = wsman.AMTSchema + "AMT_KerberosSettingData"
-	uriSoftwareIdent   = wsman.CIMSchema + "CIM_SoftwareIdentity"
-)
-
 // AMT's ports.
 const (
 	PortHTTP  = 16992
@@ -242,21 +227,21 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 	}
 	var host, domain string
 	err := step("login", func() error {
-		gs, err := s.WSMAN.Get(ctx, uriGeneralSettings, nil)
+		gs, err := s.WSMAN.Get(ctx, wsman.GeneralSettings, nil)
 		if err != nil {
 			return err
 		}
 		res.Realm, _ = gs.Get("DigestRealm")
 		host, _ = gs.Get("HostName")
 		domain, _ = gs.Get("DomainName")
-		sc, err := s.WSMAN.Get(ctx, uriSetupAndConfig, nil)
+		sc, err := s.WSMAN.Get(ctx, wsman.SetupAndConfigurationService, nil)
 		if err != nil {
 			return err
 		}
 		if st, _ := sc.Get("ProvisioningState"); st != "1" {
 			return fmt.Errorf("device is not in setup (ProvisioningState %s)", st)
 		}
-		ids, err := s.WSMAN.Enumerate(ctx, uriSoftwareIdent)
+		ids, err := s.WSMAN.Enumerate(ctx, wsman.SoftwareIdentity)
 		if err != nil {
 			return err
 		}
@@ -282,16 +267,16 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 		f    func() error
 	}{
 		{"set-pid-pps", p.NewPID == "", func() error {
-			_, err := s.invoke(ctx, "set-pid-pps", uriSetupAndConfig, "SetTLSPSK", (&wsman.Instance{}).Set("PID", p.NewPID).Set("PPS", p.NewPPS), nil)
+			_, err := s.invoke(ctx, "set-pid-pps", wsman.SetupAndConfigurationService, "SetTLSPSK", (&wsman.Instance{}).Set("PID", p.NewPID).Set("PPS", p.NewPPS), nil)
 			return err
 		}},
 		{"set-mebx-password", p.NewMEBxPassword == "", func() error {
-			_, err := s.invoke(ctx, "set-mebx-password", uriSetupAndConfig, "SetMEBxPassword", (&wsman.Instance{}).Set("Password", p.NewMEBxPassword), nil)
+			_, err := s.invoke(ctx, "set-mebx-password", wsman.SetupAndConfigurationService, "SetMEBxPassword", (&wsman.Instance{}).Set("Password", p.NewMEBxPassword), nil)
 			return err
 		}},
 		{"set-admin", p.AdminUser == "", func() error {
 			in := (&wsman.Instance{}).Set("Username", p.AdminUser).Set("DigestPassword", digest.DigestPassword(p.AdminUser, res.Realm, p.AdminPassword))
-			_, err := s.invoke(ctx, "set-admin", uriAuthorization, "SetAdminAclEntryEx", in, nil)
+			_, err := s.invoke(ctx, "set-admin", wsman.AuthorizationService, "SetAdminAclEntryEx", in, nil)
 			return err
 		}},
 		{"add-users", len(p.Users) == 0, func() error {
@@ -309,31 +294,31 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 					realms[i] = strconv.FormatUint(uint64(r), 10)
 				}
 				in.Set("Realms", realms...)
-				if _, err := s.invoke(ctx, "add-users", uriAuthorization, "AddUserAclEntryEx", in, nil); err != nil {
+				if _, err := s.invoke(ctx, "add-users", wsman.AuthorizationService, "AddUserAclEntryEx", in, nil); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
 		{"set-time", false, func() error {
-			out, err := s.invoke(ctx, "set-time", uriTimeSync, "GetLowAccuracyTimeSynch", nil, nil)
+			out, err := s.invoke(ctx, "set-time", wsman.TimeSynchronizationService, "GetLowAccuracyTimeSynch", nil, nil)
 			if err != nil {
 				return err
 			}
 			ta0, _ := out.Get("Ta0")
 			tm1 := strconv.FormatInt(now().Unix(), 10)
 			tm2 := strconv.FormatInt(now().Unix(), 10)
-			_, err = s.invoke(ctx, "set-time", uriTimeSync, "SetHighAccuracyTimeSynch", (&wsman.Instance{}).Set("Ta0", ta0).Set("Tm1", tm1).Set("Tm2", tm2), nil)
+			_, err = s.invoke(ctx, "set-time", wsman.TimeSynchronizationService, "SetHighAccuracyTimeSynch", (&wsman.Instance{}).Set("Ta0", ta0).Set("Tm1", tm1).Set("Tm2", tm2), nil)
 			return err
 		}},
 		{"set-names", host == "" && domain == "", func() error {
-			in := wsman.NewInstance(uriGeneralSettings).Set("HostName", host).Set("DomainName", domain)
+			in := wsman.NewInstance(wsman.GeneralSettings).Set("HostName", host).Set("DomainName", domain)
 			_, err := s.WSMAN.Put(ctx, in, nil)
 			return err
 		}},
 		{"set-kerberos", p.Kerberos == nil, func() error {
 			k := p.Kerberos
-			in := wsman.NewInstance(uriKerberos).Set("KrbEnabled", "true").Set("RealmName", k.Realm).
+			in := wsman.NewInstance(wsman.KerberosSettingData).Set("KrbEnabled", "true").Set("RealmName", k.Realm).
 				Set("KeyVersion", strconv.FormatUint(uint64(k.KeyVersion), 10)).Set("EncryptionAlgorithm", strconv.FormatUint(uint64(k.Encryption), 10)).
 				Set("MasterKey", base64.StdEncoding.EncodeToString(k.MasterKey)).Set("MaximumClockTolerance", strconv.FormatUint(uint64(k.MaxClockSkew), 10))
 			_, err := s.WSMAN.Put(ctx, in, nil)
@@ -345,13 +330,13 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 			return err
 		}},
 		{"enable-tls", p.Certify == nil, func() error {
-			in := wsman.NewInstance(uriTLSSettings).Set("InstanceID", "Intel(r) AMT 802.3 TLS Settings").Set("Enabled", "true").
+			in := wsman.NewInstance(wsman.TLSSettingData).Set("InstanceID", wsman.TLSSettingsNetwork).Set("Enabled", "true").
 				Set("MutualAuthentication", "false").Set("AcceptNonSecureConnections", "false")
-			_, err := s.WSMAN.Put(ctx, in, map[string]string{"InstanceID": "Intel(r) AMT 802.3 TLS Settings"})
+			_, err := s.WSMAN.Put(ctx, in, map[string]string{"InstanceID": wsman.TLSSettingsNetwork})
 			return err
 		}},
 		{"commit", false, func() error {
-			_, err := s.invoke(ctx, "commit", uriSetupAndConfig, "CommitChanges", nil, nil)
+			_, err := s.invoke(ctx, "commit", wsman.SetupAndConfigurationService, "CommitChanges", nil, nil)
 			return err
 		}},
 	}
@@ -377,12 +362,12 @@ func (s *Session) installCertificate(ctx context.Context, p Profile, host, domai
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "AddKey", (&wsman.Instance{}).Set("KeyBlob", base64.StdEncoding.EncodeToString(der)), nil); err != nil {
+		if _, err := s.invoke(ctx, "install-certificate", wsman.PublicKeyManagementService, "AddKey", (&wsman.Instance{}).Set("KeyBlob", base64.StdEncoding.EncodeToString(der)), nil); err != nil {
 			return nil, err
 		}
 		pub = &p.Key.PublicKey
 	} else {
-		out, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "GenerateKeyPair", (&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "2048"), nil)
+		out, err := s.invoke(ctx, "install-certificate", wsman.PublicKeyManagementService, "GenerateKeyPair", (&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "2048"), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -390,7 +375,7 @@ func (s *Session) installCertificate(ctx context.Context, p Profile, host, domai
 		if ref == nil {
 			return nil, errors.New("GenerateKeyPair returned no KeyPair reference")
 		}
-		kp, err := s.WSMAN.Get(ctx, uriKeyPair, ref.Selectors)
+		kp, err := s.WSMAN.Get(ctx, wsman.PublicPrivateKeyPair, ref.Selectors)
 		if err != nil {
 			return nil, err
 		}
@@ -407,7 +392,7 @@ func (s *Session) installCertificate(ctx context.Context, p Profile, host, domai
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate: %w", err)
 	}
-	out, err := s.invoke(ctx, "install-certificate", uriPublicKeyMgmt, "AddCertificate", (&wsman.Instance{}).Set("CertificateBlob", base64.StdEncoding.EncodeToString(der)), nil)
+	out, err := s.invoke(ctx, "install-certificate", wsman.PublicKeyManagementService, "AddCertificate", (&wsman.Instance{}).Set("CertificateBlob", base64.StdEncoding.EncodeToString(der)), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -415,10 +400,10 @@ func (s *Session) installCertificate(ctx context.Context, p Profile, host, domai
 	if ref == nil {
 		return nil, errors.New("AddCertificate returned no certificate reference")
 	}
-	ctxIn := wsman.NewInstance(uriTLSCredential).
+	ctxIn := wsman.NewInstance(wsman.TLSCredentialContext).
 		SetEPR("ElementInContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: ref.ResourceURI, Selectors: ref.Selectors}).
-		SetEPR("ElementProvidingContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: uriTLSEndpoints,
-			Selectors: map[string]string{"ElementName": "TLSProtocolEndpointInstances Collection"}})
+		SetEPR("ElementProvidingContext", wsman.EPR{Address: wsman.Anonymous, ResourceURI: wsman.TLSProtocolEndpointColl,
+			Selectors: map[string]string{"ElementName": wsman.TLSEndpointCollection}})
 	if _, err := s.WSMAN.Create(ctx, ctxIn); err != nil {
 		return nil, err
 	}
