@@ -58,46 +58,12 @@ func helloFleet(b *testing.B, n int) {
 	stacks := nic.NewStacks(nic.StackOptions{})
 	defer stacks.Close()
 
-	// One Hello at once, the next a long interval later: time to measure
-	// the fleet idle in between.
-	const gap = 5 * time.Minute
-	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
 	before := measure.HeapAfterGC()
 	g0 := runtime.NumGoroutine()
 	start := time.Now()
-	devs := make([]*Device, 0, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for i := range n {
-		id, err := identity.Of(3, 0, i)
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := mebx.Defaults()
-		if err := s.SetPassword("Bench-Pass1!"); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
-			b.Fatal(err)
-		}
-		st := mebx.NewMemStore()
-		if err := st.Save(s); err != nil {
-			b.Fatal(err)
-		}
-		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.PowerOn(ctx); err != nil {
-			b.Fatal(err)
-		}
-		devs = append(devs, d)
-		// Power on in batches, as a fleet with a boot rate does: a whole
-		// fleet switched on in one instant floods the LAN's queues.
-		if len(devs)%bootBatch == 0 || len(devs) == n {
-			waitFor(b, &hellos, int64(len(devs)), time.Minute, devs, netw)
-		}
-	}
+	devs, _ := bootSetupFleet(ctx, b, netw, stacks, 3, n, &hellos)
 	boot := time.Since(start)
 
 	after := measure.HeapAfterGC()
@@ -129,6 +95,49 @@ func helloFleet(b *testing.B, n int) {
 }
 
 const bootBatch = 500
+
+// bootSetupFleet powers on n devices in setup mode with identities from
+// (seed, 0, i), in batches of bootBatch, each batch once its Hellos have
+// arrived (hellos counts them). The schedule sends one Hello at once and
+// the next a long interval later: time to measure the fleet in between.
+func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks *nic.Stacks, seed uint64, n int, hellos *atomic.Int64) ([]*Device, []identity.Identity) {
+	b.Helper()
+	const gap = 5 * time.Minute
+	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
+	devs := make([]*Device, 0, n)
+	ids := make([]identity.Identity, 0, n)
+	for i := range n {
+		id, err := identity.Of(seed, 0, i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := mebx.Defaults()
+		if err := s.SetPassword("Bench-Pass1!"); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
+			b.Fatal(err)
+		}
+		st := mebx.NewMemStore()
+		if err := st.Save(s); err != nil {
+			b.Fatal(err)
+		}
+		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.PowerOn(ctx); err != nil {
+			b.Fatal(err)
+		}
+		devs, ids = append(devs, d), append(ids, id)
+		// Power on in batches, as a fleet with a boot rate does: a whole
+		// fleet switched on in one instant floods the LAN's queues.
+		if len(devs)%bootBatch == 0 || len(devs) == n {
+			waitFor(b, hellos, int64(len(devs)), time.Minute, devs, netw)
+		}
+	}
+	return devs, ids
+}
 
 // firstFailure keeps the first failed Hello's reason for the report.
 var firstFailure atomic.Value

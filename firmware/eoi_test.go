@@ -26,7 +26,6 @@ import (
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/ptstatus"
-	"github.com/amtsim/amtsim/scs"
 	"github.com/amtsim/amtsim/wsman"
 )
 
@@ -62,14 +61,7 @@ func (c *eoiClient) call(service, method string, params ...eoi.Field) (ptstatus.
 // device back to setup, where it Hellos again.
 func TestEOIServices(t *testing.T) {
 	r := newRig(t, 6)
-	newID, _ := identity.Of(51, 0, 6)
-	p := profile(t, newTestCA(t), newID)
-	p.Certify, p.Key = nil, nil
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	res, err := scs.Provision(ctx, r.target(true), p, nil)
-	require.NoError(t, err)
-	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
+	res, newID := r.provisionPlain(t, 6)
 
 	a := r.eoiAs(t, "admin", "Admin-Pass3!")
 	st, n := a.call(eoi.GeneralInfo, "GetCoreVersion")
@@ -167,18 +159,9 @@ func TestEOIServices(t *testing.T) {
 // no PID, no Hello.
 func TestFullUnprovision(t *testing.T) {
 	r := newRig(t, 7)
-	newID, _ := identity.Of(51, 0, 7)
-	p := profile(t, newTestCA(t), newID)
-	p.Certify, p.Key = nil, nil
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_, err := scs.Provision(ctx, r.target(true), p, nil)
-	require.NoError(t, err)
-	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
-	c := &digest.Client{Username: "admin", Password: "Admin-Pass3!"}
-	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
-		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
-	out, err := ws.Invoke(ctx, wsman.AMTSchema+"AMT_SetupAndConfigurationService", "Unprovision", nil, (&wsman.Instance{}).Set("ProvisioningMode", "1"))
+	r.provisionPlain(t, 7)
+	ctx := context.Background()
+	out, err := r.wsmanAs("admin", "Admin-Pass3!").Invoke(ctx, wsman.AMTSchema+"AMT_SetupAndConfigurationService", "Unprovision", nil, (&wsman.Instance{}).Set("ProvisioningMode", "1"))
 	require.NoError(t, err)
 	rv, _ := out.Get("ReturnValue")
 	require.Equal(t, "0", rv)
@@ -208,9 +191,7 @@ func TestGenerateKeyPair(t *testing.T) {
 
 	r := newRig(t, 8)
 	ctx := context.Background()
-	c := &digest.Client{Username: "admin", Password: testPassword}
-	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
-		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+	ws := r.wsmanAs("admin", testPassword)
 	out, err := ws.Invoke(ctx, wsman.AMTSchema+"AMT_PublicKeyManagementService", "GenerateKeyPair", nil,
 		(&wsman.Instance{}).Set("KeyAlgorithm", "0").Set("KeyLength", "2048"))
 	require.NoError(t, err)
@@ -245,14 +226,7 @@ func TestAmttool(t *testing.T) {
 		t.Fatalf("amttool is not installed (bash .ci/run installs amtterm): %v", err)
 	}
 	r := newRig(t, 9)
-	newID, _ := identity.Of(51, 0, 9)
-	p := profile(t, newTestCA(t), newID)
-	p.Certify, p.Key = nil, nil
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_, err := scs.Provision(ctx, r.target(true), p, nil)
-	require.NoError(t, err)
-	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
+	r.provisionPlain(t, 9)
 	addr := r.forward(t, PortHTTP)
 	amttool := func(stdin string, args ...string) string {
 		t.Helper()
@@ -386,9 +360,7 @@ func TestProvisionOverEOI(t *testing.T) {
 func TestWSMANManagementClasses(t *testing.T) {
 	r := newRig(t, 11)
 	ctx := context.Background()
-	c := &digest.Client{Username: "admin", Password: testPassword}
-	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
-		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+	ws := r.wsmanAs("admin", testPassword)
 	eth, err := ws.Get(ctx, wsman.AMTSchema+"AMT_EthernetPortSettings", map[string]string{"InstanceID": "Intel(r) AMT Ethernet Port Settings 0"})
 	require.NoError(t, err)
 	ip, _ := eth.Get("IPAddress")

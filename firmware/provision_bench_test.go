@@ -63,33 +63,9 @@ func provisionFleet(b *testing.B, n int) {
 	}
 	stacks := nic.NewStacks(nic.StackOptions{})
 	defer stacks.Close()
-	const gap = 5 * time.Minute
-	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs := make([]*Device, 0, n)
-	ids := make([]identity.Identity, 0, n)
-	for i := range n {
-		id, _ := identity.Of(4, 0, i)
-		s := mebx.Defaults()
-		_ = s.SetPassword("Bench-Pass1!")
-		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
-			b.Fatal(err)
-		}
-		st := mebx.NewMemStore()
-		_ = st.Save(s)
-		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.PowerOn(ctx); err != nil {
-			b.Fatal(err)
-		}
-		devs, ids = append(devs, d), append(ids, id)
-		if len(devs)%bootBatch == 0 || len(devs) == n {
-			waitFor(b, &hellos, int64(len(devs)), time.Minute, devs, netw)
-		}
-	}
+	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 4, n, &hellos)
 
 	// The SCS's material: a CA, and one device key (AddKey) so that key
 	// generation, which the SCS may do ahead of time, stays out of the

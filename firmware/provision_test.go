@@ -136,6 +136,29 @@ func (r *provisioningRig) forward(t *testing.T, port uint16) string {
 	return ln.Addr().String()
 }
 
+// provisionPlain provisions the rig's device over plain 16992 (no TLS)
+// with the test profile and a new PID/PPS from (51, 0, index), and waits
+// for the re-armed ports.
+func (r *provisioningRig) provisionPlain(t *testing.T, index int) (*scs.Result, identity.Identity) {
+	t.Helper()
+	newID, _ := identity.Of(51, 0, index)
+	p := profile(t, newTestCA(t), newID)
+	p.Certify, p.Key = nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := scs.Provision(ctx, r.target(true), p, nil)
+	require.NoError(t, err)
+	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
+	return res, newID
+}
+
+// wsmanAs is a WS-MAN client on 16992 logged in as user.
+func (r *provisioningRig) wsmanAs(user, password string) *wsman.Client {
+	c := &digest.Client{Username: user, Password: password}
+	return &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}},
+		URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
+}
+
 func profile(t *testing.T, ca *testCA, newID identity.Identity) scs.Profile {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
@@ -284,14 +307,8 @@ func writePEM(path string, der []byte) error {
 // stays the way in (TLS is off) and 16993 is closed.
 func TestProvisionOverDigest16992(t *testing.T) {
 	r := newRig(t, 2)
-	newID, _ := identity.Of(51, 0, 2)
-	p := profile(t, newTestCA(t), newID)
-	p.Certify, p.Key = nil, nil
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	res, err := scs.Provision(ctx, r.target(true), p, nil)
-	require.NoError(t, err)
-	r.d.ev.wait(t, "provisioned", 1, 10*time.Second)
+	res, newID := r.provisionPlain(t, 2)
+	ctx := context.Background()
 	stored, err := r.st.Load()
 	require.NoError(t, err)
 	assert.Equal(t, mebx.StatePost, stored.State)
@@ -299,13 +316,9 @@ func TestProvisionOverDigest16992(t *testing.T) {
 	assert.False(t, stored.AMT.Audit.TLS)
 	assert.Equal(t, newID.PID, stored.PID)
 
-	r.d.ev.wait(t, "amt.listening", 2, 10*time.Second)
 	_, err = r.dial(ctx, "tcp", netip.AddrPortFrom(r.d.Addr(), PortHTTPS).String())
 	assert.Error(t, err, "16993 is closed without TLS")
-	c := &digest.Client{Username: "admin", Password: "Admin-Pass3!"}
-	hc := &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}}
-	ws := &wsman.Client{HTTP: hc, URL: "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"}
-	gs, err := ws.Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	gs, err := r.wsmanAs("admin", "Admin-Pass3!").Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
 	require.NoError(t, err)
 	realm, _ := gs.Get("DigestRealm")
 	assert.Equal(t, res.Realm, realm)
@@ -464,9 +477,8 @@ func TestDeviceDigestRefusals(t *testing.T) {
 // Malformed XML gets a SOAP fault and changes nothing.
 func TestMalformedWSMANChangesNothing(t *testing.T) {
 	r := newRig(t, 5)
-	c := &digest.Client{Username: "admin", Password: testPassword}
-	hc := &http.Client{Transport: &digest.Transport{Client: c, Base: &http.Transport{DialContext: r.dial}}}
-	url := "http://" + netip.AddrPortFrom(r.d.Addr(), PortHTTP).String() + "/wsman"
+	ws := r.wsmanAs("admin", testPassword)
+	hc, url := ws.HTTP, ws.URL
 	before := r.d.current()
 	for _, body := range []string{
 		"<not xml", `<Envelope xmlns="http://www.w3.org/2003/05/soap-envelope"><Body>`,
@@ -483,6 +495,17 @@ func TestMalformedWSMANChangesNothing(t *testing.T) {
 		require.NoError(t, err, "%s", b)
 		assert.Equal(t, "Fault", env.Body.Name.Local, "%s", b)
 	}
+	// The EOI services too: a SOAP 1.1 fault, HTTP 500, nothing applied.
+	eoiURL := strings.TrimSuffix(url, "/wsman") + "/SecurityAdministrationService"
+	for _, body := range []string{"<not xml", `<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body><SetTLSPSK>`} {
+		resp, err := hc.Post(eoiURL, "text/xml", strings.NewReader(body))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+		assert.Contains(t, string(b), "<faultcode>SOAP-ENV:Client</faultcode>")
+	}
 	assert.Equal(t, before.PID, r.d.current().PID)
 	assert.Equal(t, before.FlashWrites, r.d.current().FlashWrites)
+	assert.GreaterOrEqual(t, r.d.Stats.BadRequests.Load(), uint64(5), "each unreadable request counted")
 }

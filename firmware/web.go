@@ -290,7 +290,10 @@ func (d *Device) endSession(sess *session) {
 
 func (s *session) wsman() *wsman.Server {
 	if s.ws == nil {
-		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}}
+		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}, OnMalformed: func(err error) {
+			s.d.Stats.BadRequests.Add(1)
+			s.d.emit("wsman.malformed", "session", s.id, "err", err.Error())
+		}}
 	}
 	return s.ws
 }

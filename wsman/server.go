@@ -27,6 +27,9 @@ type Handler interface {
 // holds the open enumerations (at most a few; the oldest is dropped).
 type Server struct {
 	Handler Handler
+	// OnMalformed, if set, hears of each request that could not be read
+	// (it is answered with a fault all the same), so the owner can count.
+	OnMalformed func(error)
 
 	mu    sync.Mutex
 	ids   uint64
@@ -42,6 +45,9 @@ const maxEnumerations = 4
 func (s *Server) Serve(body []byte) ([]byte, bool) {
 	env, err := ParseEnvelope(body)
 	if err != nil {
+		if s.OnMalformed != nil {
+			s.OnMalformed(err)
+		}
 		return s.fault(Header{}, FaultSchemaValidation(err.Error())), true
 	}
 	h := env.Header
