@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"crypto/rand"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -85,4 +87,22 @@ func TestUUIDSMBIOSOrder(t *testing.T) {
 	u := UUIDFromSMBIOS(raw)
 	assert.Equal(t, "939B524B-13D4-1D18-E487-1C697A6B7A2B", u.String())
 	assert.Equal(t, raw, u.SMBIOSBytes())
+}
+
+func TestNewPIDPPS(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		pid, pps, err := NewPIDPPS(rand.Reader)
+		require.NoError(t, err)
+		p, err := NormalizePID(pid)
+		require.NoError(t, err)
+		assert.Equal(t, pid, p)
+		k, err := NormalizePPS(pps)
+		require.NoError(t, err)
+		assert.Equal(t, pps, k)
+		assert.False(t, seen[pid+pps])
+		seen[pid+pps] = true
+	}
+	_, _, err := NewPIDPPS(strings.NewReader("short"))
+	assert.Error(t, err)
 }

@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -78,4 +79,19 @@ func checkAlphabet(s string) error {
 		}
 	}
 	return nil
+}
+
+// NewPIDPPS draws a fresh PID/PPS pair from r (crypto/rand for an SCS):
+// what an SCS hands a device in SetTLSPSK. Both carry valid check
+// characters.
+func NewPIDPPS(r io.Reader) (pid, pps string, err error) {
+	var b [31]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", "", fmt.Errorf("identity: new PID/PPS: %w", err)
+	}
+	p := make([]byte, 7)
+	for i := range p {
+		p[i] = alphabet[int(b[i])%36]
+	}
+	return WithChecksum(string(p)), ppsFrom(b[7:31]), nil
 }

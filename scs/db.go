@@ -1,0 +1,347 @@
+package scs
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/amtsim/amtsim/identity"
+)
+
+// Record states.
+const (
+	StateNew         = "new"         // known; not provisioned yet
+	StateProvisioned = "provisioned" // committed and verified
+)
+
+// Record is what the SCS knows of one device. NewPID/NewPPS are written
+// before the device is told them and kept until the SCS knows which pair
+// the device holds: a session cut right after CommitChanges leaves that
+// unknown, and the device's next Hello (or a verifying login) settles it.
+type Record struct {
+	PID      string `json:"pid"`
+	PPS      string `json:"pps"`
+	Password string `json:"mebx_password,omitempty"` // the MEBx password the device was readied with; "" = the profile's
+	Host     string `json:"host,omitempty"`
+	UUID     string `json:"uuid,omitempty"`
+
+	NewPID string `json:"new_pid,omitempty"`
+	NewPPS string `json:"new_pps,omitempty"`
+
+	State        string    `json:"state"`
+	Attempts     int       `json:"attempts,omitempty"`
+	Sessions     int       `json:"sessions,omitempty"`
+	Provisioned  time.Time `json:"provisioned,omitzero"`
+	CertSerial   string    `json:"cert_serial,omitempty"`
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
+	Addr         string    `json:"addr,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// DB is the SCS's PID → PPS database: a journal file of JSON records, one
+// per line, the last line for a PID winning. Writes are group-committed:
+// Put returns once its line is on disk (fsync), and many concurrent Puts
+// share one fsync. Opening a database compacts the journal (one line per
+// record, written to a temp file, fsynced and renamed over it); a torn last
+// line, from a crash mid-write, is dropped.
+type DB struct {
+	path string
+
+	mu      sync.Mutex
+	recs    map[string]*Record // by PID and by NewPID
+	f       *os.File
+	pending []byte
+	waiters []chan error
+	writing bool
+	closed  bool
+}
+
+// ErrCorruptDB wraps what cannot be read back from a database file.
+var ErrCorruptDB = errors.New("scs: corrupt database")
+
+// OpenDB opens (or creates) the database at path.
+func OpenDB(path string) (*DB, error) {
+	db := &DB{path: path, recs: map[string]*Record{}}
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("scs: open database: %w", err)
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	for i, line := range lines {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			if i == len(lines)-1 {
+				break // a torn last line: the write it belonged to never returned
+			}
+			return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorruptDB, path, i+1, err)
+		}
+		if err := r.check(); err != nil {
+			return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorruptDB, path, i+1, err)
+		}
+		db.index(&r)
+	}
+	if err := db.compact(); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("scs: open database: %w", err)
+	}
+	db.f = f
+	return db, nil
+}
+
+func (r *Record) check() error {
+	if _, err := identity.NormalizePID(r.PID); err != nil {
+		return fmt.Errorf("pid %q: %w", r.PID, err)
+	}
+	if _, err := identity.NormalizePPS(r.PPS); err != nil {
+		return fmt.Errorf("pps of %s: %w", r.PID, err)
+	}
+	if (r.NewPID == "") != (r.NewPPS == "") {
+		return fmt.Errorf("new_pid and new_pps of %s go together", r.PID)
+	}
+	return nil
+}
+
+// index makes r the record for its PID and NewPID, dropping index entries
+// of an older version of the same record.
+func (db *DB) index(r *Record) {
+	for _, k := range []string{r.PID, r.NewPID} {
+		if old, ok := db.recs[k]; ok && k != "" {
+			delete(db.recs, old.PID)
+			if old.NewPID != "" {
+				delete(db.recs, old.NewPID)
+			}
+		}
+	}
+	db.recs[r.PID] = r
+	if r.NewPID != "" {
+		db.recs[r.NewPID] = r
+	}
+}
+
+// All returns a copy of every record, by PID.
+func (db *DB) All() []Record {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.allLocked()
+}
+
+func (db *DB) allLocked() []Record {
+	seen := map[*Record]bool{}
+	var out []Record
+	for _, r := range db.recs {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, *r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}
+
+// compact rewrites the file with one line per record: temp file, fsync,
+// rename, directory fsync.
+func (db *DB) compact() error {
+	var buf bytes.Buffer
+	for _, r := range db.allLocked() {
+		line, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	dir := filepath.Dir(db.path)
+	tmp, err := os.CreateTemp(dir, ".scsdb-*")
+	if err != nil {
+		return fmt.Errorf("scs: compact database: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), db.path)
+	}
+	if err != nil {
+		return fmt.Errorf("scs: compact database: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Get returns the record whose PID or NewPID is pid.
+func (db *DB) Get(pid string) (Record, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	r, ok := db.recs[pid]
+	if !ok {
+		return Record{}, false
+	}
+	return *r, true
+}
+
+// Put stores r (replacing the record for r.PID, or for r's old PID when
+// r.PID was its NewPID) and returns once it is on disk.
+func (db *DB) Put(r Record) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return errors.New("scs: database closed")
+	}
+	c := r
+	db.index(&c)
+	db.pending = append(append(db.pending, line...), '\n')
+	db.waiters = append(db.waiters, done)
+	if !db.writing {
+		db.writing = true
+		go db.flush()
+	}
+	db.mu.Unlock()
+	return <-done
+}
+
+// flush writes what is pending, fsyncs, and answers the waiters; it loops
+// while more arrived meanwhile (group commit).
+func (db *DB) flush() {
+	for {
+		db.mu.Lock()
+		if len(db.pending) == 0 {
+			db.writing = false
+			db.mu.Unlock()
+			return
+		}
+		buf, waiters := db.pending, db.waiters
+		db.pending, db.waiters = nil, nil
+		f := db.f
+		db.mu.Unlock()
+		_, err := f.Write(buf)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			err = fmt.Errorf("scs: database write: %w", err)
+		}
+		for _, w := range waiters {
+			w <- err
+		}
+	}
+}
+
+// Close waits for pending writes and compacts the journal.
+func (db *DB) Close() error {
+	for {
+		db.mu.Lock()
+		if !db.writing {
+			break
+		}
+		db.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil
+	}
+	db.closed = true
+	err := db.f.Close()
+	if cerr := db.compact(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Generate adds the records of a fleet: devices 0..count-1 of each shard
+// under seed (identity.Of), readied with password ("" = the profile's).
+// Records that exist are left as they are.
+func (db *DB) Generate(seed uint64, shards, count int, password string) error {
+	for shard := range shards {
+		for i := range count {
+			id, err := identity.Of(seed, shard, i)
+			if err != nil {
+				return err
+			}
+			if _, ok := db.Get(id.PID); ok {
+				continue
+			}
+			if err := db.Put(Record{PID: id.PID, PPS: id.PPS, Password: password, Host: id.HostName, UUID: id.UUID.String(), State: StateNew}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ImportCSV adds records from CSV lines "PID,PPS[,MEBx password[,host]]"
+// (dashes allowed; a first line starting with "pid" is a header).
+func (db *DB) ImportCSV(r io.Reader) (int, error) {
+	cr := csv.NewReader(bufio.NewReader(r))
+	cr.FieldsPerRecord = -1
+	cr.TrimLeadingSpace = true
+	n := 0
+	for line := 1; ; line++ {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+		}
+		if line == 1 && len(rec) > 0 && strings.EqualFold(strings.TrimSpace(rec[0]), "pid") {
+			continue
+		}
+		if len(rec) < 2 {
+			return n, fmt.Errorf("scs: import line %d: want PID,PPS[,password[,host]]", line)
+		}
+		pid, err := identity.NormalizePID(rec[0])
+		if err != nil {
+			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+		}
+		pps, err := identity.NormalizePPS(rec[1])
+		if err != nil {
+			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+		}
+		r := Record{PID: pid, PPS: pps, State: StateNew}
+		if len(rec) > 2 {
+			r.Password = rec[2]
+		}
+		if len(rec) > 3 {
+			r.Host = rec[3]
+		}
+		if err := db.Put(r); err != nil {
+			return n, err
+		}
+		n++
+	}
+}

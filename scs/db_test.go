@@ -1,0 +1,156 @@
+package scs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/identity"
+)
+
+func TestDBPutGetReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scs.db")
+	db, err := OpenDB(path)
+	require.NoError(t, err)
+	require.NoError(t, db.Generate(7, 2, 50, "Ready-Pass1!"))
+	assert.Len(t, db.All(), 100)
+	id, _ := identity.Of(7, 1, 3)
+	r, ok := db.Get(id.PID)
+	require.True(t, ok)
+	assert.Equal(t, id.PPS, r.PPS)
+	assert.Equal(t, StateNew, r.State)
+
+	// New credentials before the commit: both PIDs find the record.
+	r.NewPID, r.NewPPS, _ = identity.NewPIDPPS(bytes.NewReader(bytes.Repeat([]byte{9}, 64)))
+	require.NoError(t, db.Put(r))
+	byNew, ok := db.Get(r.NewPID)
+	require.True(t, ok)
+	assert.Equal(t, id.PID, byNew.PID)
+	// Provisioned: the new pair becomes the record's; the old PID is gone.
+	done := byNew
+	done.PID, done.PPS, done.NewPID, done.NewPPS, done.State = byNew.NewPID, byNew.NewPPS, "", "", StateProvisioned
+	require.NoError(t, db.Put(done))
+	_, ok = db.Get(id.PID)
+	assert.False(t, ok)
+	assert.Len(t, db.All(), 100)
+	require.NoError(t, db.Close())
+
+	db, err = OpenDB(path)
+	require.NoError(t, err)
+	defer db.Close()
+	got, ok := db.Get(done.PID)
+	require.True(t, ok)
+	assert.Equal(t, StateProvisioned, got.State)
+	assert.Len(t, db.All(), 100)
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "the database holds secrets")
+}
+
+// Many sessions write at once; every write is on disk when Put returns,
+// as the journal read back shows without a Close.
+func TestDBGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scs.db")
+	db, err := OpenDB(path)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, _ := identity.Of(8, 0, i)
+			assert.NoError(t, db.Put(Record{PID: id.PID, PPS: id.PPS, State: StateNew}))
+		}()
+	}
+	wg.Wait()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, 200, strings.Count(string(b), "\n"))
+	require.NoError(t, db.Close())
+}
+
+// A crash mid-write leaves a torn last line: it is dropped. A bad line in
+// the middle is corruption and says where.
+func TestDBTornAndCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	id, _ := identity.Of(9, 0, 0)
+	good := fmt.Sprintf(`{"pid":%q,"pps":%q,"state":"new"}`, id.PID, id.PPS)
+	torn := filepath.Join(dir, "torn.db")
+	require.NoError(t, os.WriteFile(torn, []byte(good+"\n"+`{"pid":"00`), 0o600))
+	db, err := OpenDB(torn)
+	require.NoError(t, err)
+	assert.Len(t, db.All(), 1)
+	require.NoError(t, db.Close())
+
+	bad := filepath.Join(dir, "bad.db")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"pid":"nope"}`+"\n"+good+"\n"), 0o600))
+	_, err = OpenDB(bad)
+	assert.ErrorIs(t, err, ErrCorruptDB)
+	assert.ErrorContains(t, err, "line 1")
+}
+
+func TestImportCSV(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	n, err := db.ImportCSV(strings.NewReader("pid,pps,password\n0000-037M,NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ,Some-Pass1!\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	r, ok := db.Get("0000037M")
+	require.True(t, ok)
+	assert.Equal(t, "NKLDG5DCRRNQE9YZZIJL7LFLVJED69XJ", r.PPS)
+	assert.Equal(t, "Some-Pass1!", r.Password)
+	_, err = db.ImportCSV(strings.NewReader("0000-037X,NKLD\n"))
+	assert.ErrorContains(t, err, "line 1")
+}
+
+func FuzzOpenDB(f *testing.F) {
+	id, _ := identity.Of(9, 0, 0)
+	f.Add([]byte(fmt.Sprintf(`{"pid":%q,"pps":%q,"state":"new"}`+"\n", id.PID, id.PPS)))
+	f.Add([]byte("{\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "f.db")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := OpenDB(path)
+		if err != nil {
+			return
+		}
+		n := len(db.All())
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		again, err := OpenDB(path)
+		if err != nil {
+			t.Fatalf("a compacted database does not reopen: %v", err)
+		}
+		defer again.Close()
+		if len(again.All()) != n {
+			t.Fatalf("%d records, then %d", n, len(again.All()))
+		}
+	})
+}
+
+func FuzzImportCSV(f *testing.F) {
+	f.Add("pid,pps\n0000-037M,NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ\n")
+	f.Add("\"a\nb\",c")
+	f.Fuzz(func(t *testing.T, s string) {
+		db, err := OpenDB(filepath.Join(t.TempDir(), "f.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		n, _ := db.ImportCSV(strings.NewReader(s))
+		if len(db.All()) > n {
+			t.Fatalf("%d records from %d imported lines", len(db.All()), n)
+		}
+	})
+}
