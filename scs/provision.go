@@ -107,6 +107,8 @@ func (e *StepError) Unwrap() error { return e.Err }
 
 // Result is what a provisioning did.
 type Result struct {
+	Host      string // the device's host name and domain after provisioning
+	Domain    string
 	Realm     string
 	Version   string
 	CertDER   []byte
@@ -261,6 +263,7 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 	if p.DomainName != "" {
 		domain = p.DomainName
 	}
+	res.Host, res.Domain = host, domain
 	steps := []struct {
 		name string
 		skip bool

@@ -1,0 +1,504 @@
+package scs
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// ServerOptions configure the reference SCS.
+type ServerOptions struct {
+	DB *DB
+	// CA issues the devices' TLS certificates; nil provisions without TLS
+	// (with NoTLS) or fails the certificate step.
+	CA *CA
+	// Profile is what every device gets: admin and users, domain,
+	// Kerberos. NewPID/NewPPS, host name and Certify are filled per device.
+	Profile Profile
+	// Password is the MEBx password devices were readied with, for records
+	// that name none.
+	Password string
+	// NoTLS provisions over plain 16992 with Digest only.
+	NoTLS bool
+	// Dial opens connections to devices (default net.Dialer).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Workers is how many sessions run at once (default 16 per core); Queue
+	// how many Hellos may wait for a worker (default 4096). A Hello that
+	// finds the queue full is dropped: the device sends another.
+	Workers, Queue int
+	// MaxAttempts is how often a device is retried after a failed session
+	// before the SCS waits for its next Hello (default 5); retries back off
+	// from RetryBase (default 1 s), doubling.
+	MaxAttempts int
+	RetryBase   time.Duration
+	// SessionTimeout bounds one provisioning session (default 2 min).
+	SessionTimeout time.Duration
+	// NoVerify skips the login with the new credentials after the commit.
+	NoVerify bool
+	// Events receives the SCS's structured events; nil discards them.
+	Events func(Event)
+	// Metrics, if set, gets the SCS's Prometheus collectors.
+	Metrics prometheus.Registerer
+}
+
+// Event is one thing the SCS did.
+type Event struct {
+	Time  time.Time
+	Name  string
+	PID   string
+	Attrs []slog.Attr
+}
+
+// LogSink writes events through a slog handler, one record each.
+func LogSink(h slog.Handler) func(Event) {
+	return func(e Event) {
+		r := slog.NewRecord(e.Time, slog.LevelInfo, e.Name, 0)
+		if e.PID != "" {
+			r.AddAttrs(slog.String("pid", e.PID))
+		}
+		r.AddAttrs(e.Attrs...)
+		_ = h.Handle(context.Background(), r)
+	}
+}
+
+// ServerStats count what the SCS did. They only grow.
+type ServerStats struct {
+	Hellos      atomic.Uint64 // Hellos read
+	Unknown     atomic.Uint64 // Hellos from PIDs not in the database
+	Duplicates  atomic.Uint64 // Hellos from devices already queued or in session
+	Dropped     atomic.Uint64 // Hellos that found the queue full
+	Malformed   atomic.Uint64 // connections that carried no readable Hello
+	Sessions    atomic.Uint64 // sessions started
+	Provisioned atomic.Uint64 // sessions that ended provisioned (and verified)
+	Failed      atomic.Uint64 // sessions that failed
+}
+
+// Server is the reference SCS: it hears Hellos, queues them, and provisions
+// each device over a session of its own.
+type Server struct {
+	o     ServerOptions
+	Stats ServerStats
+	rx    *hello.Receiver
+	m     *metrics
+
+	mu       sync.Mutex
+	inflight map[string]bool // record PIDs queued or in session
+	failures map[string]map[string]int
+	latency  []time.Duration
+	queue    chan job
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  bool
+}
+
+type job struct {
+	pid     string // the PID the device Hello-ed with
+	key     string // the record's PID when queued (the in-flight key)
+	addr    netip.Addr
+	attempt int
+}
+
+// NewServer checks o and returns a stopped server.
+func NewServer(o ServerOptions) (*Server, error) {
+	if o.DB == nil {
+		return nil, errors.New("scs: a server needs a DB")
+	}
+	if o.CA == nil && !o.NoTLS {
+		return nil, errors.New("scs: a server needs a CA unless it provisions without TLS")
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16 * runtime.GOMAXPROCS(0)
+	}
+	if o.Queue <= 0 {
+		o.Queue = 4096
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = time.Second
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 2 * time.Minute
+	}
+	if o.Dial == nil {
+		var d net.Dialer
+		o.Dial = d.DialContext
+	}
+	if o.Profile.AdminUser == "" {
+		o.Profile.AdminUser = "admin"
+	}
+	s := &Server{o: o, inflight: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
+	s.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: s.onHello, OnError: func(from netip.AddrPort, err error) {
+		s.Stats.Malformed.Add(1)
+		s.m.hello("malformed")
+		s.emit("hello.bad", "", "from", from.String(), "err", err.Error())
+	}})
+	m, err := newMetrics(o.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	return s, nil
+}
+
+// Start runs the workers until ctx ends or Stop.
+func (s *Server) Start(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return
+	}
+	s.started = true
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	for range s.o.Workers {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	s.emit("scs.started", "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS)
+}
+
+// Stop ends every session in progress and waits for the workers. Hellos
+// queued are forgotten: the devices send more.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		return
+	}
+	s.started = false
+	s.cancel()
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.mu.Lock()
+	for len(s.queue) > 0 {
+		<-s.queue
+	}
+	s.inflight = map[string]bool{}
+	s.mu.Unlock()
+	s.emit("scs.stopped", "")
+}
+
+// HandleConn reads the Hello on one accepted connection (for listeners
+// that hand out connections, like nic.Host.Listen).
+func (s *Server) HandleConn(c net.Conn) { s.rx.ServeConn(c) }
+
+// Serve reads Hellos from ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.rx.Serve(ctx, ln) }
+
+func (s *Server) emit(name, pid string, args ...any) {
+	if s.o.Events == nil {
+		return
+	}
+	r := slog.NewRecord(time.Time{}, 0, "", 0)
+	r.Add(args...)
+	attrs := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	s.o.Events(Event{Time: time.Now(), Name: name, PID: pid, Attrs: attrs})
+}
+
+func (s *Server) onHello(r hello.Received) {
+	s.Stats.Hellos.Add(1)
+	pid := r.Message.PID
+	rec, ok := s.o.DB.Get(pid)
+	if !ok {
+		s.Stats.Unknown.Add(1)
+		s.m.hello("unknown")
+		s.emit("hello.unknown", pid, "from", r.From.String())
+		return
+	}
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		s.Stats.Dropped.Add(1)
+		s.m.hello("dropped")
+		return
+	}
+	if s.inflight[rec.PID] {
+		s.mu.Unlock()
+		s.Stats.Duplicates.Add(1)
+		s.m.hello("duplicate")
+		return
+	}
+	j := job{pid: pid, key: rec.PID, addr: r.From.Addr()}
+	select {
+	case s.queue <- j:
+		s.inflight[rec.PID] = true
+		s.mu.Unlock()
+		s.m.hello("accepted")
+		s.emit("hello.received", pid, "from", r.From.String(), "retry", r.Message.Retry, "uuid", r.Message.UUID.String())
+	default:
+		s.mu.Unlock()
+		s.Stats.Dropped.Add(1)
+		s.m.hello("dropped")
+		s.emit("hello.dropped", pid, "reason", "queue full")
+	}
+}
+
+func (s *Server) worker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case j := <-s.queue:
+			s.m.queue.Set(float64(len(s.queue)))
+			s.session(j)
+		}
+	}
+}
+
+// session provisions one device, and on failure schedules a retry.
+func (s *Server) session(j job) {
+	start := time.Now()
+	err := s.provision(j)
+	if err == nil {
+		s.mu.Lock()
+		delete(s.inflight, j.key)
+		s.latency = append(s.latency, time.Since(start))
+		s.mu.Unlock()
+		return
+	}
+	step, reason := failure(err)
+	s.Stats.Failed.Add(1)
+	s.m.session("failed", step)
+	s.mu.Lock()
+	if s.failures[step] == nil {
+		s.failures[step] = map[string]int{}
+	}
+	s.failures[step][reason]++
+	s.mu.Unlock()
+	s.emit("scs.failed", j.pid, "step", step, "reason", reason, "attempt", j.attempt+1, "err", err.Error())
+	if s.ctx.Err() != nil || j.attempt+1 >= s.o.MaxAttempts {
+		s.mu.Lock()
+		delete(s.inflight, j.key)
+		s.mu.Unlock()
+		return
+	}
+	// Still in flight: the retry owns the device until it runs.
+	wait := s.o.RetryBase << j.attempt
+	j.attempt++
+	time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.started {
+			return
+		}
+		select {
+		case s.queue <- j:
+		default:
+			delete(s.inflight, j.key)
+		}
+	})
+}
+
+// failure names a failed session's step and a short reason, for counting.
+func failure(err error) (string, string) {
+	var se *StepError
+	if !errors.As(err, &se) {
+		return "session", short(err)
+	}
+	if se.Err == nil {
+		return se.Step, se.Status.String()
+	}
+	var f *wsman.Fault
+	if errors.As(se.Err, &f) {
+		return se.Step, "fault " + f.Subcode
+	}
+	return se.Step, short(se.Err)
+}
+
+// short keeps the last part of an error chain, the cause, without
+// addresses, so that like failures count together.
+func short(err error) string {
+	m := err.Error()
+	if i := strings.LastIndex(m, ": "); i >= 0 {
+		m = m[i+2:]
+	}
+	if len(m) > 60 {
+		m = m[:60]
+	}
+	return m
+}
+
+// provision is one session with one device.
+func (s *Server) provision(j job) error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.o.SessionTimeout)
+	defer cancel()
+	rec, ok := s.o.DB.Get(j.pid)
+	if !ok {
+		return fmt.Errorf("PID %s left the database", j.pid)
+	}
+	curPID, curPPS := rec.PID, rec.PPS
+	if j.pid == rec.NewPID && rec.NewPID != "" {
+		// The device took the new pair but the SCS never learned it ended
+		// well; it is in setup again (partially unprovisioned) or the
+		// commit went through and the device is rebooting. Start from it.
+		curPID, curPPS = rec.NewPID, rec.NewPPS
+		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	}
+	if rec.NewPID == "" {
+		var err error
+		if rec.NewPID, rec.NewPPS, err = identity.NewPIDPPS(rand.Reader); err != nil {
+			return err
+		}
+	}
+	rec.Attempts++
+	rec.Sessions++
+	rec.Addr = j.addr.String()
+	// The new pair is on disk before the device hears it.
+	if err := s.o.DB.Put(rec); err != nil {
+		return &StepError{Step: "database", Err: err}
+	}
+	s.Stats.Sessions.Add(1)
+	s.emit("scs.session", curPID, "addr", rec.Addr, "attempt", j.attempt+1)
+
+	password := rec.Password
+	if password == "" {
+		password = s.o.Password
+	}
+	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS}
+	p := s.o.Profile
+	p.NewPID, p.NewPPS = rec.NewPID, rec.NewPPS
+	var serial string
+	var notAfter time.Time
+	if !s.o.NoTLS {
+		p.Certify = func(pub *rsa.PublicKey, host, domain string) ([]byte, error) {
+			der, err := s.o.CA.Issue(pub, host, domain)
+			if err == nil {
+				if c, perr := x509.ParseCertificate(der); perr == nil {
+					serial, notAfter = c.SerialNumber.Text(16), c.NotAfter
+				}
+			}
+			return der, err
+		}
+	}
+	start := time.Now()
+	res, err := Provision(ctx, target, p, func(r StepResult) {
+		s.m.step(r.Step, r.Duration)
+		s.emit("scs.step", curPID, "step", r.Step, "ms", float64(r.Duration.Microseconds())/1000, "ok", r.Err == nil)
+	})
+	if err != nil {
+		var se *StepError
+		if !errors.As(err, &se) || se.Step != "commit" {
+			rec.LastError = err.Error()
+			_ = s.o.DB.Put(rec)
+			return err
+		}
+		// The commit's answer was lost: whether it took, a login with the
+		// new credentials tells.
+	}
+	if res == nil || res.Host == "" {
+		res = &Result{Host: rec.Host, Domain: p.DomainName}
+	}
+	if !s.o.NoVerify {
+		if verr := s.verify(ctx, target, res, p); verr != nil {
+			if err == nil {
+				err = &StepError{Step: "verify", Err: verr}
+			}
+			rec.LastError = err.Error()
+			_ = s.o.DB.Put(rec)
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
+	rec.Host = res.Host
+	if serial != "" {
+		rec.CertSerial, rec.CertNotAfter = serial, notAfter
+	}
+	if err := s.o.DB.Put(rec); err != nil {
+		return &StepError{Step: "database", Err: err}
+	}
+	d := time.Since(start)
+	s.Stats.Provisioned.Add(1)
+	s.m.session("provisioned", "")
+	s.m.total.Observe(d.Seconds())
+	s.emit("scs.provisioned", rec.PID, "old_pid", curPID, "addr", rec.Addr, "ms", float64(d.Microseconds())/1000, "cert_serial", serial)
+	return nil
+}
+
+// verify logs in with the new credentials: over the issued certificate on
+// 16993, or Digest on 16992 without TLS. The device re-arms its ports just
+// after the commit, so a refused connection is tried again briefly.
+func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile) error {
+	var last error
+	for i := range 20 {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		var sess *Session
+		if s.o.NoTLS {
+			t.Password = p.AdminPassword
+			sess = OpenSetup(t)
+			sess.Digest.Username = p.AdminUser
+		} else {
+			name := res.Host
+			if res.Domain != "" {
+				name += "." + res.Domain
+			}
+			sess = OpenOperational(t, s.o.CA.Pool(), name, p.AdminUser, p.AdminPassword)
+		}
+		sc, err := sess.WSMAN.Get(ctx, wsman.SetupAndConfigurationService, nil)
+		sess.Close()
+		if err == nil {
+			if st, _ := sc.Get("ProvisioningState"); st != "2" {
+				return fmt.Errorf("ProvisioningState %s after the commit", st)
+			}
+			return nil
+		}
+		last = err
+		if strings.Contains(err.Error(), "401") {
+			return err // the credentials are wrong: no point retrying
+		}
+	}
+	return last
+}
+
+// Failures counts failed sessions by step and reason.
+func (s *Server) Failures() map[string]map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]map[string]int, len(s.failures))
+	for step, m := range s.failures {
+		out[step] = make(map[string]int, len(m))
+		for r, n := range m {
+			out[step][r] = n
+		}
+	}
+	return out
+}
+
+// Latencies are the durations of successful sessions, sorted.
+func (s *Server) Latencies() []time.Duration {
+	s.mu.Lock()
+	out := append([]time.Duration(nil), s.latency...)
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
