@@ -551,3 +551,8 @@ func addrList(as ...netip.Addr) string {
 	}
 	return out
 }
+
+// Settings are the device's committed settings (what its store holds).
+func (d *Device) Settings() (mebx.Settings, error) {
+	return d.o.Store.Load()
+}

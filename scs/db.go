@@ -282,11 +282,11 @@ func (db *DB) Close() error {
 	return err
 }
 
-// Generate adds the records of a fleet: devices 0..count-1 of each shard
-// under seed (identity.Of), readied with password ("" = the profile's).
-// Records that exist are left as they are.
-func (db *DB) Generate(seed uint64, shards, count int, password string) error {
-	for shard := range shards {
+// Generate adds the records of a fleet: devices 0..count-1 of each of the
+// shards under seed (identity.Of), readied with password ("" = the
+// profile's). Records that exist are left as they are.
+func (db *DB) Generate(seed uint64, shards []int, count int, password string) error {
+	for _, shard := range shards {
 		for i := range count {
 			id, err := identity.Of(seed, shard, i)
 			if err != nil {

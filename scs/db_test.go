@@ -19,7 +19,7 @@ func TestDBPutGetReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "scs.db")
 	db, err := OpenDB(path)
 	require.NoError(t, err)
-	require.NoError(t, db.Generate(7, 2, 50, "Ready-Pass1!"))
+	require.NoError(t, db.Generate(7, []int{0, 1}, 50, "Ready-Pass1!"))
 	assert.Len(t, db.All(), 100)
 	id, _ := identity.Of(7, 1, 3)
 	r, ok := db.Get(id.PID)

@@ -379,6 +379,11 @@ func (s *Server) provision(j job) error {
 	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS}
 	p := s.o.Profile
 	p.NewPID, p.NewPPS = rec.NewPID, rec.NewPPS
+	if p.HostName == "" {
+		// The name the database knows the device by (its DHCP host name
+		// for a generated fleet); a device without one keeps its own.
+		p.HostName = rec.Host
+	}
 	var serial string
 	var notAfter time.Time
 	if !s.o.NoTLS {

@@ -1,0 +1,246 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/amtsim/amtsim/lan"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/scs"
+)
+
+// scsMAC is the embedded SCS host's MAC on the segment.
+var scsMAC = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x02}
+
+// EmbeddedOptions configure the embedded default: the LAN, the reference
+// SCS on it at the ProvisionServer address, and a fleet.
+type EmbeddedOptions struct {
+	Fleet Options // Uplink and Stacks are set by StartEmbedded
+	// Dir keeps the SCS database and CA; "" uses a temporary directory
+	// removed at Close.
+	Dir string
+	// SCS adjusts the SCS's options before it starts (DB, CA, Dial and
+	// Password are set already).
+	SCS func(*scs.ServerOptions)
+	LAN lan.NetworkOptions
+}
+
+// Embedded is a running embedded default.
+type Embedded struct {
+	Net    *lan.Network
+	Stacks *nic.Stacks
+	DB     *scs.DB
+	CA     *scs.CA
+	Fleet  *Fleet
+
+	o       EmbeddedOptions
+	host    *nic.Host
+	tmp     string
+	mu      sync.Mutex
+	srv     *scs.Server
+	ln      *nic.Listener
+	servers []*scs.Server // every SCS run, for the summary
+}
+
+// DefaultProfile is what the embedded SCS configures: an admin, one Digest
+// user, the LAN's domain.
+func DefaultProfile(domain string) scs.Profile {
+	return scs.Profile{AdminUser: "admin", AdminPassword: "Amtsim-Admin5!", DomainName: domain,
+		Users: []scs.User{{Name: "operator", Password: "Amtsim-Oper5!", Access: 2, Realms: []uint32{3, 5, 7, 13}}}}
+}
+
+// StartEmbedded starts the LAN and the SCS, and makes the fleet (call
+// Fleet.Start to power it on).
+func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
+	e := &Embedded{o: o}
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	if o.Dir == "" {
+		d, err := os.MkdirTemp("", "amtsim-scs-")
+		if err != nil {
+			return nil, err
+		}
+		e.tmp, o.Dir = d, d
+		e.o.Dir = d
+	}
+	var err error
+	if e.Net, err = lan.StartNetwork(o.LAN); err != nil {
+		return nil, err
+	}
+	e.Stacks = nic.NewStacks(nic.StackOptions{})
+	if e.host, err = e.Net.AddHost(scsMAC, netip.PrefixFrom(e.Net.SCS(), e.Net.Subnet().Bits()), nil); err != nil {
+		return nil, err
+	}
+	if e.DB, err = scs.OpenDB(filepath.Join(o.Dir, "scs.db")); err != nil {
+		return nil, err
+	}
+	if e.CA, err = scs.LoadOrCreateCA(o.Dir); err != nil {
+		return nil, err
+	}
+	fo := o.Fleet
+	fo.Uplink, fo.Stacks = e.Net.Segment, e.Stacks
+	if err := e.DB.Generate(fo.Seed, []int{fo.Shard}, fo.Devices, ""); err != nil {
+		return nil, err
+	}
+	if e.Fleet, err = New(fo); err != nil {
+		return nil, err
+	}
+	if err := e.StartSCS(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return e, nil
+}
+
+// StartSCS starts (or restarts) the SCS on the segment.
+func (e *Embedded) StartSCS(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		return errors.New("fleet: the SCS is running")
+	}
+	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: DefaultProfile(e.Net.Domain()),
+		Dial: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return e.host.DialTCP(ctx, ap)
+		}}
+	if e.o.SCS != nil {
+		e.o.SCS(&so)
+	}
+	srv, err := scs.NewServer(so)
+	if err != nil {
+		return err
+	}
+	srv.Start(ctx)
+	ln, err := e.host.Listen(mebx.DefaultSCSPort, srv.HandleConn)
+	if err != nil {
+		srv.Stop()
+		return fmt.Errorf("fleet: SCS listener: %w", err)
+	}
+	e.srv, e.ln = srv, ln
+	e.servers = append(e.servers, srv)
+	return nil
+}
+
+// StopSCS stops the SCS: its port closes and sessions in progress end.
+func (e *Embedded) StopSCS() {
+	e.mu.Lock()
+	srv, ln := e.srv, e.ln
+	e.srv, e.ln = nil, nil
+	e.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	if srv != nil {
+		srv.Stop()
+	}
+}
+
+// SCSSummary is the SCS side of a run, over every start of the SCS.
+type SCSSummary struct {
+	Hellos      uint64                    `json:"hellos"`
+	Unknown     uint64                    `json:"unknown"`
+	Duplicates  uint64                    `json:"duplicates"`
+	Dropped     uint64                    `json:"dropped"`
+	Sessions    uint64                    `json:"sessions"`
+	Provisioned uint64                    `json:"provisioned"`
+	Failed      uint64                    `json:"failed"`
+	Failures    map[string]map[string]int `json:"failures_by_step"`
+	Session     Latency                   `json:"session"`
+}
+
+// SCSSummary adds up the SCS's counts.
+func (e *Embedded) SCSSummary() SCSSummary {
+	e.mu.Lock()
+	servers := append([]*scs.Server(nil), e.servers...)
+	e.mu.Unlock()
+	s := SCSSummary{Failures: map[string]map[string]int{}}
+	var lat []time.Duration
+	for _, srv := range servers {
+		st := &srv.Stats
+		s.Hellos += st.Hellos.Load()
+		s.Unknown += st.Unknown.Load()
+		s.Duplicates += st.Duplicates.Load()
+		s.Dropped += st.Dropped.Load()
+		s.Sessions += st.Sessions.Load()
+		s.Provisioned += st.Provisioned.Load()
+		s.Failed += st.Failed.Load()
+		for step, m := range srv.Failures() {
+			if s.Failures[step] == nil {
+				s.Failures[step] = map[string]int{}
+			}
+			for r, n := range m {
+				s.Failures[step][r] += n
+			}
+		}
+		lat = append(lat, srv.Latencies()...)
+	}
+	s.Session = Percentiles(lat)
+	return s
+}
+
+// Close stops everything and removes a temporary directory.
+func (e *Embedded) Close() {
+	if e.Fleet != nil {
+		e.Fleet.Stop()
+	}
+	e.StopSCS()
+	if e.DB != nil {
+		_ = e.DB.Close()
+	}
+	if e.Stacks != nil {
+		e.Stacks.Close()
+	}
+	if e.Net != nil {
+		e.Net.Close()
+	}
+	if e.tmp != "" {
+		_ = os.RemoveAll(e.tmp)
+	}
+}
+
+// Wait returns nil once every device is provisioned and the SCS has
+// recorded it so (its verifying login done), or ctx's error.
+func (e *Embedded) Wait(ctx context.Context) error {
+	if err := e.Fleet.Wait(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if e.recorded() >= len(e.Fleet.devs) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// recorded counts the database's provisioned records.
+func (e *Embedded) recorded() int {
+	n := 0
+	for _, r := range e.DB.All() {
+		if r.State == scs.StateProvisioned {
+			n++
+		}
+	}
+	return n
+}

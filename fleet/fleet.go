@@ -1,0 +1,347 @@
+// Package fleet runs many simulated devices as one: identities from (seed,
+// shard, index), power-on at a set rate, every device on the same code path
+// as one alone (firmware.Device), progress counted from the devices' own
+// events, and a summary with boot → provisioned latencies.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/firmware"
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// Options configure a fleet.
+type Options struct {
+	Devices int
+	Seed    uint64
+	Shard   int
+	// Rate is how many devices power on per second; 0 powers them on as
+	// fast as they boot, in batches of 100.
+	Rate float64
+	// Uplink and Stacks carry the devices (the embedded LAN's segment, or
+	// a TAP).
+	Uplink nic.Uplink
+	Stacks *nic.Stacks
+	// Password is the MEBx password devices are readied with (the IT
+	// department's USB key: password changed, PID/PPS entered).
+	Password string
+	// KeyPool is how many RSA keys GenerateKeyPair hands out across the
+	// fleet (firmware.KeyPool; default 8); -1 makes a fresh key each time.
+	KeyPool int
+	Clock   clock.Clock
+	// Schedule is the Hello schedule (zero: the firmware default).
+	Schedule hello.Schedule
+	// Events also receives every device event (nil: none).
+	Events firmware.Sink
+}
+
+// States a device moves through, as the fleet counts them.
+const (
+	StateOff         = "off"
+	StateBooting     = "booting"
+	StateAddressed   = "addressed"
+	StateHelloing    = "helloing"
+	StateInSession   = "in-session"
+	StateProvisioned = "provisioned"
+)
+
+// States lists the states in order.
+var States = []string{StateOff, StateBooting, StateAddressed, StateHelloing, StateInSession, StateProvisioned}
+
+// Fleet is many devices.
+type Fleet struct {
+	o       Options
+	devs    []*firmware.Device
+	ids     []identity.Identity
+	track   []tracker
+	counts  sync.Map // state → *atomic.Int64
+	done    atomic.Int64
+	start   time.Time
+	allDone chan struct{}
+	once    sync.Once
+}
+
+type tracker struct {
+	mu          sync.Mutex
+	state       string
+	booted      time.Time
+	provisioned time.Time
+}
+
+// New makes the fleet's devices (powered off).
+func New(o Options) (*Fleet, error) {
+	if o.Devices <= 0 {
+		return nil, errors.New("fleet: no devices")
+	}
+	if o.Uplink == nil || o.Stacks == nil {
+		return nil, errors.New("fleet: an Uplink and Stacks are required")
+	}
+	if o.KeyPool == 0 {
+		o.KeyPool = 8
+	}
+	if err := mebx.CheckPassword(o.Password); err != nil {
+		return nil, fmt.Errorf("fleet: MEBx password: %w", err)
+	}
+	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{})}
+	for _, s := range States {
+		f.counts.Store(s, new(atomic.Int64))
+	}
+	f.count(StateOff).Store(int64(o.Devices))
+	pool := firmware.KeyPool(max(o.KeyPool, 1))
+	for i := range o.Devices {
+		id, err := identity.Of(o.Seed, o.Shard, i)
+		if err != nil {
+			return nil, err
+		}
+		s := mebx.Defaults()
+		if err := s.SetPassword(o.Password); err != nil {
+			return nil, err
+		}
+		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
+			return nil, err
+		}
+		st := mebx.NewMemStore()
+		if err := st.Save(s); err != nil {
+			return nil, err
+		}
+		fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock,
+			Schedule: o.Schedule, Events: f.sink(i)}
+		if o.KeyPool > 0 {
+			fo.KeyPairs = pool
+		}
+		d, err := firmware.New(fo)
+		if err != nil {
+			return nil, err
+		}
+		f.devs, f.ids = append(f.devs, d), append(f.ids, id)
+		f.track[i].state = StateOff
+	}
+	return f, nil
+}
+
+func (f *Fleet) count(state string) *atomic.Int64 {
+	v, _ := f.counts.Load(state)
+	return v.(*atomic.Int64)
+}
+
+// sink follows device i's events into its state.
+func (f *Fleet) sink(i int) firmware.Sink {
+	return func(e firmware.Event) {
+		next := ""
+		switch e.Name {
+		case "power.on":
+			next = StateBooting
+		case "dhcp.bound", "address.static":
+			next = StateAddressed
+		case "hello.sent":
+			next = StateHelloing
+		case "session.login":
+			next = StateInSession
+		case "session.discarded":
+			next = StateHelloing
+		case "provisioned":
+			next = StateProvisioned
+		}
+		if next != "" {
+			f.move(i, next)
+		}
+		if f.o.Events != nil {
+			f.o.Events(e)
+		}
+	}
+}
+
+func (f *Fleet) move(i int, next string) {
+	t := &f.track[i]
+	t.mu.Lock()
+	prev := t.state
+	if prev == next || prev == StateProvisioned {
+		t.mu.Unlock()
+		return
+	}
+	t.state = next
+	now := time.Now()
+	if next == StateBooting && t.booted.IsZero() {
+		t.booted = now
+	}
+	if next == StateProvisioned {
+		t.provisioned = now
+	}
+	t.mu.Unlock()
+	f.count(prev).Add(-1)
+	f.count(next).Add(1)
+	if next == StateProvisioned && f.done.Add(1) == int64(len(f.devs)) {
+		f.once.Do(func() { close(f.allDone) })
+	}
+}
+
+// Devices are the fleet's devices, in index order.
+func (f *Fleet) Devices() []*firmware.Device { return f.devs }
+
+// Identities are the devices' identities, in index order.
+func (f *Fleet) Identities() []identity.Identity { return f.ids }
+
+// Start powers the devices on at the fleet's rate and returns; the devices
+// stay on until ctx ends or Stop.
+func (f *Fleet) Start(ctx context.Context) error {
+	f.start = time.Now()
+	var tick time.Duration
+	if f.o.Rate > 0 {
+		tick = time.Duration(float64(time.Second) / f.o.Rate)
+	}
+	for i, d := range f.devs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := d.PowerOn(ctx); err != nil {
+			return fmt.Errorf("fleet: device %d: %w", i, err)
+		}
+		switch {
+		case tick > 0:
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(tick):
+			}
+		case (i+1)%100 == 0:
+			// Batches: a fleet switched on in one instant floods the LAN's
+			// queues with DHCP; let each batch get its addresses first.
+			f.waitAddressed(ctx, i+1)
+		}
+	}
+	return nil
+}
+
+// waitAddressed waits (a little) until n devices have left booting.
+func (f *Fleet) waitAddressed(ctx context.Context, n int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		booting := f.count(StateOff).Load() + f.count(StateBooting).Load()
+		if int64(len(f.devs))-booting >= int64(n) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Wait returns nil when every device is provisioned, or ctx's error.
+func (f *Fleet) Wait(ctx context.Context) error {
+	select {
+	case <-f.allDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop powers every device off.
+func (f *Fleet) Stop() {
+	var wg sync.WaitGroup
+	for _, d := range f.devs {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.PowerOff() }()
+	}
+	wg.Wait()
+}
+
+// Progress is a snapshot of the fleet.
+type Progress struct {
+	Elapsed     time.Duration
+	States      map[string]int64
+	Provisioned int64
+	// PerSecond is provisionings per second since the start.
+	PerSecond float64
+}
+
+// Progress counts the devices per state now.
+func (f *Fleet) Progress() Progress {
+	p := Progress{Elapsed: time.Since(f.start), States: map[string]int64{}}
+	for _, s := range States {
+		p.States[s] = f.count(s).Load()
+	}
+	p.Provisioned = f.done.Load()
+	if p.Elapsed > 0 {
+		p.PerSecond = float64(p.Provisioned) / p.Elapsed.Seconds()
+	}
+	return p
+}
+
+// Latency is a distribution summary in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+// Summary is the fleet's result.
+type Summary struct {
+	Devices     int              `json:"devices"`
+	Provisioned int              `json:"provisioned"`
+	ElapsedMS   float64          `json:"elapsed_ms"`
+	PerSecond   float64          `json:"provisioned_per_second"`
+	States      map[string]int64 `json:"states"`
+	// BootToProvisioned is per device, from its power-on.
+	BootToProvisioned Latency `json:"boot_to_provisioned"`
+	// Devices' own counts of what went wrong on their side.
+	HellosSent   uint64 `json:"hellos_sent"`
+	HellosFailed uint64 `json:"hellos_failed"`
+	TLSFailures  uint64 `json:"tls_failures"`
+	AuthFailures uint64 `json:"auth_failures"`
+	BadRequests  uint64 `json:"bad_requests"`
+	// Unprovisioned lists the devices that did not make it (first 20).
+	Unprovisioned []string `json:"unprovisioned,omitempty"`
+}
+
+// Summary reports the fleet now.
+func (f *Fleet) Summary() Summary {
+	p := f.Progress()
+	s := Summary{Devices: len(f.devs), Provisioned: int(p.Provisioned), ElapsedMS: ms(p.Elapsed), PerSecond: p.PerSecond, States: p.States}
+	var lat []time.Duration
+	for i := range f.track {
+		t := &f.track[i]
+		t.mu.Lock()
+		if !t.provisioned.IsZero() {
+			lat = append(lat, t.provisioned.Sub(t.booted))
+		} else if len(s.Unprovisioned) < 20 {
+			s.Unprovisioned = append(s.Unprovisioned, f.devs[i].ID()+" ("+t.state+")")
+		}
+		t.mu.Unlock()
+	}
+	s.BootToProvisioned = Percentiles(lat)
+	for _, d := range f.devs {
+		s.HellosSent += d.Stats.HellosSent.Load()
+		s.HellosFailed += d.Stats.HellosFailed.Load()
+		s.TLSFailures += d.Stats.TLSFailures.Load()
+		s.AuthFailures += d.Stats.AuthFailures.Load()
+		s.BadRequests += d.Stats.BadRequests.Load()
+	}
+	return s
+}
+
+// Percentiles summarizes durations (nearest-rank).
+func Percentiles(d []time.Duration) Latency {
+	if len(d) == 0 {
+		return Latency{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(d)))) - 1
+		return ms(d[max(i, 0)])
+	}
+	return Latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: ms(d[len(d)-1])}
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }
