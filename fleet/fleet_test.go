@@ -2,12 +2,14 @@ package fleet
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/scs"
@@ -50,7 +52,7 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 	}
 	require.Len(t, recs, n)
 	for i, d := range e.Fleet.Devices() {
-		st, err := deviceSettings(d)
+		st, err := d.Settings()
 		require.NoError(t, err)
 		assert.Equal(t, mebx.StatePost, st.State, "device %d", i)
 		r, ok := recs[st.PID]
@@ -67,4 +69,57 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 	assert.Zero(t, ss.Unknown)
 }
 
-func deviceSettings(d *firmware.Device) (mebx.Settings, error) { return d.Settings() }
+// The SCS stops halfway through a fleet and starts again: every device
+// ends provisioned, none twice, and the summary counts the sessions the
+// stop cut.
+func TestSCSRestartMidFleet(t *testing.T) {
+	const n = 200
+	var mu sync.Mutex
+	commits := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
+		// Hello slots 0.6 s apart rather than 12 s; slow sessions, so
+		// that the stop finds many in progress.
+		SCS: func(o *scs.ServerOptions) { o.Workers = 8 },
+		Fleet: Options{Devices: n, Seed: 12, Password: testPassword, Clock: clock.Scaled(20),
+			Events: func(ev firmware.Event) {
+				if ev.Name == "provisioned" {
+					mu.Lock()
+					commits[ev.Device]++
+					mu.Unlock()
+				}
+			}}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NoError(t, e.Fleet.Start(ctx))
+	require.Eventually(t, func() bool { return e.SCSSummary().Provisioned >= n/4 }, time.Minute, 5*time.Millisecond)
+	e.StopSCS()
+	stoppedAt := e.SCSSummary().Provisioned
+	time.Sleep(300 * time.Millisecond) // Hellos meanwhile find no SCS
+	require.NoError(t, e.StartSCS(ctx))
+
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer wcancel()
+	if err := e.Wait(wctx); err != nil {
+		t.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+	}
+	assert.Less(t, stoppedAt, uint64(n), "the stop came before the end")
+	ss := e.SCSSummary()
+	t.Logf("SCS: %+v", ss)
+	assert.Positive(t, ss.Failed, "the stop cut sessions, and the summary counts them")
+	assert.NotEmpty(t, ss.Failures)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, commits, n)
+	for dev, c := range commits {
+		assert.Equal(t, 1, c, "%s committed %d times", dev, c)
+	}
+	for i, d := range e.Fleet.Devices() {
+		st, err := d.Settings()
+		require.NoError(t, err)
+		r, ok := e.DB.Get(st.PID)
+		require.True(t, ok, "device %d", i)
+		assert.Equal(t, scs.StateProvisioned, r.State)
+	}
+}

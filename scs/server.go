@@ -115,6 +115,10 @@ type job struct {
 	key     string // the record's PID when queued (the in-flight key)
 	addr    netip.Addr
 	attempt int
+	// settle only checks a record left with a new pair by a session that
+	// ended without the SCS learning its outcome (an SCS restart): a login
+	// with the new credentials says whether the device committed.
+	settle bool
 }
 
 // NewServer checks o and returns a stopped server.
@@ -174,7 +178,23 @@ func (s *Server) Start(ctx context.Context) {
 		s.wg.Add(1)
 		go s.worker()
 	}
-	s.emit("scs.started", "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS)
+	pending := 0
+	for _, r := range s.o.DB.All() {
+		if r.NewPID == "" || r.Addr == "" {
+			continue
+		}
+		addr, err := netip.ParseAddr(r.Addr)
+		if err != nil {
+			continue
+		}
+		select {
+		case s.queue <- job{pid: r.PID, key: r.PID, addr: addr, settle: true}:
+			s.inflight[r.PID] = true
+			pending++
+		default:
+		}
+	}
+	s.emit("scs.started", "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
 }
 
 // Stop ends every session in progress and waits for the workers. Hellos
@@ -269,6 +289,10 @@ func (s *Server) worker() {
 
 // session provisions one device, and on failure schedules a retry.
 func (s *Server) session(j job) {
+	if j.settle {
+		s.settle(j)
+		return
+	}
 	start := time.Now()
 	err := s.provision(j)
 	if err == nil {
@@ -442,6 +466,38 @@ func (s *Server) provision(j job) error {
 	s.m.total.Observe(d.Seconds())
 	s.emit("scs.provisioned", rec.PID, "old_pid", curPID, "addr", rec.Addr, "ms", float64(d.Microseconds())/1000, "cert_serial", serial)
 	return nil
+}
+
+// settle checks a record with a pending new pair: if the device answers
+// the new credentials it committed, and the record says so; if not, the
+// device is still in setup with the old pair and will Hello again.
+func (s *Server) settle(j job) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.inflight, j.key)
+		s.mu.Unlock()
+	}()
+	rec, ok := s.o.DB.Get(j.pid)
+	if !ok || rec.NewPID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	p := s.o.Profile
+	domain := p.DomainName
+	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
+	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p); err != nil {
+		s.emit("scs.unsettled", rec.PID, "err", err.Error())
+		return
+	}
+	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
+	if err := s.o.DB.Put(rec); err != nil {
+		return
+	}
+	s.Stats.Provisioned.Add(1)
+	s.m.session("provisioned", "")
+	s.emit("scs.provisioned", rec.PID, "addr", rec.Addr, "settled", true)
 }
 
 // verify logs in with the new credentials: over the issued certificate on
