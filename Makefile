@@ -7,9 +7,9 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 
 .PHONY: run test vet fmt-check unit bench fuzz build clean
 
-## run: boot a small fleet on the embedded LAN (no root, no network)
+## run: 25 OptiPlex 960s provisioned end to end by the embedded SCS on the embedded LAN (no root, no network)
 run:
-	$(GO) run ./cmd/amtsim run --devices 5
+	$(GO) run ./cmd/amtsim fleet -n 25
 
 ## test: gofmt check, go vet, unit and integration tests (root-only tests skip without root)
 test: fmt-check vet unit

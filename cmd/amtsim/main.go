@@ -26,7 +26,9 @@ const (
 const usage = `amtsim — Intel AMT 5 / OptiPlex 960 device simulator
 
 Usage:
-  amtsim run     [flags]                       boot devices on the embedded LAN or a TAP
+  amtsim fleet   [-n N] [flags]                a fleet provisioned end to end (embedded SCS)
+  amtsim scs     --db FILE [flags]             the reference SCS on a real network or TAP
+  amtsim run     [flags]                       boot devices and follow them to their Hello
   amtsim mebx    init|show|set|reset --store FILE [KEY=VALUE...]
   amtsim version
 
@@ -49,6 +51,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch args[0] {
 	case "run":
 		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "fleet":
+		err = cmdFleet(ctx, args[1:], stdout, stderr)
 	case "mebx":
 		err = cmdMEBx(args[1:], stdout)
 	case "version":
@@ -69,6 +73,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
 	}
 	return exitFailure
 }

@@ -178,3 +178,42 @@ func TestRunTimeScale(t *testing.T) {
 		assert.Equal(t, float64(k), r)
 	}
 }
+
+// make run's command: a fleet provisioned end to end, a summary, exit 0,
+// and the JSON report.
+func TestFleetEmbedded(t *testing.T) {
+	rep := filepath.Join(t.TempDir(), "report.json")
+	code, out, errs := amtsim(t, "fleet", "-n", "10", "--report", rep)
+	require.Equal(t, exitOK, code, "stderr: %s\nstdout: %s", errs, out)
+	assert.Contains(t, out, "10 of 10 devices provisioned")
+	assert.Contains(t, out, "boot → provisioned: p50")
+	assert.Regexp(t, `optiplex-\S+\s+leased\s+198\.18\.`, out, "milestones for a small fleet")
+	assert.Regexp(t, `optiplex-\S+\s+provisioned`, out)
+	b, err := os.ReadFile(rep)
+	require.NoError(t, err)
+	var r struct {
+		Devices     int  `json:"devices"`
+		Provisioned int  `json:"provisioned"`
+		OK          bool `json:"ok"`
+		SCS         struct {
+			Provisioned int `json:"provisioned"`
+		} `json:"scs"`
+		Latency struct {
+			P99 float64 `json:"p99_ms"`
+		} `json:"boot_to_provisioned"`
+	}
+	require.NoError(t, json.Unmarshal(b, &r))
+	assert.Equal(t, 10, r.Devices)
+	assert.Equal(t, 10, r.Provisioned)
+	assert.Equal(t, 10, r.SCS.Provisioned)
+	assert.True(t, r.OK)
+	assert.Positive(t, r.Latency.P99)
+}
+
+// A deadline that cannot be met: exit 3, and the summary says who is left.
+func TestFleetDeadline(t *testing.T) {
+	code, out, errs := amtsim(t, "fleet", "-n", "5", "--deadline", "1ms", "--steps=false")
+	assert.Equal(t, exitNotProvisioned, code, "stderr: %s", errs)
+	assert.Contains(t, out, "NOT all provisioned")
+	assert.Contains(t, errs, "devices provisioned within 1ms")
+}

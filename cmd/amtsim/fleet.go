@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/firmware"
+	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/scs"
+)
+
+// exitNotProvisioned: the fleet ran, but not every device was provisioned
+// within the deadline.
+const exitNotProvisioned = 3
+
+// exitError carries an exit code other than exitFailure.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// report is what --report writes.
+type report struct {
+	fleet.Summary
+	SCS *fleet.SCSSummary `json:"scs,omitempty"`
+	OK  bool              `json:"ok"`
+}
+
+// cmdFleet boots a fleet and follows it to provisioned: on the embedded LAN
+// with the reference SCS attached (default), or on a TAP next to a real
+// DHCP/DNS server and SCS.
+func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 25, "how many devices")
+	fs.IntVar(n, "devices", 25, "how many devices (same as -n)")
+	seed := fs.Uint64("seed", 1, "identity seed")
+	shard := fs.Int("shard", 0, "identity shard")
+	rate := fs.Float64("rate", 0, "devices powered on per second (0: as fast as they boot, in batches)")
+	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME")
+	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this")
+	reportPath := fs.String("report", "", "write the summary as JSON to this file")
+	logFormat := fs.String("log-format", "text", "text | json (events with --events)")
+	events := fs.Bool("events", false, "log every device and SCS event (default: progress only)")
+	dir := fs.String("scs-dir", "", "keep the embedded SCS's database and CA here (default: a temporary directory)")
+	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
+	password := fs.String("mebx-password", defaultMEBxPassword, "the MEBx password the devices are readied with")
+	steps := fs.Bool("steps", false, "print each device's milestones: power-on, address, SCS found, Hello, provisioned (default for up to 50 devices)")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return err
+	}
+	if *n < 1 {
+		return usageError{"fleet: -n must be at least 1"}
+	}
+	if *scale <= 0 {
+		return usageError{"fleet: --time-scale must be positive"}
+	}
+	var handler slog.Handler
+	switch *logFormat {
+	case "text":
+		handler = slog.NewTextHandler(stdout, nil)
+	case "json":
+		handler = slog.NewJSONHandler(stdout, nil)
+	default:
+		return usageError{fmt.Sprintf("fleet: --log-format %q (want text or json)", *logFormat)}
+	}
+	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale)}
+	stepsSet := false
+	fs.Visit(func(f *flag.Flag) { stepsSet = stepsSet || f.Name == "steps" })
+	switch {
+	case *events:
+		fo.Events = firmware.LogSink(handler)
+	case *steps || !stepsSet && *n <= 50:
+		fo.Events = milestones(stdout)
+	}
+
+	var (
+		e    *fleet.Embedded
+		f    *fleet.Fleet
+		wait func(context.Context) error
+	)
+	switch {
+	case *uplink == "embedded":
+		eo := fleet.EmbeddedOptions{Fleet: fo, Dir: *dir}
+		if *events {
+			eo.SCS = func(o *scs.ServerOptions) { o.Events = scs.LogSink(handler) }
+		}
+		var err error
+		if e, err = fleet.StartEmbedded(ctx, eo); err != nil {
+			return err
+		}
+		defer e.Close()
+		f, wait = e.Fleet, e.Wait
+	case strings.HasPrefix(*uplink, "tap:"):
+		tap, err := nic.OpenTAP(nic.TAPOptions{Name: strings.TrimPrefix(*uplink, "tap:")})
+		if err != nil {
+			return err
+		}
+		defer tap.Close()
+		stacks := nic.NewStacks(nic.StackOptions{})
+		defer stacks.Close()
+		fo.Uplink, fo.Stacks = tap, stacks
+		if f, err = fleet.New(fo); err != nil {
+			return err
+		}
+		defer f.Stop()
+		wait = f.Wait
+	default:
+		return usageError{fmt.Sprintf("fleet: --uplink %q (want embedded or tap:NAME)", *uplink)}
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, *deadline)
+	defer cancel()
+	stopProgress := showProgress(stdout, f, *events)
+	startErr := f.Start(dctx)
+	var err error
+	if startErr == nil {
+		err = wait(dctx)
+	} else {
+		err = startErr
+	}
+	stopProgress()
+
+	rep := report{Summary: f.Summary()}
+	if e != nil {
+		s := e.SCSSummary()
+		rep.SCS = &s
+	}
+	rep.OK = err == nil
+	printSummary(stdout, rep, *deadline)
+	if *reportPath != "" {
+		b, jerr := json.MarshalIndent(rep, "", "  ")
+		if jerr == nil {
+			jerr = writeFileAtomic(*reportPath, append(b, '\n'))
+		}
+		if jerr != nil {
+			return fmt.Errorf("fleet: report: %w", jerr)
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return exitError{exitNotProvisioned, fmt.Sprintf("%d of %d devices provisioned within %v", rep.Provisioned, rep.Devices, *deadline)}
+	case ctx.Err() != nil:
+		return exitError{exitNotProvisioned, fmt.Sprintf("interrupted: %d of %d devices provisioned", rep.Provisioned, rep.Devices)}
+	}
+	return err
+}
+
+// milestones prints one line per device for each step a newcomer wants to
+// see; the rest of the events stay quiet.
+func milestones(w io.Writer) firmware.Sink {
+	var mu sync.Mutex
+	helloed := map[string]bool{}
+	return func(e firmware.Event) {
+		attr := func(k string) string {
+			for _, a := range e.Attrs {
+				if a.Key == k {
+					return a.Value.String()
+				}
+			}
+			return ""
+		}
+		var msg string
+		switch e.Name {
+		case "power.on":
+			msg = "power on   " + attr("mac") + "  uuid " + attr("uuid")
+		case "dhcp.bound":
+			msg = "leased     " + attr("ip") + "  domain " + attr("domain")
+		case "address.static":
+			msg = "static     " + attr("ip")
+		case "scs.resolved", "scs.configured":
+			msg = "SCS        " + attr("name") + " " + attr("addr")
+		case "hello.sent":
+			mu.Lock()
+			first := !helloed[e.Device]
+			helloed[e.Device] = true
+			mu.Unlock()
+			if first {
+				msg = "Hello      → " + attr("scs") + "  pid " + attr("pid")
+			}
+		case "session.login":
+			msg = "session    " + attr("peer") + " logged in as " + attr("user")
+		case "provisioned":
+			msg = "provisioned"
+		}
+		if msg == "" {
+			return
+		}
+		mu.Lock()
+		fmt.Fprintf(w, "%-18s %s\n", e.Device, msg)
+		mu.Unlock()
+	}
+}
+
+// showProgress prints the fleet's state: one line redrawn on a terminal,
+// a plain line each second otherwise (and not at all when events are
+// logged, which say more).
+func showProgress(w io.Writer, f *fleet.Fleet, quiet bool) func() {
+	if quiet {
+		return func() {}
+	}
+	term := isTerminal(w)
+	every := time.Second
+	if term {
+		every = 200 * time.Millisecond
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	line := func() string {
+		p := f.Progress()
+		var parts []string
+		for _, s := range fleet.States {
+			if v := p.States[s]; v > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", s, v))
+			}
+		}
+		return fmt.Sprintf("%6.1fs  %s  (%.1f provisioned/s)", p.Elapsed.Seconds(), strings.Join(parts, ", "), p.PerSecond)
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				if term {
+					fmt.Fprintf(w, "\r\033[K%s\n", line())
+				}
+				return
+			case <-t.C:
+				if term {
+					fmt.Fprintf(w, "\r\033[K%s", line())
+				} else {
+					fmt.Fprintln(w, line())
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func printSummary(w io.Writer, r report, deadline time.Duration) {
+	fmt.Fprintf(w, "\n%d of %d devices provisioned in %.2fs (%.1f/s)\n", r.Provisioned, r.Devices, r.ElapsedMS/1000, r.PerSecond)
+	l := r.BootToProvisioned
+	fmt.Fprintf(w, "boot → provisioned: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms\n", l.P50, l.P95, l.P99, l.Max)
+	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d TLS, %d auth, %d request failures\n",
+		r.HellosSent, r.HellosFailed, r.TLSFailures, r.AuthFailures, r.BadRequests)
+	if r.SCS != nil {
+		s := r.SCS
+		fmt.Fprintf(w, "SCS: %d Hellos (%d duplicate, %d unknown, %d dropped), %d sessions, %d provisioned, %d failed\n",
+			s.Hellos, s.Duplicates, s.Unknown, s.Dropped, s.Sessions, s.Provisioned, s.Failed)
+		steps := make([]string, 0, len(s.Failures))
+		for step := range s.Failures {
+			steps = append(steps, step)
+		}
+		sort.Strings(steps)
+		for _, step := range steps {
+			for reason, n := range s.Failures[step] {
+				fmt.Fprintf(w, "  failed at %s: %d × %s\n", step, n, reason)
+			}
+		}
+	}
+	if !r.OK {
+		fmt.Fprintf(w, "NOT all provisioned within %v; not provisioned: %s\n", deadline, strings.Join(r.Unprovisioned, ", "))
+	}
+}
+
+// writeFileAtomic writes through a synced temp file and a rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".amtsim-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err = tmp.Write(b); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	return err
+}
