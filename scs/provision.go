@@ -45,11 +45,11 @@ type Target struct {
 
 // User is a user ACL entry to add.
 type User struct {
-	Name        string // Digest user; empty for a Kerberos-only user
-	Password    string
-	KerberosSID string
-	Access      uint32 // 0 local, 1 network, 2 both
-	Realms      []uint32
+	Name        string   `json:"name,omitempty"` // Digest user; empty for a Kerberos-only user
+	Password    string   `json:"password,omitempty"`
+	KerberosSID string   `json:"kerberos_sid,omitempty"`
+	Access      uint32   `json:"access"` // 0 local, 1 network, 2 both
+	Realms      []uint32 `json:"realms,omitempty"`
 }
 
 // Profile is what the SCS configures.

@@ -36,10 +36,15 @@ Run 'amtsim COMMAND -h' for the flags of a command.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// signalContext ends on SIGINT or SIGTERM: commands stop cleanly.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -53,6 +58,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "fleet":
 		err = cmdFleet(ctx, args[1:], stdout, stderr)
+	case "scs":
+		err = cmdSCS(ctx, args[1:], stdout, stderr)
 	case "mebx":
 		err = cmdMEBx(args[1:], stdout)
 	case "version":

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/scs"
+)
+
+// mainEnv makes the test binary run as the amtsim command itself, so that
+// a test can start `amtsim …` as a process of its own.
+const mainEnv = "AMTSIM_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		ctx, stop := signalContext()
+		code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// The whole flow off the embedded LAN: devices on a TAP in a network
+// namespace; dnsmasq there serving DHCP (option 15) and DNS
+// (ProvisionServer.<domain>); `amtsim scs` there as a process of its own.
+// Every device ends provisioned, and the SCS's database (read after it
+// exits) has each device's new PID/PPS and certificate.
+func TestFleetOnTAPWithSCSProcess(t *testing.T) {
+	netns.Need(t, "dnsmasq", "curl")
+	const (
+		n      = 20
+		seed   = 31
+		domain = "amtsim.test"
+		router = "198.19.253.1"
+	)
+	ns := netns.New(t)
+	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
+	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", router+"/24", "dev", "amt0")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
+	dir := t.TempDir()
+	dnsmasq := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
+		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
+		"--dhcp-range=198.19.253.100,198.19.253.200,255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
+		"--domain="+domain, "--host-record=ProvisionServer."+domain+","+router,
+		// No ping before each offer: a fleet's DISCOVERs arrive at once, and
+		// dnsmasq's 3 s ping checks would hold them up.
+		"--no-ping", "--no-resolv", "--no-hosts", "--log-facility=-")
+	var dnsLog lockedWriter
+	dnsmasq.Stdout, dnsmasq.Stderr = &dnsLog, &dnsLog
+	require.NoError(t, dnsmasq.Start())
+	t.Cleanup(func() { _ = dnsmasq.Process.Kill(); _ = dnsmasq.Wait() })
+
+	// amtsim scs, a process of its own in the namespace.
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dbPath := filepath.Join(dir, "scs.db")
+	scsCmd := ns.Command(self, "scs", "--listen", router+":9971", "--db", dbPath, "--generate", fmt.Sprintf("%d:0:%d", seed, n),
+		"--mebx-password", defaultMEBxPassword, "--domain", domain, "--metrics", "127.0.0.1:9390", "--log-format", "json")
+	scsCmd.Env = append(os.Environ(), mainEnv+"=1")
+	var scsLog lockedWriter
+	scsCmd.Stdout, scsCmd.Stderr = &scsLog, &scsLog
+	require.NoError(t, scsCmd.Start())
+	scsDone := make(chan error, 1)
+	go func() { scsDone <- scsCmd.Wait() }()
+	t.Cleanup(func() {
+		_ = scsCmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("amtsim scs:\n%s\ndnsmasq:\n%s", scsLog.String(), dnsLog.String())
+		}
+	})
+	require.Eventually(t, func() bool { return strings.Contains(scsLog.String(), "scs.listening") }, 20*time.Second, 20*time.Millisecond)
+
+	var tap *nic.TAP
+	require.NoError(t, ns.Do(func() (err error) {
+		tap, err = nic.OpenTAP(nic.TAPOptions{Name: "amt0"})
+		return err
+	}))
+	t.Cleanup(func() { _ = tap.Close() })
+	stacks := nic.NewStacks(nic.StackOptions{})
+	t.Cleanup(stacks.Close)
+	f, err := fleet.New(fleet.Options{Devices: n, Seed: seed, Uplink: tap, Stacks: stacks, Password: defaultMEBxPassword})
+	require.NoError(t, err)
+	t.Cleanup(f.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, f.Start(ctx))
+	require.NoError(t, f.Wait(ctx), "fleet: %+v", f.Summary())
+
+	// The SCS's metrics, scraped from inside the namespace.
+	require.Eventually(t, func() bool {
+		out, err := ns.Exec("curl", "-s", "http://127.0.0.1:9390/metrics")
+		return err == nil && strings.Contains(out, fmt.Sprintf(`amtsim_scs_sessions_total{outcome="provisioned",step=""} %d`, n))
+	}, 30*time.Second, 50*time.Millisecond, "the SCS verified every device")
+	out, err := ns.Exec("curl", "-s", "http://127.0.0.1:9390/metrics")
+	require.NoError(t, err)
+	assert.Contains(t, out, `amtsim_scs_step_duration_seconds_bucket{step="commit"`)
+	assert.Contains(t, out, `amtsim_scs_hellos_total{result="accepted"}`)
+
+	require.NoError(t, scsCmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-scsDone:
+		require.NoError(t, err, "amtsim scs exits 0 on SIGTERM")
+	case <-time.After(20 * time.Second):
+		t.Fatal("amtsim scs did not stop")
+	}
+	db, err := scs.OpenDB(dbPath)
+	require.NoError(t, err)
+	defer db.Close()
+	for i, d := range f.Devices() {
+		st, err := d.Settings()
+		require.NoError(t, err)
+		r, ok := db.Get(st.PID)
+		require.True(t, ok, "device %d's PID %s in the SCS database", i, st.PID)
+		assert.Equal(t, scs.StateProvisioned, r.State)
+		assert.Equal(t, st.PPS, r.PPS)
+		assert.NotEqual(t, f.Identities()[i].PID, st.PID)
+		assert.NotEmpty(t, r.CertSerial)
+		assert.Contains(t, r.Addr, "198.19.253.", "leased from dnsmasq")
+	}
+	assert.Contains(t, dnsLog.String(), "DHCPACK(amt0)")
+}
+
+// lockedWriter collects a child process's output safely.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
