@@ -453,18 +453,31 @@ var errFlashWorn = errors.New("flash write limit exceeded")
 func KeyPool(size int) func() (*rsa.PrivateKey, error) {
 	var mu sync.Mutex
 	keys := make([]*rsa.PrivateKey, 0, size)
-	next := 0
+	making, next := 0, 0
 	return func() (*rsa.PrivateKey, error) {
 		mu.Lock()
-		defer mu.Unlock()
-		if len(keys) < size {
+		if len(keys)+making < size {
+			// Made outside the lock, so that callers may fill the pool in
+			// parallel.
+			making++
+			mu.Unlock()
 			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			mu.Lock()
+			defer mu.Unlock()
+			making--
 			if err != nil {
 				return nil, err
 			}
 			keys = append(keys, k)
 			return k, nil
 		}
+		if len(keys) == 0 {
+			// Every slot is being made by another caller: make one more
+			// rather than wait.
+			mu.Unlock()
+			return rsa.GenerateKey(rand.Reader, 2048)
+		}
+		defer mu.Unlock()
 		k := keys[next%len(keys)]
 		next++
 		return k, nil

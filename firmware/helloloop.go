@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime/pprof"
 	"time"
 
 	"github.com/amtsim/amtsim/clock"
@@ -54,8 +55,13 @@ func (d *Device) holdHello(hold bool) {
 	}
 }
 
-// helloSlot is one due Hello: find the SCS, send, arm the next.
+// helloSlot is one due Hello: find the SCS, send, arm the next. It runs
+// under the device's profile label (see accept).
 func (d *Device) helloSlot() {
+	pprof.Do(context.Background(), deviceLabel, func(context.Context) { d.helloSlotLabeled() })
+}
+
+func (d *Device) helloSlotLabeled() {
 	d.mu.Lock()
 	if !d.on || !d.helloOn {
 		d.mu.Unlock()

@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -17,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	pprofile "github.com/google/pprof/profile"
 
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
@@ -132,7 +129,7 @@ func provisionFleet(b *testing.B, n int) {
 	if path := os.Getenv("AMTSIM_PROVISION_PROFILE"); path != "" {
 		_ = os.WriteFile(path, prof.Bytes(), 0o644)
 	}
-	bySide, err := cpuByLabel(&prof, "amtsim")
+	bySide, err := measure.CPUByLabel(prof.Bytes(), "amtsim")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -148,31 +145,4 @@ func provisionFleet(b *testing.B, n int) {
 		}
 		d.PowerOff()
 	}
-}
-
-// cpuByLabel sums a CPU profile's samples by the value of one label ("" for
-// samples without it).
-func cpuByLabel(r *bytes.Buffer, key string) (map[string]time.Duration, error) {
-	p, err := pprofile.Parse(r)
-	if err != nil {
-		return nil, fmt.Errorf("parse CPU profile: %w", err)
-	}
-	idx := -1
-	for i, st := range p.SampleType {
-		if st.Type == "cpu" {
-			idx = i
-		}
-	}
-	if idx < 0 {
-		return nil, fmt.Errorf("CPU profile without a cpu sample type")
-	}
-	out := map[string]time.Duration{}
-	for _, s := range p.Sample {
-		v := ""
-		if l := s.Label[key]; len(l) > 0 {
-			v = l[0]
-		}
-		out[v] += time.Duration(s.Value[idx])
-	}
-	return out, nil
 }

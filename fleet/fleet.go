@@ -38,7 +38,8 @@ type Options struct {
 	// department's USB key: password changed, PID/PPS entered).
 	Password string
 	// KeyPool is how many RSA keys GenerateKeyPair hands out across the
-	// fleet (firmware.KeyPool; default 8); -1 makes a fresh key each time.
+	// fleet (firmware.KeyPool; default 2), made when the fleet is; -1 makes
+	// a fresh key each time, as one real device does.
 	KeyPool int
 	Clock   clock.Clock
 	// Schedule is the Hello schedule (zero: the firmware default).
@@ -89,7 +90,7 @@ func New(o Options) (*Fleet, error) {
 		return nil, errors.New("fleet: an Uplink and Stacks are required")
 	}
 	if o.KeyPool == 0 {
-		o.KeyPool = 8
+		o.KeyPool = 2
 	}
 	if err := mebx.CheckPassword(o.Password); err != nil {
 		return nil, fmt.Errorf("fleet: MEBx password: %w", err)
@@ -100,6 +101,16 @@ func New(o Options) (*Fleet, error) {
 	}
 	f.count(StateOff).Store(int64(o.Devices))
 	pool := firmware.KeyPool(max(o.KeyPool, 1))
+	if o.KeyPool > 0 {
+		// Made now, in parallel: key generation is the fleet's set-up, not
+		// a cost of any one provisioning.
+		var wg sync.WaitGroup
+		for range o.KeyPool {
+			wg.Add(1)
+			go func() { defer wg.Done(); _, _ = pool() }()
+		}
+		wg.Wait()
+	}
 	for i := range o.Devices {
 		id, err := identity.Of(o.Seed, o.Shard, i)
 		if err != nil {

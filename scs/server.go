@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -176,7 +177,7 @@ func (s *Server) Start(ctx context.Context) {
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	for range s.o.Workers {
 		s.wg.Add(1)
-		go s.worker()
+		go pprof.Do(context.Background(), scsLabel, func(context.Context) { s.worker() })
 	}
 	pending := 0
 	for _, r := range s.o.DB.All() {
@@ -220,7 +221,13 @@ func (s *Server) Stop() {
 
 // HandleConn reads the Hello on one accepted connection (for listeners
 // that hand out connections, like nic.Host.Listen).
-func (s *Server) HandleConn(c net.Conn) { s.rx.ServeConn(c) }
+func (s *Server) HandleConn(c net.Conn) {
+	pprof.Do(context.Background(), scsLabel, func(context.Context) { s.rx.ServeConn(c) })
+}
+
+// scsLabel marks the SCS's goroutines in CPU profiles, so that a process
+// running devices and the SCS together can tell their costs apart.
+var scsLabel = pprof.Labels("amtsim", "scs")
 
 // Serve reads Hellos from ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.rx.Serve(ctx, ln) }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/google/pprof/profile"
 )
 
 // HeapAfterGC returns the live heap once garbage has been collected.
@@ -58,4 +60,32 @@ func ProcessCPUTime(pid int) (time.Duration, error) {
 	}
 	const userHZ = 100
 	return time.Duration(ut+st) * time.Second / userHZ, nil
+}
+
+// CPUByLabel sums a CPU profile's samples (pprof format, as
+// runtime/pprof.StartCPUProfile writes) by the value of one label; samples
+// without it add up under "".
+func CPUByLabel(prof []byte, key string) (map[string]time.Duration, error) {
+	p, err := profile.ParseData(prof)
+	if err != nil {
+		return nil, fmt.Errorf("measure: parse CPU profile: %w", err)
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return nil, errors.New("measure: CPU profile without a cpu sample type")
+	}
+	out := map[string]time.Duration{}
+	for _, s := range p.Sample {
+		v := ""
+		if l := s.Label[key]; len(l) > 0 {
+			v = l[0]
+		}
+		out[v] += time.Duration(s.Value[idx])
+	}
+	return out, nil
 }

@@ -1,8 +1,11 @@
 package measure
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -31,4 +34,23 @@ func TestProcessCPUTime(t *testing.T) {
 
 	_, err = ProcessCPUTime(os.Getpid() + 1<<22)
 	assert.Error(t, err, "no such process")
+}
+
+// Work done under a label is counted under it, apart from the rest.
+func TestCPUByLabel(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, pprof.StartCPUProfile(&buf))
+	spin := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+		}
+	}
+	pprof.Do(context.Background(), pprof.Labels("side", "a"), func(context.Context) { spin(300 * time.Millisecond) })
+	spin(100 * time.Millisecond)
+	pprof.StopCPUProfile()
+	by, err := CPUByLabel(buf.Bytes(), "side")
+	require.NoError(t, err)
+	assert.Greater(t, by["a"], 150*time.Millisecond)
+	assert.Greater(t, by["a"], by[""], "three times the work under the label")
+	_, err = CPUByLabel([]byte("not a profile"), "side")
+	assert.Error(t, err)
 }

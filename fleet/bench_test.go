@@ -1,0 +1,78 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"github.com/amtsim/amtsim/internal/measure"
+)
+
+// BenchmarkFleetProvisioning runs the embedded default at 1k devices:
+// power-on, DHCP, DNS, Hello, and provisioning by the reference SCS (TLS-PSK,
+// the whole transaction, a CA-signed certificate for a device-generated key
+// from the fleet's key pool, commit, verification over certificate TLS).
+// It reports provisionings/s (wall, from the first power-on to the last
+// record) and CPU per provisioning split by profile labels: "device" (the
+// devices' AMT connections and Hello slots), "scs" (the SCS's workers and
+// Hello intake), and "other" (the shared netstack, the LAN with its DHCP and
+// DNS servers, the devices' DHCP clients, the Go runtime).
+func BenchmarkFleetProvisioning(b *testing.B) {
+	for _, n := range []int{1000} {
+		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
+			for range b.N {
+				fleetRun(b, n)
+			}
+		})
+	}
+}
+
+func fleetRun(b *testing.B, n int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	var prof bytes.Buffer
+	if err := pprof.StartCPUProfile(&prof); err != nil {
+		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
+	}
+	cpu0 := measure.CPUTime()
+	start := time.Now()
+	if err := e.Fleet.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer wcancel()
+	err = e.Wait(wctx)
+	wall := time.Since(start)
+	cpu := measure.CPUTime() - cpu0
+	pprof.StopCPUProfile()
+	if err != nil {
+		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+	}
+	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
+		_ = os.WriteFile(path, prof.Bytes(), 0o644) // for go tool pprof
+	}
+	by, err := measure.CPUByLabel(prof.Bytes(), "amtsim")
+	if err != nil {
+		b.Fatal(err)
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
+	b.ReportMetric(per(cpu), "cpu-µs/prov")
+	b.ReportMetric(per(by["device"]), "device-cpu-µs/prov")
+	b.ReportMetric(per(by["scs"]), "scs-cpu-µs/prov")
+	b.ReportMetric(per(by[""]), "other-cpu-µs/prov")
+	if by["scs"] > 0 {
+		b.ReportMetric(float64(by["device"])/float64(by["scs"])*100, "device/scs-%")
+	}
+	s := e.Fleet.Summary()
+	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
+}
