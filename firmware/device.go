@@ -263,7 +263,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
 	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
-		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true, MEFilter: true})
+		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true, MEFilter: true, OwnARP: true})
 	if err != nil {
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}

@@ -71,6 +71,10 @@ type Options struct {
 	MEFilter bool
 	// MEPorts are the UDP ports the filter passes; default 68 (DHCP client).
 	MEPorts []uint16
+	// OwnARP makes the NIC answer and resolve ARP itself with a small table
+	// (arp.go) instead of gVisor's per-NIC neighbor table; for devices,
+	// which talk to a few peers. The NIC's Host tells it its address.
+	OwnARP bool
 }
 
 // Counters are the NIC's frame statistics.
@@ -84,6 +88,7 @@ type Counters struct {
 	RxFiltered                 atomic.Uint64 // unicast for another MAC, broadcasts the ME filter refused
 	RxMalformed                atomic.Uint64 // shorter than an Ethernet header
 	RxRaw                      atomic.Uint64 // taken by the raw handler
+	ARPFailures                atomic.Uint64 // next hops that never answered (OwnARP)
 	TxDuplicates, RxDuplicates atomic.Uint64 // extra copies made by impairment
 }
 
@@ -107,6 +112,8 @@ type NIC struct {
 	meFilter  bool
 	mePorts   []uint16
 	filter    atomic.Pointer[BroadcastFilter]
+	ownARP    bool
+	arp       arpTable
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -134,6 +141,7 @@ func New(o Options) (*NIC, error) {
 		mac:       tcpip.LinkAddress(o.MAC),
 		pciDevice: o.PCIDevice,
 		capture:   o.Capture,
+		ownARP:    o.OwnARP,
 	}
 	if n.pciDevice == 0 {
 		n.pciDevice = PCIDevice82566DM
@@ -303,6 +311,9 @@ func (n *NIC) receive(frame []byte) {
 		n.Stats.RxRaw.Add(1)
 		return
 	}
+	if n.ownARP && n.handleARP(frame) {
+		return
+	}
 	n.mu.RLock()
 	d := n.dispatcher
 	n.mu.RUnlock()
@@ -366,7 +377,26 @@ func (n *NIC) SetLinkAddress(tcpip.LinkAddress) {}
 
 // Capabilities implements stack.LinkEndpoint.
 func (n *NIC) Capabilities() stack.LinkEndpointCapabilities {
+	if n.ownARP {
+		return 0 // arp.go resolves
+	}
 	return stack.CapabilityResolutionRequired
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	if a.BitLen() != 32 {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(a.As4())
+}
+
+func tcpipLink(mac [6]byte) tcpip.LinkAddress { return tcpip.LinkAddress(mac[:]) }
+
+// setIPv4 tells the NIC its address, for OwnARP.
+func (n *NIC) setIPv4(a netip.Addr) {
+	if n.ownARP {
+		n.arp.setOwn(a)
+	}
 }
 
 // Attach implements stack.LinkEndpoint.
@@ -420,6 +450,17 @@ func (n *NIC) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		frame := make([]byte, 0, max(pkt.Size(), minFrame))
 		for _, s := range pkt.AsSlices() {
 			frame = append(frame, s...)
+		}
+		if n.ownARP && pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+			hop, ok := nextHop(frame, addrOf(pkt.EgressRoute.NextHop))
+			if !ok {
+				sent++
+				continue
+			}
+			if !n.resolve(frame, hop) {
+				sent++ // held until the next hop answers
+				continue
+			}
 		}
 		if err := n.transmit(frame); err != nil {
 			if sent == 0 {

@@ -188,6 +188,7 @@ func (h *Host) SetAddress(addr netip.Prefix, gateway netip.Addr) error {
 	}
 	h.addr, h.gateway = addr, gateway
 	h.nic.SetFilterAddrs(addr.Addr())
+	h.nic.setIPv4(addr.Addr())
 	return nil
 }
 
@@ -206,6 +207,7 @@ func (h *Host) clearLocked() {
 	h.s.RemoveRoutes(func(r tcpip.Route) bool { return r.NIC == h.id })
 	h.addr, h.gateway = netip.Prefix{}, netip.Addr{}
 	h.nic.SetFilterAddrs()
+	h.nic.setIPv4(netip.Addr{})
 }
 
 // SetNeighbor pins addr to mac in the host's ARP table. gVisor keeps at

@@ -200,10 +200,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		pending[d.ID()] = true
 		byUUID[id.UUID] = d.ID()
 		mu.Unlock()
+		devs = append(devs, d)
+	}
+	// Every device is pending before the first powers on: a quick first
+	// Hello must not find the set empty and end the run.
+	for _, d := range devs {
 		if err := d.PowerOn(ctx); err != nil {
 			return err
 		}
-		devs = append(devs, d)
 	}
 
 	if *until == "hello" {
