@@ -16,7 +16,8 @@ import (
 // embedded segment, a place on a gVisor stack, a static address with routes,
 // and listeners on 16992 and 16993. It reports heap bytes and goroutines per
 // device: stacks shared by up to nic.DefaultNICsPerStack NICs (the default),
-// one stack for every NIC, and a stack per device.
+// one stack for every NIC, and a stack per device. Device NICs filter
+// broadcasts and do their own ARP, as firmware.Device makes them.
 func BenchmarkIdleDevice(b *testing.B) {
 	for _, mode := range []struct {
 		name     string
@@ -52,7 +53,7 @@ func idleFleet(b *testing.B, n, perStack int) (bytesPerDevice, goroutinesPerDevi
 		if err != nil {
 			b.Fatal(err)
 		}
-		c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: seg})
+		c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: seg, MEFilter: true, OwnARP: true})
 		if err != nil {
 			b.Fatal(err)
 		}
