@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -211,9 +212,17 @@ func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
 			}
 		}
 		id = fmt.Sprintf("Intel(r) AMT Key: Handle: %d", nextHandle(len(m.AMT.Keys), func(i int) string { return m.AMT.Keys[i].ID }, "Intel(r) AMT Key: Handle: %d"))
-		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: der})
+		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: der, Public: x509.MarshalPKCS1PublicKey(&k.PublicKey)})
 		return ptstatus.Success
 	})
+	if st == ptstatus.Success {
+		s.mu.Lock()
+		if s.keys == nil {
+			s.keys = make(map[string]*rsa.PrivateKey, 1)
+		}
+		s.keys[id] = k
+		s.mu.Unlock()
+	}
 	return id, st
 }
 
@@ -352,6 +361,7 @@ func (s *session) CommitChanges() ptstatus.Code {
 	}
 	s.staged, s.committed, s.over = nil, true, true
 	s.after = s.d.rearm
+	s.d.primeTLS(&next, s.keys)
 	s.d.emit("provisioned", "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
 		"changes", s.changes)
 	return ptstatus.Success
@@ -415,8 +425,9 @@ func parseRSAKey(der []byte) (*rsa.PrivateKey, error) {
 	return rk, nil
 }
 
-// certKey finds the held private key that matches a certificate.
-func certKey(a *mebx.AMTSettings, certDER []byte) (*rsa.PrivateKey, error) {
+// certKey finds the held key pair that matches a certificate, by public
+// key; the private key stays unparsed.
+func certKey(a *mebx.AMTSettings, certDER []byte) (*mebx.KeyPair, error) {
 	c, err := x509.ParseCertificate(certDER)
 	if err != nil {
 		return nil, err
@@ -425,13 +436,48 @@ func certKey(a *mebx.AMTSettings, certDER []byte) (*rsa.PrivateKey, error) {
 	if !ok {
 		return nil, errors.New("certificate key is not RSA")
 	}
-	for _, kp := range a.Keys {
-		k, err := parseRSAKey(kp.DER)
-		if err == nil && k.PublicKey.Equal(pub) {
-			return k, nil
+	want := x509.MarshalPKCS1PublicKey(pub)
+	for i := range a.Keys {
+		if bytes.Equal(publicOf(&a.Keys[i]), want) {
+			return &a.Keys[i], nil
 		}
 	}
 	return nil, errors.New("no held key matches the certificate")
+}
+
+// publicOf is a held key's PKCS#1 public key (parsed from the private key
+// for stores written before it was kept).
+func publicOf(kp *mebx.KeyPair) []byte {
+	if kp.Public != nil {
+		return kp.Public
+	}
+	k, err := parseRSAKey(kp.DER)
+	if err != nil {
+		return nil
+	}
+	return x509.MarshalPKCS1PublicKey(&k.PublicKey)
+}
+
+// primeTLS builds the certificate 16993 will serve from a key this session
+// already holds parsed, sparing the first handshake a key parse.
+func (d *Device) primeTLS(s *mebx.Settings, keys map[string]*rsa.PrivateKey) {
+	if !s.AMT.TLSEnabled || len(keys) == 0 {
+		return
+	}
+	for _, c := range s.AMT.Certs {
+		if c.ID != s.AMT.TLSCert {
+			continue
+		}
+		kp, err := certKey(&s.AMT, c.DER)
+		if err != nil || keys[kp.ID] == nil {
+			return
+		}
+		cert := tls.Certificate{Certificate: [][]byte{c.DER}, PrivateKey: keys[kp.ID]}
+		d.mu.Lock()
+		d.tlsCert, d.tlsCertID = &cert, c.ID
+		d.mu.Unlock()
+		return
+	}
 }
 
 // newKey makes a key pair: from Options.KeyPairs when set, else a fresh

@@ -485,7 +485,9 @@ func (d *Device) rearm() {
 		return
 	}
 	h, s := d.host, d.settings
-	d.tlsCert, d.tlsCertID = nil, ""
+	if d.tlsCertID != s.AMT.TLSCert || !s.AMT.TLSEnabled {
+		d.tlsCert, d.tlsCertID = nil, ""
+	}
 	d.mu.Unlock()
 	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
 		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))

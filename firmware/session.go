@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"crypto/md5"
+	"crypto/rsa"
 	"encoding/hex"
 	"strings"
 	"sync"
@@ -31,8 +32,9 @@ type session struct {
 	committed bool
 	holding   bool // counted in d.sessions: holds the Hello loop
 	ws        *wsman.Server
-	after     func() // runs once the connection is done (re-arming the ports)
-	over      bool   // committed or unprovisioned: serve no more requests
+	keys      map[string]*rsa.PrivateKey // parsed keys added this session, by InstanceID
+	after     func()                     // runs once the connection is done (re-arming the ports)
+	over      bool                       // committed or unprovisioned: serve no more requests
 }
 
 // view is what this session sees: its staged settings, or the device's.

@@ -112,7 +112,11 @@ func (d *Device) tlsCertificate(s *mebx.Settings) (tls.Certificate, error) {
 		if c.ID != s.AMT.TLSCert {
 			continue
 		}
-		k, err := certKey(&s.AMT, c.DER)
+		kp, err := certKey(&s.AMT, c.DER)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		k, err := parseRSAKey(kp.DER)
 		if err != nil {
 			return tls.Certificate{}, err
 		}

@@ -365,12 +365,12 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 		return out, nil
 	case wsman.PublicPrivateKeyPair:
 		var out []*wsman.Instance
-		for _, kp := range v.AMT.Keys {
-			k, err := parseRSAKey(kp.DER)
-			if err != nil {
+		for i := range v.AMT.Keys {
+			kp := &v.AMT.Keys[i]
+			pub := publicOf(kp)
+			if pub == nil {
 				continue
 			}
-			pub := x509.MarshalPKCS1PublicKey(&k.PublicKey)
 			out = append(out, wsman.NewInstance(uri).Set("DERKey", base64.StdEncoding.EncodeToString(pub)).
 				Set("ElementName", "Intel(r) AMT Key").Set("InstanceID", kp.ID))
 		}

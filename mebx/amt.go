@@ -60,6 +60,9 @@ type ACLEntry struct {
 type KeyPair struct {
 	ID  string `json:"id"`
 	DER []byte `json:"der"` // PKCS#8 private key
+	// Public is the PKCS#1 public key, kept beside the private one so that
+	// listing keys and matching certificates need not parse private keys.
+	Public []byte `json:"public,omitempty"`
 }
 
 // Certificate is an X.509 certificate AMT holds, by InstanceID.
