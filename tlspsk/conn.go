@@ -118,6 +118,8 @@ type Conn struct {
 	out      halfConn
 	writeMu  sync.Mutex
 	writeErr error
+	outBuf   []byte // sealed records not yet written
+	corked   bool   // hold records until uncorked (a client's second flight)
 	closed   bool
 }
 
@@ -176,13 +178,16 @@ func (c *Conn) sendAlert(level uint8, a alert) {
 	if c.writeErr != nil {
 		return
 	}
-	_ = c.writeRecordLocked(recordAlert, []byte{level, byte(a)})
+	if c.writeRecordLocked(recordAlert, []byte{level, byte(a)}) == nil {
+		_ = c.flushLocked()
+	}
 	if level == alertLevelError {
 		c.writeErr = errors.New("tlspsk: connection failed")
 	}
 }
 
-// writeRecordLocked protects and sends one record of at most maxPlaintext.
+// writeRecordLocked protects one record of at most maxPlaintext and adds
+// it to what the next flush sends.
 func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 	rec, err := c.out.seal(typ, payload, c.cfg.rand())
 	if err != nil {
@@ -192,31 +197,66 @@ func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 		// Before a version is agreed, records say TLS 1.0 (RFC 5246 E.1).
 		rec[1], rec[2] = 3, 1
 	}
-	_, err = c.conn.Write(rec)
+	c.outBuf = append(c.outBuf, rec...)
+	return nil
+}
+
+// setCork holds records back (on) until the next write after it is turned
+// off, so that several messages leave as one flight.
+func (c *Conn) setCork(on bool) {
+	c.writeMu.Lock()
+	c.corked = on
+	c.writeMu.Unlock()
+}
+
+// flushLocked sends the records written since the last flush in one write:
+// a flight (ChangeCipherSpec with its Finished) or a 1/n-1 pair leaves as
+// one segment, as TLS stacks send them.
+func (c *Conn) flushLocked() error {
+	if len(c.outBuf) == 0 {
+		return nil
+	}
+	_, err := c.conn.Write(c.outBuf)
+	c.outBuf = c.outBuf[:0]
 	return err
 }
 
 // writeRecord sends data as records of type typ, fragmenting as needed.
+// A ChangeCipherSpec waits for the Finished that follows it.
 func (c *Conn) writeRecord(typ uint8, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if c.writeErr != nil {
 		return c.writeErr
 	}
+	if err := c.sealAllLocked(typ, data); err != nil {
+		c.writeErr = err
+		return err
+	}
+	if typ == recordChangeCipherSpec || c.corked {
+		return nil
+	}
+	if err := c.flushLocked(); err != nil {
+		c.writeErr = err
+		return err
+	}
+	return nil
+}
+
+// sealAllLocked protects data as records of type typ.
+func (c *Conn) sealAllLocked(typ uint8, data []byte) error {
 	for len(data) > 0 {
 		n := min(len(data), maxPlaintext)
 		if typ == recordApplicationData && c.out.version == VersionTLS10 && c.out.block != nil && n > 1 {
 			// 1/n-1 split: the first byte alone, so that the IV of the
 			// rest is not predictable (the BEAST countermeasure).
 			if err := c.writeRecordLocked(typ, data[:1]); err != nil {
-				c.writeErr = err
 				return err
 			}
 			data = data[1:]
 			n = min(len(data), maxPlaintext)
 		}
 		if err := c.writeRecordLocked(typ, data[:n]); err != nil {
-			c.writeErr = err
 			return err
 		}
 		data = data[n:]
@@ -373,7 +413,9 @@ func (c *Conn) Close() error {
 	failed := c.writeErr != nil
 	if !c.closed && c.writeErr == nil && c.out.s != nil {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_ = c.writeRecordLocked(recordAlert, []byte{alertLevelWarning, byte(alertCloseNotify)})
+		if c.writeRecordLocked(recordAlert, []byte{alertLevelWarning, byte(alertCloseNotify)}) == nil {
+			_ = c.flushLocked()
+		}
 	}
 	c.closed = true
 	c.writeMu.Unlock()

@@ -79,6 +79,8 @@ func (c *Conn) clientHandshake() error {
 
 	cke := (&pskMsg{typ: typeClientKeyExchange, identity: []byte(cfg.Identity)}).marshal()
 	transcript = append(transcript, cke...)
+	// ClientKeyExchange, ChangeCipherSpec and Finished leave as one flight.
+	c.setCork(true)
 	if err := c.writeRecord(recordHandshake, cke); err != nil {
 		return c.peerAlert(err)
 	}
@@ -88,6 +90,7 @@ func (c *Conn) clientHandshake() error {
 	}
 	fin := finishedMsg{verifyData: finished(version, s, master, transcript, "client finished")}
 	transcript = append(transcript, fin.marshal()...)
+	c.setCork(false)
 	if err := c.writeRecord(recordHandshake, fin.marshal()); err != nil {
 		return c.peerAlert(err)
 	}
