@@ -67,6 +67,9 @@ func Encode(p Packet) ([]byte, error) {
 // UDP to port 67 or 68 give ErrNotDHCP; DHCP frames that cannot be read give
 // an error wrapping ErrMalformed.
 func Decode(frame []byte) (p Packet, err error) {
+	if !maybeDHCP(frame) {
+		return Packet{}, ErrNotDHCP
+	}
 	// gopacket's decoders are not all hardened against hostile bytes; a
 	// panic in one is a malformed frame, not a dead device.
 	defer func() {
@@ -187,4 +190,20 @@ func Addrs(as ...netip.Addr) []byte {
 		b = append(b, a.AsSlice()...)
 	}
 	return b
+}
+
+// maybeDHCP is a cheap look at the headers (IPv4, UDP, a DHCP port) so
+// that the frames of every other conversation skip the full decode: the
+// client sees each frame its device receives.
+func maybeDHCP(frame []byte) bool {
+	const eth = 14
+	if len(frame) < eth+20+8 || frame[12] != 0x08 || frame[13] != 0x00 {
+		return false
+	}
+	ihl := int(frame[eth]&0x0f) * 4
+	if frame[eth]>>4 != 4 || ihl < 20 || frame[eth+9] != 17 || len(frame) < eth+ihl+8 {
+		return false
+	}
+	dst := uint16(frame[eth+ihl+2])<<8 | uint16(frame[eth+ihl+3])
+	return dst == ClientPort || dst == ServerPort
 }

@@ -171,6 +171,12 @@ func readBody(req *http.Request) ([]byte, error) {
 	if req.Body == nil {
 		return nil, nil
 	}
+	if n := req.ContentLength; n >= 0 && n <= wsman.MaxEnvelopeSize {
+		// The usual case: read the announced length into one buffer.
+		b := make([]byte, n)
+		_, err := io.ReadFull(req.Body, b)
+		return b, err
+	}
 	b, err := io.ReadAll(io.LimitReader(req.Body, wsman.MaxEnvelopeSize+1))
 	if err != nil {
 		return nil, err

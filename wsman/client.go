@@ -38,7 +38,13 @@ func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]stri
 		return nil, fmt.Errorf("wsman: %s %s: %w", ClassName(action), ClassName(uri), err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxEnvelopeSize+1))
+	var b []byte
+	if n := resp.ContentLength; n >= 0 && n <= MaxEnvelopeSize {
+		b = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(resp.Body, MaxEnvelopeSize+1))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("wsman: %s %s: reading the answer: %w", ClassName(action), ClassName(uri), err)
 	}
