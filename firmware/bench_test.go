@@ -41,29 +41,14 @@ func BenchmarkHelloingDevices(b *testing.B) {
 
 func helloFleet(b *testing.B, n int) {
 	b.Helper()
-	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer netw.Close()
-	var hellos atomic.Int64
-	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }})
-	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
-		b.Fatal(err)
-	}
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
+	netw, _, stacks, hellos := benchLAN(b)
 
 	before := measure.HeapAfterGC()
 	g0 := runtime.NumGoroutine()
 	start := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs, _ := bootSetupFleet(ctx, b, netw, stacks, 3, n, &hellos)
+	devs, _ := bootSetupFleet(ctx, b, netw, stacks, 3, n, hellos)
 	boot := time.Since(start)
 
 	after := measure.HeapAfterGC()
@@ -81,7 +66,7 @@ func helloFleet(b *testing.B, n int) {
 		}
 		d.mu.Unlock()
 	}
-	waitFor(b, &hellos, int64(2*n), time.Minute, devs, netw)
+	waitFor(b, hellos, int64(2*n), time.Minute, devs, netw)
 	b.ReportMetric(float64((measure.CPUTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
 
 	var failed uint64
@@ -95,6 +80,29 @@ func helloFleet(b *testing.B, n int) {
 }
 
 const bootBatch = 500
+
+// benchLAN starts the embedded LAN with a Hello counter at the SCS address
+// (the host it returns) and stacks for the devices; all stop with b.
+func benchLAN(b *testing.B) (*lan.Network, *nic.Host, *nic.Stacks, *atomic.Int64) {
+	b.Helper()
+	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(netw.Close)
+	hellos := new(atomic.Int64)
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }})
+	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
+		b.Fatal(err)
+	}
+	stacks := nic.NewStacks(nic.StackOptions{})
+	b.Cleanup(stacks.Close)
+	return netw, srv, stacks, hellos
+}
 
 // bootSetupFleet powers on n devices in setup mode with identities from
 // (seed, 0, i), in batches of bootBatch, each batch once its Hellos have

@@ -1,7 +1,6 @@
 package firmware
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,26 +18,9 @@ import (
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/nic"
 )
-
-// lockedBuffer collects a child process's output safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The device against real peers: dnsmasq in a network namespace serves
 // DHCP (with option 15) and DNS on the TAP; the device, on that TAP, leases
@@ -58,7 +39,7 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
 
 	dir := t.TempDir()
-	var dnsmasqLog lockedBuffer
+	var dnsmasqLog syncbuf.Buffer
 	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
 		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
 		"--dhcp-range=198.19.251.100,198.19.251.150,255.255.255.0,1h",

@@ -17,12 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/measure"
-	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
-	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/scs"
 )
 
@@ -44,25 +41,10 @@ func BenchmarkProvisioning(b *testing.B) {
 }
 
 func provisionFleet(b *testing.B, n int) {
-	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer netw.Close()
-	var hellos atomic.Int64
-	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }})
-	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
-		b.Fatal(err)
-	}
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
+	netw, srv, stacks, hellos := benchLAN(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 4, n, &hellos)
+	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 4, n, hellos)
 
 	// The SCS's material: a CA, and one device key (AddKey) so that key
 	// generation, which the SCS may do ahead of time, stays out of the

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/atomicfile"
 )
 
 // Record states.
@@ -166,30 +166,8 @@ func (db *DB) compact() error {
 		buf.Write(line)
 		buf.WriteByte('\n')
 	}
-	dir := filepath.Dir(db.path)
-	tmp, err := os.CreateTemp(dir, ".scsdb-*")
-	if err != nil {
+	if err := atomicfile.Write(db.path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("scs: compact database: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o600)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), db.path)
-	}
-	if err != nil {
-		return fmt.Errorf("scs: compact database: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/internal/syncbuf"
 )
 
 // tamperProxy relays one TCP connection to target and flips one bit in the
@@ -138,7 +140,7 @@ func TestRenegotiationRefusedAgainstOpenSSL(t *testing.T) {
 		"-cipher", "PSK-AES128-CBC-SHA@SECLEVEL=0", "-psk", hex.EncodeToString(AMTKey(testPPS)), "-psk_identity", testPID)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	var out syncBuilder
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
@@ -165,25 +167,6 @@ func TestRenegotiationRefusedAgainstOpenSSL(t *testing.T) {
 	assert.Equal(t, 1, handshakes, "only the first handshake looked up a key")
 }
 
-// syncBuilder is a strings.Builder safe for a process writing while the
-// test reads.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The other way: s_server sends a HelloRequest ("r" on its console); our
 // client refuses with no_renegotiation and does not start a handshake.
 func TestHelloRequestRefusedAgainstOpenSSL(t *testing.T) {
@@ -196,7 +179,7 @@ func TestHelloRequestRefusedAgainstOpenSSL(t *testing.T) {
 		"-cipher", "PSK-AES128-GCM-SHA256@SECLEVEL=0", "-psk", hex.EncodeToString(AMTKey(testPPS)), "-psk_hint", testPID)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	var out syncBuilder
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })

@@ -7,9 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +16,7 @@ import (
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/internal/atomicfile"
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/scs"
 )
@@ -70,14 +69,9 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *scale <= 0 {
 		return usageError{"fleet: --time-scale must be positive"}
 	}
-	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stdout, nil)
-	case "json":
-		handler = slog.NewJSONHandler(stdout, nil)
-	default:
-		return usageError{fmt.Sprintf("fleet: --log-format %q (want text or json)", *logFormat)}
+	handler, err := logHandler("fleet", *logFormat, stdout)
+	if err != nil {
+		return err
 	}
 	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale)}
 	stepsSet := false
@@ -127,12 +121,9 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dctx, cancel := context.WithTimeout(ctx, *deadline)
 	defer cancel()
 	stopProgress := showProgress(stdout, f, *events)
-	startErr := f.Start(dctx)
-	var err error
-	if startErr == nil {
+	err = f.Start(dctx)
+	if err == nil {
 		err = wait(dctx)
-	} else {
-		err = startErr
 	}
 	stopProgress()
 
@@ -146,7 +137,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *reportPath != "" {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr == nil {
-			jerr = writeFileAtomic(*reportPath, append(b, '\n'))
+			jerr = atomicfile.Write(*reportPath, append(b, '\n'), 0o644)
 		}
 		if jerr != nil {
 			return fmt.Errorf("fleet: report: %w", jerr)
@@ -288,23 +279,4 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 	if !r.OK {
 		fmt.Fprintf(w, "NOT all provisioned within %v; not provisioned: %s\n", deadline, strings.Join(r.Unprovisioned, ", "))
 	}
-}
-
-// writeFileAtomic writes through a synced temp file and a rename.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".amtsim-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err = tmp.Write(b); err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	return err
 }

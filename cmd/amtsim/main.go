@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -123,4 +124,15 @@ func version() string {
 		}
 	}
 	return strings.TrimSpace("amtsim " + v + " — Dell OptiPlex 960, Intel 82566DM, Intel AMT 5.0")
+}
+
+// logHandler is the slog handler --log-format names: text or json.
+func logHandler(cmd, format string, w io.Writer) (slog.Handler, error) {
+	switch format {
+	case "text":
+		return slog.NewTextHandler(w, nil), nil
+	case "json":
+		return slog.NewJSONHandler(w, nil), nil
+	}
+	return nil, usageError{fmt.Sprintf("%s: --log-format %q (want text or json)", cmd, format)}
 }

@@ -55,14 +55,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *scale <= 0 {
 		return usageError{"run: --time-scale must be positive"}
 	}
-	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stdout, nil)
-	case "json":
-		handler = slog.NewJSONHandler(stdout, nil)
-	default:
-		return usageError{fmt.Sprintf("run: --log-format %q (want text or json)", *logFormat)}
+	handler, err := logHandler("run", *logFormat, stdout)
+	if err != nil {
+		return err
 	}
 	clk := clock.Scaled(*scale)
 	// Records carry the devices' clock time, so that under --time-scale the

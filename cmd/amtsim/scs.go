@@ -63,14 +63,9 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *dbPath == "" {
 		return usageError{"scs: --db is required"}
 	}
-	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stdout, nil)
-	case "json":
-		handler = slog.NewJSONHandler(stdout, nil)
-	default:
-		return usageError{fmt.Sprintf("scs: --log-format %q (want text or json)", *logFormat)}
+	handler, err := logHandler("scs", *logFormat, stdout)
+	if err != nil {
+		return err
 	}
 	profile := fleet.DefaultProfile(*domain)
 	if *profilePath != "" {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/amtsim/amtsim/fleet"
 	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/scs"
 )
@@ -61,7 +61,7 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 		// No ping before each offer: a fleet's DISCOVERs arrive at once, and
 		// dnsmasq's 3 s ping checks would hold them up.
 		"--no-ping", "--no-resolv", "--no-hosts", "--log-facility=-")
-	var dnsLog lockedWriter
+	var dnsLog syncbuf.Buffer
 	dnsmasq.Stdout, dnsmasq.Stderr = &dnsLog, &dnsLog
 	require.NoError(t, dnsmasq.Start())
 	t.Cleanup(func() { _ = dnsmasq.Process.Kill(); _ = dnsmasq.Wait() })
@@ -73,7 +73,7 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	scsCmd := ns.Command(self, "scs", "--listen", router+":9971", "--db", dbPath, "--generate", fmt.Sprintf("%d:0:%d", seed, n),
 		"--mebx-password", defaultMEBxPassword, "--domain", domain, "--metrics", "127.0.0.1:9390", "--log-format", "json")
 	scsCmd.Env = append(os.Environ(), mainEnv+"=1")
-	var scsLog lockedWriter
+	var scsLog syncbuf.Buffer
 	scsCmd.Stdout, scsCmd.Stderr = &scsLog, &scsLog
 	require.NoError(t, scsCmd.Start())
 	scsDone := make(chan error, 1)
@@ -134,22 +134,4 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 		assert.Contains(t, r.Addr, "198.19.253.", "leased from dnsmasq")
 	}
 	assert.Contains(t, dnsLog.String(), "DHCPACK(amt0)")
-}
-
-// lockedWriter collects a child process's output safely.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
