@@ -1,6 +1,7 @@
 package wsman
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -24,4 +25,73 @@ func FuzzServe(f *testing.F) {
 			t.Fatalf("answer without an action:\n%s", out)
 		}
 	})
+}
+
+// FuzzParseMatchesEncodingXML holds the hand-written parser to
+// encoding/xml (strict): the same documents accepted, the same trees built.
+// The one latitude: names with bytes beyond ASCII, where the two may judge
+// differently and AMT never sends any.
+func FuzzParseMatchesEncodingXML(f *testing.F) {
+	for _, s := range []string{
+		string(Marshal(Header{Action: ActionGet, MessageID: "1", ResourceURI: generalSettings, Selectors: map[string]string{"InstanceID": "a&b"}}, "")),
+		string(Marshal(Header{Action: ActionPut, MessageID: "2", ResourceURI: generalSettings}, NewInstance(generalSettings).Set("HostName", "x<y").XML())),
+		`<?xml version="1.0" encoding="utf-8"?><Envelope xmlns="http://www.w3.org/2003/05/soap-envelope" xmlns:a="urn:a"><Header><a:To>/wsman</a:To></Header><Body /></Envelope>`,
+		`<a xmlns:p="u" p:x='1' y="&#65;&#x42;&amp;"><!-- c --><![CDATA[<raw>]]>t&lt;<p:b/>` + "\r\n" + `</a>`,
+		`<a><b></a>`, `<a>]]></a>`, `<a x=1/>`, `<!DOCTYPE a><a/>`, `<?php ?><a/>`, `<a:b:c/>`, "<a>\x00</a>", `<a>&bogus;</a>`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gerr := Parse(b)
+		want, werr := parseReference(b)
+		if (gerr == nil) != (werr == nil) {
+			if hasNonASCIIName(b) {
+				return
+			}
+			t.Fatalf("Parse error %v, encoding/xml error %v, for %q", gerr, werr, b)
+		}
+		if gerr != nil {
+			return
+		}
+		if d := diffNodes(got, want, "/"); d != "" {
+			t.Fatalf("trees differ at %s for %q", d, b)
+		}
+	})
+}
+
+func hasNonASCIIName(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// diffNodes names the first place two trees differ, or "".
+func diffNodes(a, b *Node, at string) string {
+	at += a.Name.Local
+	if a.Name != b.Name {
+		return fmt.Sprintf("%s name %v vs %v", at, a.Name, b.Name)
+	}
+	if a.Text != b.Text {
+		return fmt.Sprintf("%s text %q vs %q", at, a.Text, b.Text)
+	}
+	if len(a.Attr) != len(b.Attr) {
+		return fmt.Sprintf("%s %d attributes vs %d", at, len(a.Attr), len(b.Attr))
+	}
+	for i := range a.Attr {
+		if a.Attr[i] != b.Attr[i] {
+			return fmt.Sprintf("%s attribute %v vs %v", at, a.Attr[i], b.Attr[i])
+		}
+	}
+	if len(a.Children) != len(b.Children) {
+		return fmt.Sprintf("%s %d children vs %d", at, len(a.Children), len(b.Children))
+	}
+	for i := range a.Children {
+		if d := diffNodes(a.Children[i], b.Children[i], at+"/"); d != "" {
+			return d
+		}
+	}
+	return ""
 }

@@ -214,3 +214,28 @@ func TestMalformedRequestsGetFaults(t *testing.T) {
 		assert.Equal(t, ActionFault, env.Header.Action, name)
 	}
 }
+
+// BenchmarkParse reads a typical request envelope (a Put of
+// AMT_GeneralSettings): the hand-written parser and encoding/xml.
+func BenchmarkParse(b *testing.B) {
+	in := NewInstance(generalSettings)
+	for _, p := range newMem().settings.Props {
+		in.Set(p.Name, p.Values...)
+	}
+	msg := Marshal(Header{To: "http://10.0.0.5:16992/wsman", ResourceURI: generalSettings, Action: ActionPut, ReplyTo: Anonymous,
+		MessageID: "uuid:00000001-0000-4000-8000-000000000001", Selectors: map[string]string{"InstanceID": "Intel(r) AMT: General Settings"}}, in.XML())
+	for _, c := range []struct {
+		name  string
+		parse func([]byte) (*Node, error)
+	}{{"amtsim", Parse}, {"encoding-xml", parseReference}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(msg)))
+			for range b.N {
+				if _, err := c.parse(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

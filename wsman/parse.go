@@ -1,0 +1,488 @@
+package wsman
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Parse reads one XML document into a Node tree, within the limits above.
+// DTDs and processing instructions other than the XML declaration are
+// refused: a SOAP message has none (SOAP 1.2 part 1 §5), and entities are
+// a way to make a parser do unbounded work.
+//
+// It is a small parser of its own rather than encoding/xml's Decoder,
+// which costs a provisioning more than any other step but the RSA
+// operations; it accepts and builds what encoding/xml in strict mode would
+// (namespaces resolved the same way, the same entities, the same
+// character checks), and FuzzParseMatchesEncodingXML holds it to that.
+func Parse(b []byte) (*Node, error) {
+	if len(b) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxEnvelopeSize)
+	}
+	p := parser{b: b}
+	root, err := p.document()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return root, nil
+}
+
+type parser struct {
+	b     []byte
+	i     int
+	count int
+	ns    []binding // in scope, innermost last
+	buf   []byte    // scratch for character data
+}
+
+type binding struct{ prefix, uri string }
+
+// open is an element being read: its node, its raw name (to match the end
+// tag), and how many bindings it declared.
+type open struct {
+	n     *Node
+	raw   string
+	binds int
+}
+
+func (p *parser) errorf(format string, args ...any) error {
+	return fmt.Errorf("offset %d: "+format, append([]any{p.i}, args...)...)
+}
+
+func (p *parser) document() (*Node, error) {
+	var root *Node
+	var stack []open
+	for p.i < len(p.b) {
+		if p.b[p.i] != '<' {
+			t, err := p.charData()
+			if err != nil {
+				return nil, err
+			}
+			if len(stack) > 0 {
+				top := stack[len(stack)-1].n
+				top.Text += t
+			} else if len(bytes.TrimSpace([]byte(t))) > 0 {
+				return nil, p.errorf("text outside the root element")
+			}
+			continue
+		}
+		switch {
+		case p.has("<?"):
+			if err := p.procInst(); err != nil {
+				return nil, err
+			}
+		case p.has("<!--"):
+			if err := p.comment(); err != nil {
+				return nil, err
+			}
+		case p.has("<![CDATA["):
+			t, err := p.cdata()
+			if err != nil {
+				return nil, err
+			}
+			if len(stack) > 0 {
+				stack[len(stack)-1].n.Text += t
+			} else if len(bytes.TrimSpace([]byte(t))) > 0 {
+				return nil, p.errorf("text outside the root element")
+			}
+		case p.has("<!"):
+			return nil, p.errorf("DTD or directive not allowed")
+		case p.has("</"):
+			p.i += 2
+			raw, ok := p.name()
+			if !ok {
+				return nil, p.errorf("expected element name after </")
+			}
+			p.space()
+			if p.i >= len(p.b) || p.b[p.i] != '>' {
+				return nil, p.errorf("invalid characters between </%s and >", raw)
+			}
+			p.i++
+			if len(stack) == 0 {
+				return nil, p.errorf("unexpected end element </%s>", raw)
+			}
+			top := stack[len(stack)-1]
+			if top.raw != raw {
+				return nil, p.errorf("element <%s> closed by </%s>", top.raw, raw)
+			}
+			p.ns = p.ns[:len(p.ns)-top.binds]
+			stack = stack[:len(stack)-1]
+		default:
+			o, empty, err := p.startElement()
+			if err != nil {
+				return nil, err
+			}
+			p.count++
+			if p.count > maxNodes || len(stack) >= maxDepth {
+				return nil, fmt.Errorf("more than %d elements or deeper than %d", maxNodes, maxDepth)
+			}
+			if len(stack) == 0 {
+				if root != nil {
+					return nil, p.errorf("more than one root element")
+				}
+				root = o.n
+			} else {
+				parent := stack[len(stack)-1].n
+				parent.Children = append(parent.Children, o.n)
+			}
+			if empty {
+				p.ns = p.ns[:len(p.ns)-o.binds]
+			} else {
+				stack = append(stack, o)
+			}
+		}
+	}
+	if len(stack) > 0 {
+		return nil, p.errorf("unexpected EOF")
+	}
+	if root == nil {
+		return nil, p.errorf("no element")
+	}
+	return root, nil
+}
+
+func (p *parser) has(s string) bool { return bytes.HasPrefix(p.b[p.i:], []byte(s)) }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+func (p *parser) space() {
+	for p.i < len(p.b) && isSpace(p.b[p.i]) {
+		p.i++
+	}
+}
+
+// isNameByte is encoding/xml's: ASCII name characters; bytes of
+// multi-byte characters pass too.
+func isNameByte(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
+		c == '_' || c == ':' || c == '.' || c == '-' || c >= utf8.RuneSelf
+}
+
+func (p *parser) name() (string, bool) {
+	j := p.i
+	for j < len(p.b) && isNameByte(p.b[j]) {
+		j++
+	}
+	if j == p.i {
+		return "", false
+	}
+	// XML's NameStartChar, for ASCII: a letter, '_' or ':'.
+	if c := p.b[p.i]; c < utf8.RuneSelf && !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':') {
+		return "", false
+	}
+	s := string(p.b[p.i:j])
+	p.i = j
+	return s, true
+}
+
+// split is encoding/xml's nsname: at most one colon, both sides non-empty
+// for a prefix.
+func split(s string) (xml.Name, bool) {
+	if strings.Count(s, ":") > 1 {
+		return xml.Name{}, false
+	}
+	space, local, ok := strings.Cut(s, ":")
+	if !ok || space == "" || local == "" {
+		return xml.Name{Local: s}, true
+	}
+	return xml.Name{Space: space, Local: local}, true
+}
+
+const (
+	xmlnsPrefix = "xmlns"
+	xmlPrefix   = "xml"
+	xmlURL      = "http://www.w3.org/XML/1998/namespace"
+)
+
+func (p *parser) lookup(prefix string) (string, bool) {
+	for i := len(p.ns) - 1; i >= 0; i-- {
+		if p.ns[i].prefix == prefix {
+			return p.ns[i].uri, true
+		}
+	}
+	return "", false
+}
+
+// translate resolves a name's prefix as encoding/xml's Decoder does.
+func (p *parser) translate(n *xml.Name, element bool) {
+	switch {
+	case n.Space == xmlnsPrefix:
+		return
+	case n.Space == "" && !element:
+		return
+	case n.Space == xmlPrefix:
+		n.Space = xmlURL
+	case n.Space == "" && n.Local == xmlnsPrefix:
+		return
+	}
+	if v, ok := p.lookup(n.Space); ok {
+		n.Space = v
+	}
+}
+
+func (p *parser) startElement() (open, bool, error) {
+	p.i++ // '<'
+	raw, ok := p.name()
+	if !ok {
+		return open{}, false, p.errorf("expected element name after <")
+	}
+	name, ok := split(raw)
+	if !ok {
+		return open{}, false, p.errorf("expected element name after <")
+	}
+	var attrs []xml.Attr
+	empty := false
+	for {
+		p.space()
+		if p.i >= len(p.b) {
+			return open{}, false, p.errorf("unexpected EOF")
+		}
+		c := p.b[p.i]
+		if c == '/' {
+			p.i++
+			if p.i >= len(p.b) || p.b[p.i] != '>' {
+				return open{}, false, p.errorf("expected /> in element")
+			}
+			p.i++
+			empty = true
+			break
+		}
+		if c == '>' {
+			p.i++
+			break
+		}
+		araw, ok := p.name()
+		if !ok {
+			return open{}, false, p.errorf("expected attribute name in element")
+		}
+		an, ok := split(araw)
+		if !ok {
+			return open{}, false, p.errorf("expected attribute name in element")
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '=' {
+			return open{}, false, p.errorf("attribute name without = in element")
+		}
+		p.i++
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '"' && p.b[p.i] != '\'' {
+			return open{}, false, p.errorf("unquoted or missing attribute value in element")
+		}
+		q := p.b[p.i]
+		p.i++
+		v, err := p.text(q, false)
+		if err != nil {
+			return open{}, false, err
+		}
+		attrs = append(attrs, xml.Attr{Name: an, Value: v})
+	}
+	binds := 0
+	for _, a := range attrs {
+		switch {
+		case a.Name.Space == xmlnsPrefix:
+			p.ns = append(p.ns, binding{a.Name.Local, a.Value})
+			binds++
+		case a.Name.Space == "" && a.Name.Local == xmlnsPrefix:
+			p.ns = append(p.ns, binding{"", a.Value})
+			binds++
+		}
+	}
+	p.translate(&name, true)
+	for i := range attrs {
+		p.translate(&attrs[i].Name, false)
+	}
+	return open{n: &Node{Name: name, Attr: attrs}, raw: raw, binds: binds}, empty, nil
+}
+
+// charData reads text up to the next '<'.
+func (p *parser) charData() (string, error) { return p.text(0, false) }
+
+// text reads character data up to '<' (quote 0), or up to the closing
+// quote of an attribute value, or (cdata) up to "]]>"; entities are
+// decoded outside CDATA, line ends become '\n', and every character must
+// be one XML allows.
+func (p *parser) text(quote byte, cdata bool) (string, error) {
+	p.buf = p.buf[:0]
+	for {
+		if p.i >= len(p.b) {
+			if quote == 0 && !cdata {
+				return string(p.buf), nil
+			}
+			return "", p.errorf("unexpected EOF")
+		}
+		c := p.b[p.i]
+		switch {
+		case cdata && c == ']' && p.has("]]>"):
+			p.i += 3
+			return string(p.buf), nil
+		case !cdata && quote == 0 && c == '<':
+			return string(p.buf), nil
+		case !cdata && quote != 0 && c == quote:
+			p.i++
+			return string(p.buf), nil
+		case !cdata && quote != 0 && c == '<':
+			return "", p.errorf("unescaped < inside quoted string")
+		case !cdata && quote == 0 && c == ']' && p.has("]]>"):
+			return "", p.errorf("unescaped ]]> not in CDATA section")
+		case !cdata && c == '&':
+			if err := p.entity(); err != nil {
+				return "", err
+			}
+			continue
+		case c == '\r':
+			p.buf = append(p.buf, '\n')
+			p.i++
+			if p.i < len(p.b) && p.b[p.i] == '\n' {
+				p.i++
+			}
+			continue
+		}
+		r, size := utf8.DecodeRune(p.b[p.i:])
+		if r == utf8.RuneError && size == 1 {
+			return "", p.errorf("invalid UTF-8")
+		}
+		if !inCharacterRange(r) {
+			return "", p.errorf("illegal character code %U", r)
+		}
+		p.buf = append(p.buf, p.b[p.i:p.i+size]...)
+		p.i += size
+	}
+}
+
+// entity decodes &name; or &#N; / &#xH; at p.i.
+func (p *parser) entity() error {
+	start := p.i
+	p.i++
+	end := bytes.IndexByte(p.b[p.i:], ';')
+	if end < 0 || end > 16 {
+		return p.errorf("invalid character entity %s", clip(string(p.b[start:min(len(p.b), start+16)])))
+	}
+	ref := string(p.b[p.i : p.i+end])
+	p.i += end + 1
+	var r rune
+	switch ref {
+	case "lt":
+		r = '<'
+	case "gt":
+		r = '>'
+	case "amp":
+		r = '&'
+	case "apos":
+		r = '\''
+	case "quot":
+		r = '"'
+	default:
+		num, ok := strings.CutPrefix(ref, "#")
+		if !ok || num == "" {
+			return p.errorf("invalid character entity &%s;", clip(ref))
+		}
+		base := 10
+		if h, isHex := strings.CutPrefix(num, "x"); isHex {
+			num, base = h, 16
+		}
+		n, err := strconv.ParseUint(num, base, 64)
+		if err != nil || n > utf8.MaxRune || !inCharacterRange(rune(n)) || !validDigits(num, base) {
+			return p.errorf("invalid character entity &%s;", clip(ref))
+		}
+		r = rune(n)
+	}
+	p.buf = utf8.AppendRune(p.buf, r)
+	return nil
+}
+
+// validDigits refuses what strconv takes but XML does not: signs and
+// underscores.
+func validDigits(s string, base int) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := '0' <= c && c <= '9' || base == 16 && ('a' <= c && c <= 'f' || 'A' <= c && c <= 'F')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func inCharacterRange(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D || r >= 0x20 && r <= 0xD7FF ||
+		r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
+}
+
+func (p *parser) cdata() (string, error) {
+	p.i += len("<![CDATA[")
+	return p.text(0, true)
+}
+
+func (p *parser) comment() error {
+	p.i += len("<!--")
+	for p.i+1 < len(p.b) {
+		if p.b[p.i] == '-' && p.b[p.i+1] == '-' {
+			if p.i+2 < len(p.b) && p.b[p.i+2] == '>' {
+				p.i += 3
+				return nil
+			}
+			return p.errorf(`invalid sequence "--" not allowed in comments`)
+		}
+		p.i++
+	}
+	return p.errorf("unexpected EOF in comment")
+}
+
+// procInst reads <?target …?>: only the XML declaration is allowed, with
+// version 1.0 and UTF-8 if it names them.
+func (p *parser) procInst() error {
+	p.i += 2
+	target, ok := p.name()
+	if !ok {
+		return p.errorf("expected target name after <?")
+	}
+	end := bytes.Index(p.b[p.i:], []byte("?>"))
+	if end < 0 {
+		return p.errorf("unexpected EOF in processing instruction")
+	}
+	content := string(p.b[p.i : p.i+end])
+	p.i += end + 2
+	if target != "xml" {
+		return p.errorf("processing instruction %q not allowed", clip(target))
+	}
+	if v := procInstParam("version", content); v != "" && v != "1.0" {
+		return p.errorf("unsupported version %q; only version 1.0 is supported", clip(v))
+	}
+	if e := procInstParam("encoding", content); e != "" && !strings.EqualFold(e, "utf-8") {
+		return p.errorf("unsupported encoding %q", clip(e))
+	}
+	return nil
+}
+
+// procInstParam finds param="value" (or 'value') in a processing
+// instruction, as encoding/xml's procInst does.
+func procInstParam(param, s string) string {
+	param += "="
+	lenp := len(param)
+	i := 0
+	var sep byte
+	for i < len(s) {
+		sub := s[i:]
+		k := strings.Index(sub, param)
+		if k < 0 || lenp+k >= len(sub) {
+			return ""
+		}
+		i += lenp + k + 1
+		if c := sub[lenp+k]; c == '\'' || c == '"' {
+			sep = c
+			break
+		}
+	}
+	if sep == 0 {
+		return ""
+	}
+	j := strings.IndexByte(s[i:], sep)
+	if j < 0 {
+		return ""
+	}
+	return s[i : i+j]
+}
