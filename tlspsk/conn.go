@@ -189,15 +189,16 @@ func (c *Conn) sendAlert(level uint8, a alert) {
 // writeRecordLocked protects one record of at most maxPlaintext and adds
 // it to what the next flush sends.
 func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
-	rec, err := c.out.seal(typ, payload, c.cfg.rand())
+	start := len(c.outBuf)
+	buf, err := c.out.sealTo(c.outBuf, typ, payload, c.cfg.rand())
 	if err != nil {
 		return err
 	}
 	if c.out.version == 0 {
 		// Before a version is agreed, records say TLS 1.0 (RFC 5246 E.1).
-		rec[1], rec[2] = 3, 1
+		buf[start+1], buf[start+2] = 3, 1
 	}
-	c.outBuf = append(c.outBuf, rec...)
+	c.outBuf = buf
 	return nil
 }
 

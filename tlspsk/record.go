@@ -83,7 +83,10 @@ func newHalfConn(version uint16, s *suite, k keys, encrypt bool) (*halfConn, err
 var errSeqOverflow = errors.New("tlspsk: record sequence number wrapped")
 
 // macOf computes the record MAC of RFC 5246 §6.2.3.1.
-func (hc *halfConn) macOf(typ uint8, payload []byte) []byte {
+func (hc *halfConn) macOf(typ uint8, payload []byte) []byte { return hc.appendMAC(nil, typ, payload) }
+
+// appendMAC appends the record MAC of payload to b.
+func (hc *halfConn) appendMAC(b []byte, typ uint8, payload []byte) []byte {
 	var hdr [13]byte
 	binary.BigEndian.PutUint64(hdr[:8], hc.seq)
 	hdr[8] = typ
@@ -92,18 +95,24 @@ func (hc *halfConn) macOf(typ uint8, payload []byte) []byte {
 	hc.mac.Reset()
 	hc.mac.Write(hdr[:])
 	hc.mac.Write(payload)
-	return hc.mac.Sum(nil)
+	return hc.mac.Sum(b)
 }
 
 // seal protects payload and returns the whole record. rnd supplies explicit
 // IVs.
 func (hc *halfConn) seal(typ uint8, payload []byte, rnd io.Reader) ([]byte, error) {
-	rec := make([]byte, recordHeaderLen, recordHeaderLen+len(payload)+64)
-	rec[0] = typ
-	binary.BigEndian.PutUint16(rec[1:], hc.version)
+	return hc.sealTo(nil, typ, payload, rnd)
+}
+
+// sealTo appends the protected record to dst and returns the extended
+// slice; the record is built in place, so a connection that reuses dst
+// allocates nothing per record.
+func (hc *halfConn) sealTo(dst []byte, typ uint8, payload []byte, rnd io.Reader) ([]byte, error) {
+	start := len(dst)
+	rec := append(dst, typ, byte(hc.version>>8), byte(hc.version), 0, 0)
 	if hc == nil || hc.s == nil {
 		rec = append(rec, payload...)
-		binary.BigEndian.PutUint16(rec[3:], uint16(len(payload)))
+		binary.BigEndian.PutUint16(rec[start+3:], uint16(len(payload)))
 		return rec, nil
 	}
 	if hc.seq == ^uint64(0) {
@@ -113,39 +122,48 @@ func (hc *halfConn) seal(typ uint8, payload []byte, rnd io.Reader) ([]byte, erro
 	case hc.aead != nil:
 		var explicit [8]byte
 		binary.BigEndian.PutUint64(explicit[:], hc.seq)
-		nonce := append(append([]byte(nil), hc.salt...), explicit[:]...)
+		var nonce [12]byte
+		n := copy(nonce[:], hc.salt)
+		copy(nonce[n:], explicit[:])
 		var ad [13]byte
 		binary.BigEndian.PutUint64(ad[:8], hc.seq)
 		ad[8] = typ
 		binary.BigEndian.PutUint16(ad[9:], hc.version)
 		binary.BigEndian.PutUint16(ad[11:], uint16(len(payload)))
 		rec = append(rec, explicit[:]...)
-		rec = hc.aead.Seal(rec, nonce, payload, ad[:])
+		rec = hc.aead.Seal(rec, nonce[:n+len(explicit)], payload, ad[:])
 	case hc.stream != nil:
-		body := append(append([]byte(nil), payload...), hc.macOf(typ, payload)...)
-		hc.stream.XORKeyStream(body, body)
-		rec = append(rec, body...)
+		body := len(rec)
+		rec = append(rec, payload...)
+		rec = hc.appendMAC(rec, typ, payload)
+		hc.stream.XORKeyStream(rec[body:], rec[body:])
 	default:
 		bs := hc.block.BlockSize()
-		body := append(append([]byte(nil), payload...), hc.macOf(typ, payload)...)
-		pad := bs - len(body)%bs // 1..bs bytes, each holding pad-1
-		for range pad {
-			body = append(body, byte(pad-1))
-		}
-		if hc.cbc != nil {
-			hc.cbc.CryptBlocks(body, body)
-			rec = append(rec, body...)
-		} else {
-			iv := make([]byte, bs)
+		var iv []byte
+		if hc.cbc == nil {
+			// TLS 1.1+: an explicit, random IV ahead of the body.
+			ivAt := len(rec)
+			rec = append(rec, make([]byte, bs)...)
+			iv = rec[ivAt:]
 			if _, err := io.ReadFull(rnd, iv); err != nil {
 				return nil, err
 			}
-			cipher.NewCBCEncrypter(hc.block, iv).CryptBlocks(body, body)
-			rec = append(append(rec, iv...), body...)
+		}
+		body := len(rec)
+		rec = append(rec, payload...)
+		rec = hc.appendMAC(rec, typ, payload)
+		pad := bs - (len(rec)-body)%bs // 1..bs bytes, each holding pad-1
+		for range pad {
+			rec = append(rec, byte(pad-1))
+		}
+		if hc.cbc != nil {
+			hc.cbc.CryptBlocks(rec[body:], rec[body:])
+		} else {
+			cipher.NewCBCEncrypter(hc.block, iv).CryptBlocks(rec[body:], rec[body:])
 		}
 	}
 	hc.seq++
-	binary.BigEndian.PutUint16(rec[3:], uint16(len(rec)-recordHeaderLen))
+	binary.BigEndian.PutUint16(rec[start+3:], uint16(len(rec)-start-recordHeaderLen))
 	return rec, nil
 }
 
