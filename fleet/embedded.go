@@ -50,11 +50,16 @@ type Embedded struct {
 	servers []*scs.Server // every SCS run, for the summary
 }
 
-// DefaultProfile is what the embedded SCS configures: an admin, one Digest
-// user, the LAN's domain.
+// DefaultProfile is what the embedded SCS configures: a new MEBx password,
+// an admin, a Digest user and a Kerberos user (by SID), the LAN's domain.
 func DefaultProfile(domain string) scs.Profile {
-	return scs.Profile{AdminUser: "admin", AdminPassword: "Amtsim-Admin5!", DomainName: domain,
-		Users: []scs.User{{Name: "operator", Password: "Amtsim-Oper5!", Access: 2, Realms: []uint32{3, 5, 7, 13}}}}
+	return scs.Profile{AdminUser: "admin", AdminPassword: "Amtsim-Admin5!", NewMEBxPassword: "Amtsim-Mebx5!", DomainName: domain,
+		Users: []scs.User{
+			{Name: "operator", Password: "Amtsim-Oper5!", Access: 2, Realms: []uint32{3, 5, 7, 13}},
+			// S-1-5-21-1004336348-1177238915-682003330-512 (a domain's
+			// Domain Admins), in the binary form AMT takes, base64.
+			{KerberosSID: "AQUAAAAAAAUVAAAA3PTcO4M9K0aCi6YoAAIAAA==", Access: 2, Realms: []uint32{3, 5, 7, 13}},
+		}}
 }
 
 // StartEmbedded starts the LAN and the SCS, and makes the fleet (call

@@ -63,6 +63,10 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 		assert.NotEmpty(t, r.CertSerial, "a certificate was issued")
 		assert.True(t, st.AMT.TLSEnabled)
 		require.NotEmpty(t, st.AMT.Certs)
+		assert.Equal(t, "Amtsim-Mebx5!", st.Password, "the SCS set a new MEBx password")
+		assert.Equal(t, st.Password, r.Password, "and recorded it")
+		require.Len(t, st.AMT.Users, 2)
+		assert.Equal(t, "AQUAAAAAAAUVAAAA3PTcO4M9K0aCi6YoAAIAAA==", st.AMT.Users[1].KerberosSID)
 	}
 	ss := e.SCSSummary()
 	assert.Equal(t, uint64(n), ss.Provisioned)

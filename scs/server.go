@@ -461,6 +461,9 @@ func (s *Server) provision(j job) error {
 	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
 	rec.Host = res.Host
+	if p.NewMEBxPassword != "" {
+		rec.Password = p.NewMEBxPassword // the MEBx password from now on
+	}
 	if serial != "" {
 		rec.CertSerial, rec.CertNotAfter = serial, notAfter
 	}
@@ -499,6 +502,9 @@ func (s *Server) settle(j job) {
 	}
 	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
+	if p.NewMEBxPassword != "" {
+		rec.Password = p.NewMEBxPassword
+	}
 	if err := s.o.DB.Put(rec); err != nil {
 		return
 	}
