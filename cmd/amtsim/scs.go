@@ -51,7 +51,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	generate := fs.String("generate", "", "add a generated fleet to the database: SEED:SHARD:COUNT (shard may be a range A-B)")
 	importCSV := fs.String("import", "", "add PID,PPS[,MEBx password[,host]] lines from this CSV file")
 	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password of devices whose record names none")
-	profilePath := fs.String("profile", "", "JSON file of what to configure (admin, users, domain, Kerberos); default: admin + one user")
+	profilePath := fs.String("profile", "", "JSON file of what to configure (admin, users, domain, Kerberos, new MEBx password); default: fleet.DefaultProfile")
 	domain := fs.String("domain", "amtsim.example", "domain the devices are given (unless the profile names one)")
 	noTLS := fs.Bool("no-tls", false, "provision over plain 16992 with Digest only, and leave TLS off")
 	workers := fs.Int("workers", 0, "sessions at once (default 16 per core)")
