@@ -28,15 +28,7 @@ func TestCurlDigestOverTAP(t *testing.T) {
 		deviceIP   = "198.19.252.10"
 	)
 	ns := netns.New(t)
-	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
-	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", kernelSide+"/24", "dev", "amt0")
-	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
-	var tap *nic.TAP
-	require.NoError(t, ns.Do(func() (err error) {
-		tap, err = nic.OpenTAP(nic.TAPOptions{Name: "amt0"})
-		return err
-	}))
-	t.Cleanup(func() { _ = tap.Close() })
+	tap := ns.TAP(t, "amt0", kernelSide+"/24")
 	stacks := nic.NewStacks(nic.StackOptions{})
 	t.Cleanup(stacks.Close)
 

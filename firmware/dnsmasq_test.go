@@ -34,9 +34,7 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 		router = "198.19.251.1"
 	)
 	ns := netns.New(t)
-	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
-	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", router+"/24", "dev", "amt0")
-	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+	tap := ns.TAP(t, "amt0", router+"/24")
 
 	dir := t.TempDir()
 	var dnsmasqLog syncbuf.Buffer
@@ -70,12 +68,6 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 	go func() { _ = rx.Serve(ctx, ln); close(served) }()
 	t.Cleanup(func() { cancel(); <-served })
 
-	var tap *nic.TAP
-	require.NoError(t, ns.Do(func() (err error) {
-		tap, err = nic.OpenTAP(nic.TAPOptions{Name: "amt0"})
-		return err
-	}))
-	t.Cleanup(func() { _ = tap.Close() })
 	pcapPath := filepath.Join(dir, "device.pcap")
 	capture, err := nic.CreateCapture(pcapPath)
 	require.NoError(t, err)

@@ -26,11 +26,7 @@ import (
 func TestOwnARPAgainstKernel(t *testing.T) {
 	netns.Need(t, "ping", "tshark")
 	ns := netns.New(t)
-	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
-	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", "198.19.249.1/24", "dev", "amt0")
-	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", "198.19.249.2/24", "dev", "amt0")
-	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
-	tap := openTAP(t, ns, "amt0")
+	tap := ns.TAP(t, "amt0", "198.19.249.1/24", "198.19.249.2/24")
 	pcapPath := filepath.Join(t.TempDir(), "arp.pcap")
 	capture, err := nic.CreateCapture(pcapPath)
 	require.NoError(t, err)

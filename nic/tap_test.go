@@ -16,27 +16,13 @@ import (
 	"github.com/amtsim/amtsim/nic"
 )
 
-// openTAP opens the TAP named tap inside ns from this process.
-func openTAP(t *testing.T, ns *netns.NS, tap string) *nic.TAP {
-	t.Helper()
-	var tp *nic.TAP
-	require.NoError(t, ns.Do(func() (err error) {
-		tp, err = nic.OpenTAP(nic.TAPOptions{Name: tap})
-		return err
-	}))
-	t.Cleanup(func() { _ = tp.Close() })
-	return tp
-}
-
 // TestTAPStaticDeviceAnswersPing: a device with a static address from its
 // MEBx store, on a TAP inside a namespace, answers the kernel's ping, and
 // its pcap decodes with tshark as ARP and ICMP.
 func TestTAPStaticDeviceAnswersPing(t *testing.T) {
 	netns.Need(t, "ping", "tshark")
 	ns := netns.New(t)
-	run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
-	run(t, "ip", "-n", ns.Name, "addr", "add", "198.19.250.1/24", "dev", "amt0")
-	run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+	tap := ns.TAP(t, "amt0", "198.19.250.1/24")
 
 	dir := t.TempDir()
 	store := mebx.NewFileStore(filepath.Join(dir, "mebx.json"))
@@ -50,7 +36,6 @@ func TestTAPStaticDeviceAnswersPing(t *testing.T) {
 
 	id, err := identity.Of(1, 0, 0)
 	require.NoError(t, err)
-	tap := openTAP(t, ns, "amt0")
 	pcapPath := filepath.Join(dir, "device.pcap")
 	capture, err := nic.CreateCapture(pcapPath)
 	require.NoError(t, err)
@@ -83,13 +68,11 @@ func TestTAPStaticDeviceAnswersPing(t *testing.T) {
 	assert.Contains(t, strings.ToLower(neigh), id.MAC.String(), "the kernel learned the device's MAC by ARP")
 
 	require.NoError(t, capture.Flush())
-	protos := run(t, "tshark", "-r", pcapPath, "-T", "fields", "-e", "frame.protocols")
+	protos := netns.Run(t, "tshark", "-r", pcapPath, "-T", "fields", "-e", "frame.protocols")
 	assert.Contains(t, protos, "eth:ethertype:arp")
 	assert.Contains(t, protos, "eth:ethertype:ip:icmp")
-	replies := run(t, "tshark", "-r", pcapPath, "-Y", fmt.Sprintf("icmp.type == 0 && ip.src == %s", s.IP), "-T", "fields", "-e", "ip.dst")
+	replies := netns.Run(t, "tshark", "-r", pcapPath, "-Y", fmt.Sprintf("icmp.type == 0 && ip.src == %s", s.IP), "-T", "fields", "-e", "ip.dst")
 	assert.Equal(t, 3, strings.Count(replies, "198.19.250.1"), "three echo replies from the device: %q", replies)
 	require.NoError(t, capture.Close())
 	assert.Equal(t, uint64(0), c.Stats.TxErrors.Load())
 }
-
-var run = netns.Run

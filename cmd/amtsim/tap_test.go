@@ -48,9 +48,7 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 		router = "198.19.253.1"
 	)
 	ns := netns.New(t)
-	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
-	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", router+"/24", "dev", "amt0")
-	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+	tap := ns.TAP(t, "amt0", router+"/24")
 	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
 	dir := t.TempDir()
 	dnsmasq := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
@@ -86,12 +84,6 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	})
 	require.Eventually(t, func() bool { return strings.Contains(scsLog.String(), "scs.listening") }, 20*time.Second, 20*time.Millisecond)
 
-	var tap *nic.TAP
-	require.NoError(t, ns.Do(func() (err error) {
-		tap, err = nic.OpenTAP(nic.TAPOptions{Name: "amt0"})
-		return err
-	}))
-	t.Cleanup(func() { _ = tap.Close() })
 	stacks := nic.NewStacks(nic.StackOptions{})
 	t.Cleanup(stacks.Close)
 	f, err := fleet.New(fleet.Options{Devices: n, Seed: seed, Uplink: tap, Stacks: stacks, Password: defaultMEBxPassword})

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/amtsim/amtsim/nic"
 )
 
 // NS is a network namespace made for one test and removed after it.
@@ -103,4 +105,25 @@ func (ns *NS) Do(f func() error) error {
 		ch <- ferr
 	}()
 	return <-ch
+}
+
+// TAP makes a TAP device dev in the namespace with the kernel side at
+// addrs (CIDR), brings it up, and opens it for a device's NIC; the TAP
+// closes with the test.
+func (ns *NS) TAP(t testing.TB, dev string, addrs ...string) *nic.TAP {
+	t.Helper()
+	Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", dev, "mode", "tap")
+	for _, a := range addrs {
+		Run(t, "ip", "-n", ns.Name, "addr", "add", a, "dev", dev)
+	}
+	Run(t, "ip", "-n", ns.Name, "link", "set", dev, "up")
+	var tap *nic.TAP
+	if err := ns.Do(func() (err error) {
+		tap, err = nic.OpenTAP(nic.TAPOptions{Name: dev})
+		return err
+	}); err != nil {
+		t.Fatalf("open TAP %s in %s: %v", dev, ns.Name, err)
+	}
+	t.Cleanup(func() { _ = tap.Close() })
+	return tap
 }
