@@ -211,7 +211,7 @@ func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
 				return ptstatus.Duplicate
 			}
 		}
-		id = fmt.Sprintf("Intel(r) AMT Key: Handle: %d", nextHandle(len(m.AMT.Keys), func(i int) string { return m.AMT.Keys[i].ID }, "Intel(r) AMT Key: Handle: %d"))
+		id = nextID(keyIDFormat, len(m.AMT.Keys), func(i int) string { return m.AMT.Keys[i].ID })
 		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: der, Public: x509.MarshalPKCS1PublicKey(&k.PublicKey)})
 		return ptstatus.Success
 	})
@@ -226,8 +226,15 @@ func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
 	return id, st
 }
 
-// nextHandle is one more than the largest handle in use.
-func nextHandle(n int, id func(int) string, format string) int {
+// The InstanceIDs AMT gives keys and certificates.
+const (
+	keyIDFormat  = "Intel(r) AMT Key: Handle: %d"
+	certIDFormat = "Intel(r) AMT Certificate: Handle: %d"
+)
+
+// nextID is the InstanceID in format whose handle is one more than the
+// largest of the n in use (id(i) is the i-th).
+func nextID(format string, n int, id func(int) string) string {
 	h := 0
 	for i := range n {
 		var v int
@@ -235,7 +242,7 @@ func nextHandle(n int, id func(int) string, format string) int {
 			h = max(h, v)
 		}
 	}
-	return h + 1
+	return fmt.Sprintf(format, h+1)
 }
 
 // AddCertificate adds an X.509 certificate (DER) and returns its
@@ -251,7 +258,7 @@ func (s *session) AddCertificate(der []byte) (string, ptstatus.Code) {
 				return ptstatus.Duplicate
 			}
 		}
-		id = fmt.Sprintf("Intel(r) AMT Certificate: Handle: %d", nextHandle(len(m.AMT.Certs), func(i int) string { return m.AMT.Certs[i].ID }, "Intel(r) AMT Certificate: Handle: %d"))
+		id = nextID(certIDFormat, len(m.AMT.Certs), func(i int) string { return m.AMT.Certs[i].ID })
 		m.AMT.Certs = append(m.AMT.Certs, mebx.Certificate{ID: id, DER: der})
 		return ptstatus.Success
 	})

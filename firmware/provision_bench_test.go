@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
-	"os"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -29,9 +28,9 @@ import (
 // the CPU it took by who spent it, from a CPU profile whose samples carry
 // labels: the device's connection goroutines ("device": TLS-PSK server,
 // HTTP, Digest, WS-MAN, the model, the commit), the SCS client's ("scs":
-// TLS-PSK client, envelopes, certificate signing), and the rest ("stack":
+// TLS-PSK client, envelopes, certificate signing), and the rest ("other":
 // the shared gVisor netstack, the LAN switch, the Go runtime). Per
-// provisioning it reports device-cpu-µs, scs-cpu-µs, stack-cpu-µs, their
+// provisioning it reports device-cpu-µs, scs-cpu-µs, other-cpu-µs, their
 // total, and provisionings/s (wall).
 func BenchmarkProvisioning(b *testing.B) {
 	const n = 500
@@ -108,19 +107,7 @@ func provisionFleet(b *testing.B, n int) {
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d of %d provisionings failed; first: %v", f, n, firstErr.Load())
 	}
-	if path := os.Getenv("AMTSIM_PROVISION_PROFILE"); path != "" {
-		_ = os.WriteFile(path, prof.Bytes(), 0o644)
-	}
-	bySide, err := measure.CPUByLabel(prof.Bytes(), "amtsim")
-	if err != nil {
-		b.Fatal(err)
-	}
-	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
-	b.ReportMetric(per(cpu), "cpu-µs/prov")
-	b.ReportMetric(per(bySide["device"]), "device-cpu-µs/prov")
-	b.ReportMetric(per(bySide["scs"]), "scs-cpu-µs/prov")
-	b.ReportMetric(per(bySide[""]), "stack-cpu-µs/prov")
+	measure.ReportCPUSplit(b, prof.Bytes(), n, wall, cpu)
 	for _, d := range devs {
 		if d.current().State != mebx.StatePost {
 			b.Fatalf("%s is not provisioned", d.ID())

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"runtime/pprof"
 	"testing"
 	"time"
@@ -57,22 +56,7 @@ func fleetRun(b *testing.B, n int) {
 	if err != nil {
 		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
 	}
-	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
-		_ = os.WriteFile(path, prof.Bytes(), 0o644) // for go tool pprof
-	}
-	by, err := measure.CPUByLabel(prof.Bytes(), "amtsim")
-	if err != nil {
-		b.Fatal(err)
-	}
-	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
-	b.ReportMetric(per(cpu), "cpu-µs/prov")
-	b.ReportMetric(per(by["device"]), "device-cpu-µs/prov")
-	b.ReportMetric(per(by["scs"]), "scs-cpu-µs/prov")
-	b.ReportMetric(per(by[""]), "other-cpu-µs/prov")
-	if by["scs"] > 0 {
-		b.ReportMetric(float64(by["device"])/float64(by["scs"])*100, "device/scs-%")
-	}
+	measure.ReportCPUSplit(b, prof.Bytes(), n, wall, cpu)
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -88,4 +89,32 @@ func CPUByLabel(prof []byte, key string) (map[string]time.Duration, error) {
 		out[v] += time.Duration(s.Value[idx])
 	}
 	return out, nil
+}
+
+// ReportCPUSplit reports what a provisioning benchmark measured for n
+// provisionings: the rate over wall, process CPU per provisioning, and that
+// CPU split by the "amtsim" profile label of prof (device, scs, and other
+// for samples without it: the shared netstack, the LAN, the runtime), with
+// the device's share of the SCS's. With AMTSIM_PROFILE set, the profile is
+// written there too, for go tool pprof.
+func ReportCPUSplit(b *testing.B, prof []byte, n int, wall, cpu time.Duration) {
+	b.Helper()
+	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
+		if err := os.WriteFile(path, prof, 0o644); err != nil {
+			b.Error(err)
+		}
+	}
+	by, err := CPUByLabel(prof, "amtsim")
+	if err != nil {
+		b.Fatal(err)
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
+	b.ReportMetric(per(cpu), "cpu-µs/prov")
+	b.ReportMetric(per(by["device"]), "device-cpu-µs/prov")
+	b.ReportMetric(per(by["scs"]), "scs-cpu-µs/prov")
+	b.ReportMetric(per(by[""]), "other-cpu-µs/prov")
+	if by["scs"] > 0 {
+		b.ReportMetric(float64(by["device"])/float64(by["scs"])*100, "device/scs-%")
+	}
 }
