@@ -167,7 +167,7 @@ func TestVerify(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, h := range []string{
 		"", "Basic YWRtaW46YWRtaW4=", `Digest username`, `Digest username="a`, `Digest username="a" realm="b"`,
-		`Digest username="a", username="b"`, `Digest =x`, `Digest a b=c`, "Digest " + strings.Repeat("a=b, ", 1000),
+		`Digest username="a", username="b"`, `Digest username="a\"`, `Digest =x`, `Digest a b=c`, "Digest " + strings.Repeat("a=b, ", 1000),
 	} {
 		_, err := ParseAuthorization(h)
 		assert.ErrorIs(t, err, ErrMalformed, "%q", h)

@@ -154,18 +154,23 @@ func parse(h string) (map[string]string, error) {
 		s = strings.TrimLeft(s[i+1:], " \t")
 		var val string
 		if strings.HasPrefix(s, `"`) {
-			var b strings.Builder
-			j := 1
-			for ; j < len(s) && s[j] != '"'; j++ {
-				if s[j] == '\\' && j+1 < len(s) {
-					j++
+			if end := strings.IndexAny(s[1:], `"\\`); end >= 0 && s[1+end] == '"' {
+				// The common case, no escapes: the value is a slice of h.
+				val, s = s[1:1+end], s[2+end:]
+			} else {
+				var b strings.Builder
+				j := 1
+				for ; j < len(s) && s[j] != '"'; j++ {
+					if s[j] == '\\' && j+1 < len(s) {
+						j++
+					}
+					b.WriteByte(s[j])
 				}
-				b.WriteByte(s[j])
+				if j >= len(s) {
+					return nil, fmt.Errorf("%w: unterminated quoted value for %s", ErrMalformed, key)
+				}
+				val, s = b.String(), s[j+1:]
 			}
-			if j >= len(s) {
-				return nil, fmt.Errorf("%w: unterminated quoted value for %s", ErrMalformed, key)
-			}
-			val, s = b.String(), s[j+1:]
 		} else {
 			j := strings.IndexAny(s, ", \t")
 			if j < 0 {

@@ -113,6 +113,7 @@ type Conn struct {
 	readMu  sync.Mutex
 	hand    []byte // handshake bytes read but not yet consumed
 	pending []byte // application data read but not yet returned
+	inBuf   []byte // the record being opened; payloads are slices of it
 	readErr error  // sticky
 
 	out      halfConn
@@ -292,7 +293,12 @@ func (c *Conn) readRecord() (uint8, []byte, error) {
 		c.readErr = c.fail(alertUnexpectedMessage, fmt.Sprintf("record type %d", typ))
 		return 0, nil, c.readErr
 	}
-	body := make([]byte, n)
+	// One buffer serves every record: each caller is done with a payload
+	// before it reads the next record.
+	if cap(c.inBuf) < n {
+		c.inBuf = make([]byte, n)
+	}
+	body := c.inBuf[:n]
 	if _, err := io.ReadFull(c.br, body); err != nil {
 		c.readErr = fmt.Errorf("tlspsk: connection closed mid-record: %w", err)
 		return 0, nil, c.readErr

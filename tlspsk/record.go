@@ -169,7 +169,8 @@ func (hc *halfConn) sealTo(dst []byte, typ uint8, payload []byte, rnd io.Reader)
 
 // open removes the protection of one record's body. Every failure of a
 // protected record is bad_record_mac, and a bad padding costs as much as a
-// bad MAC, so a peer learns nothing from which check failed.
+// bad MAC, so a peer learns nothing from which check failed. It decrypts in
+// place: the payload it returns is a slice of body.
 func (hc *halfConn) open(typ uint8, body []byte) ([]byte, alert) {
 	if hc == nil || hc.s == nil {
 		if len(body) > maxPlaintext {
@@ -186,14 +187,15 @@ func (hc *halfConn) open(typ uint8, body []byte) ([]byte, alert) {
 		if len(body) < 8+hc.aead.Overhead() {
 			return nil, alertBadRecordMAC
 		}
-		nonce := append(append([]byte(nil), hc.salt...), body[:8]...)
+		var nonce [12]byte
+		copy(nonce[copy(nonce[:], hc.salt):], body[:8])
 		var ad [13]byte
 		binary.BigEndian.PutUint64(ad[:8], hc.seq)
 		ad[8] = typ
 		binary.BigEndian.PutUint16(ad[9:], hc.version)
 		binary.BigEndian.PutUint16(ad[11:], uint16(len(body)-8-hc.aead.Overhead()))
 		var err error
-		if payload, err = hc.aead.Open(nil, nonce, body[8:], ad[:]); err != nil {
+		if payload, err = hc.aead.Open(body[8:8], nonce[:], body[8:], ad[:]); err != nil {
 			return nil, alertBadRecordMAC
 		}
 	case hc.stream != nil:
@@ -201,8 +203,8 @@ func (hc *halfConn) open(typ uint8, body []byte) ([]byte, alert) {
 		if len(body) < macLen {
 			return nil, alertBadRecordMAC
 		}
-		plain := make([]byte, len(body))
-		hc.stream.XORKeyStream(plain, body)
+		plain := body
+		hc.stream.XORKeyStream(plain, plain)
 		payload = plain[:len(plain)-macLen]
 		if !hmac.Equal(hc.macOf(typ, payload), plain[len(payload):]) {
 			return nil, alertBadRecordMAC
@@ -216,11 +218,11 @@ func (hc *halfConn) open(typ uint8, body []byte) ([]byte, alert) {
 		if len(body)%bs != 0 || len(body) < explicit+roundUp(macLen+1, bs) {
 			return nil, alertBadRecordMAC
 		}
-		plain := make([]byte, len(body)-explicit)
+		plain := body[explicit:]
 		if hc.cbc != nil {
-			hc.cbc.CryptBlocks(plain, body)
+			hc.cbc.CryptBlocks(plain, plain)
 		} else {
-			cipher.NewCBCDecrypter(hc.block, body[:bs]).CryptBlocks(plain, body[bs:])
+			cipher.NewCBCDecrypter(hc.block, body[:bs]).CryptBlocks(plain, plain)
 		}
 		padLen, good := checkPadding(plain, macLen)
 		n := len(plain) - macLen - padLen

@@ -91,7 +91,14 @@ func (n *Node) AttrValue(local string) string {
 	return ""
 }
 
-// escape writes s as XML character data.
+// escape writes s as XML character data. Plain printable ASCII, which is
+// nearly every value AMT sends, is written as it is.
 func escape(w *bytes.Buffer, s string) {
-	_ = xml.EscapeText(w, []byte(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' || c == '\'' || c == '"' {
+			_ = xml.EscapeText(w, []byte(s))
+			return
+		}
+	}
+	w.WriteString(s)
 }

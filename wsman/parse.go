@@ -37,6 +37,7 @@ type parser struct {
 	count int
 	ns    []binding // in scope, innermost last
 	buf   []byte    // scratch for character data
+	slab  []Node    // nodes are carved from here: one allocation per few dozen elements
 }
 
 type binding struct{ prefix, uri string }
@@ -65,7 +66,7 @@ func (p *parser) document() (*Node, error) {
 			if len(stack) > 0 {
 				top := stack[len(stack)-1].n
 				top.Text += t
-			} else if len(bytes.TrimSpace([]byte(t))) > 0 {
+			} else if strings.TrimSpace(t) != "" {
 				return nil, p.errorf("text outside the root element")
 			}
 			continue
@@ -86,7 +87,7 @@ func (p *parser) document() (*Node, error) {
 			}
 			if len(stack) > 0 {
 				stack[len(stack)-1].n.Text += t
-			} else if len(bytes.TrimSpace([]byte(t))) > 0 {
+			} else if strings.TrimSpace(t) != "" {
 				return nil, p.errorf("text outside the root element")
 			}
 		case p.has("<!"):
@@ -295,7 +296,11 @@ func (p *parser) startElement() (open, bool, error) {
 	for i := range attrs {
 		p.translate(&attrs[i].Name, false)
 	}
-	return open{n: &Node{Name: name, Attr: attrs}, raw: raw, binds: binds}, empty, nil
+	if len(p.slab) == cap(p.slab) {
+		p.slab = make([]Node, 0, 32)
+	}
+	p.slab = append(p.slab, Node{Name: name, Attr: attrs})
+	return open{n: &p.slab[len(p.slab)-1], raw: raw, binds: binds}, empty, nil
 }
 
 // charData reads text up to the next '<'.
@@ -308,6 +313,12 @@ func (p *parser) charData() (string, error) { return p.text(0, false) }
 func (p *parser) text(quote byte, cdata bool) (string, error) {
 	p.buf = p.buf[:0]
 	for {
+		// Most text is plain ASCII (names, numbers, base64): take a run of
+		// it in one step; everything else goes byte by byte below.
+		if j := p.i + plainRun(p.b[p.i:], quote); j > p.i {
+			p.buf = append(p.buf, p.b[p.i:j]...)
+			p.i = j
+		}
 		if p.i >= len(p.b) {
 			if quote == 0 && !cdata {
 				return string(p.buf), nil
@@ -351,6 +362,17 @@ func (p *parser) text(quote byte, cdata bool) (string, error) {
 		p.buf = append(p.buf, p.b[p.i:p.i+size]...)
 		p.i += size
 	}
+}
+
+// plainRun is the length of the run at the start of b of printable ASCII,
+// tab and newline, stopping at every byte that text treats specially.
+func plainRun(b []byte, quote byte) int {
+	for i, c := range b {
+		if (c < 0x20 && c != '\t' && c != '\n') || c >= 0x7f || c == '<' || c == '&' || c == ']' || c == quote {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // entity decodes &name; or &#N; / &#xH; at p.i.

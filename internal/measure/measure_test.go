@@ -36,6 +36,11 @@ func TestProcessCPUTime(t *testing.T) {
 	assert.Error(t, err, "no such process")
 }
 
+// burn runs spin in a frame of its own, for CPUByLabel's within.
+//
+//go:noinline
+func burn(spin func(time.Duration), d time.Duration) { spin(d) }
+
 // Work done under a label is counted under it, apart from the rest.
 func TestCPUByLabel(t *testing.T) {
 	var buf bytes.Buffer
@@ -44,13 +49,21 @@ func TestCPUByLabel(t *testing.T) {
 		for end := time.Now().Add(d); time.Now().Before(end); {
 		}
 	}
-	pprof.Do(context.Background(), pprof.Labels("side", "a"), func(context.Context) { spin(300 * time.Millisecond) })
+	pprof.Do(context.Background(), pprof.Labels("side", "a"), func(context.Context) {
+		spin(100 * time.Millisecond)
+		burn(spin, 300*time.Millisecond)
+	})
 	spin(100 * time.Millisecond)
 	pprof.StopCPUProfile()
-	by, err := CPUByLabel(buf.Bytes(), "side")
+	by, err := CPUByLabel(buf.Bytes(), "side", "")
 	require.NoError(t, err)
-	assert.Greater(t, by["a"], 150*time.Millisecond)
-	assert.Greater(t, by["a"], by[""], "three times the work under the label")
-	_, err = CPUByLabel([]byte("not a profile"), "side")
+	assert.Greater(t, by["a"], 200*time.Millisecond)
+	assert.Greater(t, by["a"], by[""], "four times the work under the label")
+	in, err := CPUByLabel(buf.Bytes(), "side", "measure.burn")
+	require.NoError(t, err)
+	assert.Greater(t, in["a"], 150*time.Millisecond, "burn's share of the label")
+	assert.Less(t, in["a"], by["a"], "the label's spin outside burn is left out")
+	assert.Zero(t, in[""], "no burn outside the label")
+	_, err = CPUByLabel([]byte("not a profile"), "side", "")
 	assert.Error(t, err)
 }
