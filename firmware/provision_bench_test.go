@@ -20,6 +20,7 @@ import (
 	"github.com/amtsim/amtsim/internal/measure"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/scs"
+	"github.com/amtsim/amtsim/wsman"
 )
 
 // BenchmarkProvisioning provisions a fleet on the embedded LAN with the
@@ -107,11 +108,75 @@ func provisionFleet(b *testing.B, n int) {
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d of %d provisionings failed; first: %v", f, n, firstErr.Load())
 	}
-	measure.ReportCPUSplit(b, prof.Bytes(), n, wall, cpu)
+	measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
 	for _, d := range devs {
 		if d.current().State != mebx.StatePost {
 			b.Fatalf("%s is not provisioned", d.ID())
 		}
 		d.PowerOff()
+	}
+}
+
+// BenchmarkDeviceRequest is the unit the provisioning figures are made of:
+// one WS-MAN exchange on an open TLS-PSK setup session (Digest, HTTP,
+// envelope both ways, the model), between one device and the scs client on
+// the embedded LAN. It reports CPU per request split as BenchmarkProvisioning
+// splits it, so a change to either side's request path shows here without
+// a fleet's noise.
+func BenchmarkDeviceRequest(b *testing.B) {
+	netw, srv, stacks, hellos := benchLAN(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 6, 1, hellos)
+	defer devs[0].PowerOff()
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		return srv.DialTCP(ctx, ap)
+	}
+	// The SCS's goroutines, net/http's connection loops among them, carry
+	// its label from the start: the session is opened under it.
+	scsCtx := pprof.WithLabels(ctx, pprof.Labels("amtsim", "scs"))
+	pprof.SetGoroutineLabels(scsCtx)
+	defer pprof.SetGoroutineLabels(ctx)
+	s := scs.OpenSetup(scs.Target{Addr: devs[0].Addr().String(), Dial: dial, PID: ids[0].PID, PPS: ids[0].PPS, Password: "Bench-Pass1!"})
+	defer s.Close()
+	for _, c := range []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"Get", func(ctx context.Context) error {
+			_, err := s.WSMAN.Get(ctx, wsman.GeneralSettings, nil)
+			return err
+		}},
+		{"Invoke", func(ctx context.Context) error {
+			_, err := s.WSMAN.Invoke(ctx, wsman.TimeSynchronizationService, "GetLowAccuracyTimeSynch", nil, nil)
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			// The session is open and logged in before the clock starts.
+			if err := c.call(scsCtx); err != nil {
+				b.Fatal(err)
+			}
+			var prof bytes.Buffer
+			if err := pprof.StartCPUProfile(&prof); err != nil {
+				b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
+			}
+			cpu0 := measure.CPUTime()
+			start := time.Now()
+			var err error
+			for i := 0; i < b.N && err == nil; i++ {
+				err = c.call(scsCtx)
+			}
+			wall, cpu := time.Since(start), measure.CPUTime()-cpu0
+			pprof.StopCPUProfile()
+			if err != nil {
+				b.Fatal(err)
+			}
+			measure.ReportCPUSplit(b, prof.Bytes(), b.N, "requests/s", "req", wall, cpu)
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"bytes"
 	"crypto/md5"
 	"crypto/rsa"
 	"encoding/hex"
@@ -32,6 +33,7 @@ type session struct {
 	committed bool
 	holding   bool // counted in d.sessions: holds the Hello loop
 	ws        *wsman.Server
+	out       bytes.Buffer               // the WS-MAN answer being written; reused per request
 	keys      map[string]*rsa.PrivateKey // parsed keys added this session, by InstanceID
 	after     func()                     // runs once the connection is done (re-arming the ports)
 	over      bool                       // committed or unprovisioned: serve no more requests

@@ -146,7 +146,7 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 			if !errors.Is(err, io.EOF) && !isTimeout(err) {
 				d.Stats.BadRequests.Add(1)
 				d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
-				writeResponse(bw, http.StatusBadRequest, nil, nil, true)
+				writeResponse(bw, response{status: http.StatusBadRequest}, true)
 			}
 			return
 		}
@@ -154,14 +154,14 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		if err != nil {
 			d.Stats.BadRequests.Add(1)
 			d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
-			writeResponse(bw, http.StatusRequestEntityTooLarge, nil, nil, true)
+			writeResponse(bw, response{status: http.StatusRequestEntityTooLarge}, true)
 			return
 		}
-		status, hdr, out := d.handle(sess, req, body)
+		resp := d.handle(sess, req, body)
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
 		closing := req.Close || sess.over
-		if err := writeResponse(bw, status, hdr, out, closing); err != nil || closing {
+		if err := writeResponse(bw, resp, closing); err != nil || closing {
 			return
 		}
 	}
@@ -187,24 +187,44 @@ func readBody(req *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-func writeResponse(w *bufio.Writer, status int, hdr http.Header, body []byte, closing bool) error {
-	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", status, http.StatusText(status))
+// response is what the device answers: always these headers, in this
+// order, as the firmware's own web server writes them.
+type response struct {
+	status       int
+	contentType  string
+	authenticate string // WWW-Authenticate, on a 401
+	body         []byte
+}
+
+func writeResponse(w *bufio.Writer, r response, closing bool) error {
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(r.status))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(r.status))
+	w.WriteString("\r\n")
 	if closing {
 		w.WriteString("Connection: close\r\n")
 	}
-	for k, vs := range hdr {
-		for _, v := range vs {
-			fmt.Fprintf(w, "%s: %s\r\n", k, v)
-		}
+	if r.authenticate != "" {
+		w.WriteString("WWW-Authenticate: ")
+		w.WriteString(r.authenticate)
+		w.WriteString("\r\n")
+	}
+	if r.contentType != "" {
+		w.WriteString("Content-Type: ")
+		w.WriteString(r.contentType)
+		w.WriteString("\r\n")
 	}
 	w.WriteString("Server: " + ServerHeader + "\r\n")
-	w.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
-	w.Write(body)
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(len(r.body)))
+	w.WriteString("\r\n\r\n")
+	w.Write(r.body)
 	return w.Flush()
 }
 
 // handle authenticates a request and routes it.
-func (d *Device) handle(sess *session, req *http.Request, body []byte) (int, http.Header, []byte) {
+func (d *Device) handle(sess *session, req *http.Request, body []byte) response {
 	cur := d.current()
 	var auth *digest.Authorization
 	if h := req.Header.Get("Authorization"); h != "" {
@@ -233,28 +253,31 @@ func (d *Device) handle(sess *session, req *http.Request, body []byte) (int, htt
 
 	switch {
 	case req.URL.Path == "/wsman" && req.Method == http.MethodPost:
-		out, fault := sess.wsman().Serve(body)
-		hdr := http.Header{"Content-Type": {wsman.ContentType}}
-		if fault {
-			return http.StatusBadRequest, hdr, out
+		// The answer is written into the session's buffer, which is free
+		// again once it has gone out.
+		sess.out.Reset()
+		r := response{status: http.StatusOK, contentType: wsman.ContentType}
+		if sess.wsman().ServeTo(&sess.out, body) {
+			r.status = http.StatusBadRequest
 		}
-		return http.StatusOK, hdr, out
+		r.body = sess.out.Bytes()
+		return r
 	case req.Method == http.MethodPost && eoi.ServiceAt(req.URL.Path) != "":
 		code, out := d.serveEOI(sess, req.URL.Path, body)
-		return code, http.Header{"Content-Type": {"text/xml; charset=utf-8"}}, out
+		return response{status: code, contentType: "text/xml; charset=utf-8", body: out}
 	case req.Method == http.MethodGet && (req.URL.Path == "/" || req.URL.Path == "/index.htm"):
-		return http.StatusOK, http.Header{"Content-Type": {"text/html"}}, d.indexPage(cur)
+		return response{status: http.StatusOK, contentType: "text/html", body: d.indexPage(cur)}
 	}
-	return http.StatusNotFound, http.Header{"Content-Type": {"text/html"}}, []byte("<html><body>Not Found</body></html>")
+	return response{status: http.StatusNotFound, contentType: "text/html", body: []byte("<html><body>Not Found</body></html>")}
 }
 
-func (d *Device) challenge(stale bool) (int, http.Header, []byte) {
+func (d *Device) challenge(stale bool) response {
 	ch, err := d.digest.Challenge(stale)
 	if err != nil {
-		return http.StatusInternalServerError, nil, nil
+		return response{status: http.StatusInternalServerError}
 	}
-	return http.StatusUnauthorized, http.Header{"Www-Authenticate": {ch.String()}, "Content-Type": {"text/html"}},
-		[]byte("<html><body>Unauthorized</body></html>")
+	return response{status: http.StatusUnauthorized, authenticate: ch.String(), contentType: "text/html",
+		body: []byte("<html><body>Unauthorized</body></html>")}
 }
 
 // login records the session's user once; an admin in setup holds the

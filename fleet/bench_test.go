@@ -56,7 +56,7 @@ func fleetRun(b *testing.B, n int) {
 	if err != nil {
 		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
 	}
-	measure.ReportCPUSplit(b, prof.Bytes(), n, wall, cpu)
+	measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 }

@@ -106,33 +106,51 @@ func selectors(ss *Node) map[string]string {
 func Marshal(h Header, body string) []byte {
 	var b bytes.Buffer
 	b.Grow(768 + len(body))
+	marshalTo(&b, h, func(b *bytes.Buffer) { b.WriteString(body) })
+	return b.Bytes()
+}
+
+// marshalTo appends an envelope to b, its body written by body (nil for
+// an empty one): a server writes its answer straight into the buffer
+// that goes on the wire.
+func marshalTo(b *bytes.Buffer, h Header, body func(*bytes.Buffer)) {
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>`)
 	b.WriteString(`<a:Envelope xmlns:a="` + NSSoap + `" xmlns:b="` + NSAddressing + `" xmlns:c="` + NSWSMan + `"><a:Header>`)
-	el := func(name, v string) {
-		if v == "" {
-			return
-		}
-		b.WriteString("<" + name + ">")
-		escape(&b, v)
-		b.WriteString("</" + name + ">")
-	}
-	el("b:To", h.To)
+	element(b, "b:To", h.To)
 	if h.ReplyTo != "" {
 		b.WriteString(`<b:ReplyTo><b:Address a:mustUnderstand="true">`)
-		escape(&b, h.ReplyTo)
+		escape(b, h.ReplyTo)
 		b.WriteString(`</b:Address></b:ReplyTo>`)
 	}
-	el("b:RelatesTo", h.RelatesTo)
-	el("b:Action", h.Action)
-	el("b:MessageID", h.MessageID)
-	el("c:ResourceURI", h.ResourceURI)
+	element(b, "b:RelatesTo", h.RelatesTo)
+	element(b, "b:Action", h.Action)
+	element(b, "b:MessageID", h.MessageID)
+	element(b, "c:ResourceURI", h.ResourceURI)
 	if len(h.Selectors) > 0 {
-		writeSelectors(&b, "<c:SelectorSet>", h.Selectors)
+		writeSelectors(b, "<c:SelectorSet>", h.Selectors)
 	}
 	b.WriteString(`</a:Header><a:Body>`)
-	b.WriteString(body)
+	if body != nil {
+		body(b)
+	}
 	b.WriteString(`</a:Body></a:Envelope>`)
-	return b.Bytes()
+}
+
+// element writes <name>v</name>, or nothing for an empty v.
+func element(b *bytes.Buffer, name, v string) {
+	if v == "" {
+		return
+	}
+	tag(b, "<", name)
+	escape(b, v)
+	tag(b, "</", name)
+}
+
+// tag writes open+name+">" without building the string.
+func tag(b *bytes.Buffer, open, name string) {
+	b.WriteString(open)
+	b.WriteString(name)
+	b.WriteByte('>')
 }
 
 // writeSelectors writes a c:SelectorSet (open is its start tag, which may

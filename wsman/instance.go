@@ -120,23 +120,25 @@ func (in *Instance) XML() string {
 }
 
 func (in *Instance) write(b *bytes.Buffer) {
-	b.WriteString(`<h:` + in.Element + ` xmlns:h="`)
+	b.WriteString(`<h:`)
+	b.WriteString(in.Element)
+	b.WriteString(` xmlns:h="`)
 	escape(b, in.NS)
 	b.WriteString(`">`)
 	for _, p := range in.Props {
 		if p.EPR != nil {
-			b.WriteString(`<h:` + p.Name + `>`)
+			tag(b, `<h:`, p.Name)
 			p.EPR.write(b)
-			b.WriteString(`</h:` + p.Name + `>`)
+			tag(b, `</h:`, p.Name)
 			continue
 		}
 		for _, v := range p.Values {
-			b.WriteString(`<h:` + p.Name + `>`)
+			tag(b, `<h:`, p.Name)
 			escape(b, v)
-			b.WriteString(`</h:` + p.Name + `>`)
+			tag(b, `</h:`, p.Name)
 		}
 	}
-	b.WriteString(`</h:` + in.Element + `>`)
+	tag(b, `</h:`, in.Element)
 }
 
 func (e *EPR) write(b *bytes.Buffer) {

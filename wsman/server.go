@@ -43,134 +43,152 @@ const maxEnumerations = 4
 // answered with a fault. The bool reports whether the answer is a fault
 // (HTTP 400/500 on the wire, as AMT sends them).
 func (s *Server) Serve(body []byte) ([]byte, bool) {
+	var b bytes.Buffer
+	fault := s.ServeTo(&b, body)
+	return b.Bytes(), fault
+}
+
+// ServeTo is Serve writing the answer to w, so that a connection can use
+// one buffer for all its answers.
+func (s *Server) ServeTo(w *bytes.Buffer, body []byte) bool {
 	env, err := ParseEnvelope(body)
 	if err != nil {
 		if s.OnMalformed != nil {
 			s.OnMalformed(err)
 		}
-		return s.fault(Header{}, FaultSchemaValidation(err.Error())), true
+		s.fault(w, Header{}, FaultSchemaValidation(err.Error()))
+		return true
 	}
 	h := env.Header
 	if h.Action == "" || h.MessageID == "" {
-		return s.fault(h, FaultInvalidHeader("The Action and MessageID headers are required.")), true
+		s.fault(w, h, FaultInvalidHeader("The Action and MessageID headers are required."))
+		return true
 	}
-	out, action, err := s.dispatch(env)
+	action, out, err := s.dispatch(env)
 	if err != nil {
 		var f *Fault
 		if !errors.As(err, &f) {
 			f = FaultInternal(err.Error())
 		}
-		return s.fault(h, f), true
+		s.fault(w, h, f)
+		return true
 	}
-	return Marshal(Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id(), ResourceURI: h.ResourceURI}, out), false
+	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id(), ResourceURI: h.ResourceURI}, out)
+	return false
 }
 
-func (s *Server) dispatch(env *Envelope) (string, string, error) {
+// dispatch runs the request and returns the response's action and what
+// writes its body (nil for an empty one).
+func (s *Server) dispatch(env *Envelope) (string, func(*bytes.Buffer), error) {
 	h := env.Header
 	uri := h.ResourceURI
 	if uri == "" && h.Action != ActionPull && h.Action != ActionRelease {
-		return "", "", FaultDestinationUnreachable("No ResourceURI in the header.")
+		return "", nil, FaultDestinationUnreachable("No ResourceURI in the header.")
 	}
 	switch h.Action {
 	case ActionGet:
 		in, err := s.Handler.Get(uri, h.Selectors)
 		if err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		return in.XML(), ActionGet + "Response", nil
+		return ActionGet + "Response", in.write, nil
 	case ActionPut:
 		if env.Body == nil {
-			return "", "", FaultSchemaValidation("Put without an instance in the body.")
+			return "", nil, FaultSchemaValidation("Put without an instance in the body.")
 		}
 		in, err := s.Handler.Put(uri, h.Selectors, InstanceFromNode(env.Body))
 		if err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		return in.XML(), ActionPut + "Response", nil
+		return ActionPut + "Response", in.write, nil
 	case ActionCreate:
 		if env.Body == nil {
-			return "", "", FaultSchemaValidation("Create without an instance in the body.")
+			return "", nil, FaultSchemaValidation("Create without an instance in the body.")
 		}
 		e, err := s.Handler.Create(uri, InstanceFromNode(env.Body))
 		if err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		var b bytes.Buffer
-		b.WriteString(`<t:ResourceCreated xmlns:t="` + NSTransfer + `">`)
-		e.write(&b)
-		b.WriteString(`</t:ResourceCreated>`)
-		return b.String(), ActionCreate + "Response", nil
+		return ActionCreate + "Response", func(b *bytes.Buffer) {
+			b.WriteString(`<t:ResourceCreated xmlns:t="` + NSTransfer + `">`)
+			e.write(b)
+			b.WriteString(`</t:ResourceCreated>`)
+		}, nil
 	case ActionDelete:
 		if err := s.Handler.Delete(uri, h.Selectors); err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		return "", ActionDelete + "Response", nil
+		return ActionDelete + "Response", nil, nil
 	case ActionEnumerate:
 		items, err := s.Handler.Enumerate(uri)
 		if err != nil {
-			return "", "", err
+			return "", nil, err
 		}
 		ctx := s.openEnum(items)
-		return `<g:EnumerateResponse xmlns:g="` + NSEnumeration + `"><g:EnumerationContext>` + ctx +
-			`</g:EnumerationContext></g:EnumerateResponse>`, ActionEnumerate + "Response", nil
+		return ActionEnumerate + "Response", func(b *bytes.Buffer) {
+			b.WriteString(`<g:EnumerateResponse xmlns:g="` + NSEnumeration + `"><g:EnumerationContext>`)
+			b.WriteString(ctx)
+			b.WriteString(`</g:EnumerationContext></g:EnumerateResponse>`)
+		}, nil
 	case ActionPull:
 		ctx := env.Body.Value("EnumerationContext")
 		max := 0
 		if v := env.Body.Value("MaxElements"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return "", "", FaultSchemaValidation("MaxElements must be a positive integer.")
+				return "", nil, FaultSchemaValidation("MaxElements must be a positive integer.")
 			}
 			max = n
 		}
 		items, more, ok := s.pull(ctx, max)
 		if !ok {
-			return "", "", FaultInvalidEnumerationContext()
+			return "", nil, FaultInvalidEnumerationContext()
 		}
-		var b bytes.Buffer
-		b.WriteString(`<g:PullResponse xmlns:g="` + NSEnumeration + `">`)
-		if more {
-			b.WriteString(`<g:EnumerationContext>` + ctx + `</g:EnumerationContext>`)
-		}
-		b.WriteString(`<g:Items>`)
-		for _, in := range items {
-			in.write(&b)
-		}
-		b.WriteString(`</g:Items>`)
-		if !more {
-			b.WriteString(`<g:EndOfSequence></g:EndOfSequence>`)
-		}
-		b.WriteString(`</g:PullResponse>`)
-		return b.String(), ActionPull + "Response", nil
+		return ActionPull + "Response", func(b *bytes.Buffer) {
+			b.WriteString(`<g:PullResponse xmlns:g="` + NSEnumeration + `">`)
+			if more {
+				element(b, "g:EnumerationContext", ctx)
+			}
+			b.WriteString(`<g:Items>`)
+			for _, in := range items {
+				in.write(b)
+			}
+			b.WriteString(`</g:Items>`)
+			if !more {
+				b.WriteString(`<g:EndOfSequence></g:EndOfSequence>`)
+			}
+			b.WriteString(`</g:PullResponse>`)
+		}, nil
 	case ActionRelease:
 		s.pull(env.Body.Value("EnumerationContext"), -1)
-		return "", ActionRelease + "Response", nil
+		return ActionRelease + "Response", nil, nil
 	}
 	method, ok := strings.CutPrefix(h.Action, uri+"/")
 	if !ok || method == "" || strings.Contains(method, "/") {
-		return "", "", FaultActionNotSupported(h.Action)
+		return "", nil, FaultActionNotSupported(h.Action)
 	}
 	in := &Instance{Element: method + "_INPUT", NS: uri}
 	if env.Body != nil {
 		if env.Body.Name.Local != method+"_INPUT" {
-			return "", "", FaultSchemaValidation(fmt.Sprintf("The body of %s must be %s_INPUT.", method, method))
+			return "", nil, FaultSchemaValidation(fmt.Sprintf("The body of %s must be %s_INPUT.", method, method))
 		}
 		in = InstanceFromNode(env.Body)
 	}
 	out, err := s.Handler.Invoke(uri, method, h.Selectors, in)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	out.Element, out.NS = method+"_OUTPUT", uri
-	return out.XML(), h.Action + "Response", nil
+	return h.Action + "Response", out.write, nil
 }
 
-func (s *Server) fault(h Header, f *Fault) []byte {
+func (s *Server) fault(w *bytes.Buffer, h Header, f *Fault) {
 	action := f.Action
 	if action == "" {
 		action = ActionFault
 	}
-	return Marshal(Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id()}, f.XML())
+	body := f.XML()
+	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id()}, func(b *bytes.Buffer) { b.WriteString(body) })
 }
 
 // id numbers responses the way AMT does: a fixed uuid with a counter.

@@ -109,13 +109,14 @@ func runs(s *profile.Sample, name string) bool {
 	return false
 }
 
-// ReportCPUSplit reports what a provisioning benchmark measured for n
-// provisionings: the rate over wall, process CPU per provisioning, and that
-// CPU split by the "amtsim" profile label of prof (device, scs, and other
-// for samples without it: the shared netstack, the LAN, the runtime), with
-// the device's share of the SCS's. With AMTSIM_PROFILE set, the profile is
-// written there too, for go tool pprof.
-func ReportCPUSplit(b *testing.B, prof []byte, n int, wall, cpu time.Duration) {
+// ReportCPUSplit reports what a benchmark measured for n operations (say
+// provisionings): the rate over wall as rate (say "provisionings/s"),
+// process CPU per operation, and that CPU split by the "amtsim" profile
+// label of prof (device, scs, and other for samples without it: the shared
+// netstack, the LAN, the runtime), with the device's share of the SCS's;
+// per-operation metrics end in "/"+op (say "prov"). With AMTSIM_PROFILE
+// set, the profile is written there too, for go tool pprof.
+func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu time.Duration) {
 	b.Helper()
 	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
 		if err := os.WriteFile(path, prof, 0o644); err != nil {
@@ -134,16 +135,19 @@ func ReportCPUSplit(b *testing.B, prof []byte, n int, wall, cpu time.Duration) {
 		b.Fatal(err)
 	}
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	b.ReportMetric(float64(n)/wall.Seconds(), "provisionings/s")
-	b.ReportMetric(per(cpu), "cpu-µs/prov")
-	b.ReportMetric(per(by["device"]), "device-cpu-µs/prov")
-	b.ReportMetric(per(by["scs"]), "scs-cpu-µs/prov")
-	b.ReportMetric(per(by[""]), "other-cpu-µs/prov")
-	b.ReportMetric(per(rsa["device"]), "device-rsa-cpu-µs/prov")
-	b.ReportMetric(per(rsa["scs"]), "scs-rsa-cpu-µs/prov")
+	b.ReportMetric(float64(n)/wall.Seconds(), rate)
+	b.ReportMetric(per(cpu), "cpu-µs/"+op)
+	b.ReportMetric(per(by["device"]), "device-cpu-µs/"+op)
+	b.ReportMetric(per(by["scs"]), "scs-cpu-µs/"+op)
+	b.ReportMetric(per(by[""]), "other-cpu-µs/"+op)
 	if by["scs"] > 0 {
 		b.ReportMetric(float64(by["device"])/float64(by["scs"])*100, "device/scs-%")
 	}
+	if rsa["device"]+rsa["scs"] == 0 {
+		return
+	}
+	b.ReportMetric(per(rsa["device"]), "device-rsa-cpu-µs/"+op)
+	b.ReportMetric(per(rsa["scs"]), "scs-rsa-cpu-µs/"+op)
 	if rest := by["scs"] - rsa["scs"]; rest > 0 {
 		b.ReportMetric(float64(by["device"]-rsa["device"])/float64(rest)*100, "device/scs-without-rsa-%")
 	}
