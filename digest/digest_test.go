@@ -172,7 +172,15 @@ func TestParseErrors(t *testing.T) {
 		_, err := ParseAuthorization(h)
 		assert.ErrorIs(t, err, ErrMalformed, "%q", h)
 	}
-	_, err := ParseChallenge(`Digest nonce="x"`)
+	var many []string
+	for i := range maxParams + 1 {
+		many = append(many, fmt.Sprintf("k%d=v", i))
+	}
+	_, err := ParseAuthorization("Digest " + strings.Join(many, ", "))
+	assert.ErrorIs(t, err, ErrMalformed, "more parameters than any header has")
+	_, err = ParseAuthorization("Digest " + strings.Join(many[:maxParams], ", "))
+	assert.NoError(t, err, "unknown parameters are allowed up to the bound")
+	_, err = ParseChallenge(`Digest nonce="x"`)
 	assert.ErrorIs(t, err, ErrMalformed, "no realm")
 	_, err = ParseChallenge(`Digest realm="x"`)
 	assert.ErrorIs(t, err, ErrMalformed, "no nonce")

@@ -51,13 +51,28 @@ func (c *Challenge) String() string {
 
 // ParseChallenge reads a WWW-Authenticate header value.
 func ParseChallenge(h string) (*Challenge, error) {
-	p, err := parse(h)
+	c := &Challenge{}
+	hasRealm := false
+	err := parse(h, func(key, val string) {
+		switch key {
+		case "realm":
+			c.Realm, hasRealm = val, true
+		case "nonce":
+			c.Nonce = val
+		case "opaque":
+			c.Opaque = val
+		case "qop":
+			c.QOP = val
+		case "algorithm":
+			c.Algorithm = val
+		case "stale":
+			c.Stale = strings.EqualFold(val, "true")
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	c := &Challenge{Realm: p["realm"], Nonce: p["nonce"], Opaque: p["opaque"], QOP: p["qop"], Algorithm: p["algorithm"],
-		Stale: strings.EqualFold(p["stale"], "true")}
-	if _, ok := p["realm"]; !ok {
+	if !hasRealm {
 		return nil, fmt.Errorf("%w: challenge without a realm", ErrMalformed)
 	}
 	if c.Nonce == "" {
@@ -117,26 +132,53 @@ func (a *Authorization) String() string {
 // fields are left empty, so that an empty response reaches the check that
 // refuses it (CVE-2017-5689) rather than being mistaken for a parse error.
 func ParseAuthorization(h string) (*Authorization, error) {
-	p, err := parse(h)
+	a := &Authorization{}
+	err := parse(h, func(key, val string) {
+		switch key {
+		case "username":
+			a.Username = val
+		case "realm":
+			a.Realm = val
+		case "nonce":
+			a.Nonce = val
+		case "uri":
+			a.URI = val
+		case "response":
+			a.Response = val
+		case "algorithm":
+			a.Algorithm = val
+		case "opaque":
+			a.Opaque = val
+		case "qop":
+			a.QOP = val
+		case "nc":
+			a.NC = val
+		case "cnonce":
+			a.CNonce = val
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Authorization{Username: p["username"], Realm: p["realm"], Nonce: p["nonce"], URI: p["uri"],
-		Response: p["response"], Algorithm: p["algorithm"], Opaque: p["opaque"], QOP: p["qop"], NC: p["nc"], CNonce: p["cnonce"]}, nil
+	return a, nil
 }
 
+// maxParams bounds the parameters of one header: RFC 2617 defines ten.
+const maxParams = 32
+
 // parse splits `Digest k=v, k="v", …` into lower-case keys and unquoted
-// values. A key given twice is an error: two answers to one question are
-// a way to confuse a checker.
-func parse(h string) (map[string]string, error) {
+// values, handing each pair to set. A key given twice is an error: two
+// answers to one question are a way to confuse a checker.
+func parse(h string, set func(key, val string)) error {
 	if len(h) > maxHeader {
-		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(h))
+		return fmt.Errorf("%w: %d bytes", ErrMalformed, len(h))
 	}
 	scheme, rest, _ := strings.Cut(strings.TrimLeft(h, " \t"), " ")
 	if !strings.EqualFold(scheme, "Digest") {
-		return nil, fmt.Errorf("%w: scheme %q, want Digest", ErrMalformed, scheme)
+		return fmt.Errorf("%w: scheme %q, want Digest", ErrMalformed, scheme)
 	}
-	out := make(map[string]string, 10)
+	var seen [maxParams]string
+	n := 0
 	s := rest
 	for {
 		s = strings.TrimLeft(s, " \t")
@@ -145,11 +187,11 @@ func parse(h string) (map[string]string, error) {
 		}
 		i := strings.IndexByte(s, '=')
 		if i <= 0 {
-			return nil, fmt.Errorf("%w: parameter without a value near %q", ErrMalformed, clip(s))
+			return fmt.Errorf("%w: parameter without a value near %q", ErrMalformed, clip(s))
 		}
 		key := strings.ToLower(strings.TrimRight(s[:i], " \t"))
 		if !isToken(key) {
-			return nil, fmt.Errorf("%w: bad parameter name %q", ErrMalformed, clip(key))
+			return fmt.Errorf("%w: bad parameter name %q", ErrMalformed, clip(key))
 		}
 		s = strings.TrimLeft(s[i+1:], " \t")
 		var val string
@@ -167,7 +209,7 @@ func parse(h string) (map[string]string, error) {
 					b.WriteByte(s[j])
 				}
 				if j >= len(s) {
-					return nil, fmt.Errorf("%w: unterminated quoted value for %s", ErrMalformed, key)
+					return fmt.Errorf("%w: unterminated quoted value for %s", ErrMalformed, key)
 				}
 				val, s = b.String(), s[j+1:]
 			}
@@ -178,20 +220,27 @@ func parse(h string) (map[string]string, error) {
 			}
 			val, s = s[:j], s[j:]
 		}
-		if _, dup := out[key]; dup {
-			return nil, fmt.Errorf("%w: parameter %s given twice", ErrMalformed, key)
+		for _, k := range seen[:n] {
+			if k == key {
+				return fmt.Errorf("%w: parameter %s given twice", ErrMalformed, key)
+			}
 		}
-		out[key] = val
+		if n == maxParams {
+			return fmt.Errorf("%w: more than %d parameters", ErrMalformed, maxParams)
+		}
+		seen[n] = key
+		n++
+		set(key, val)
 		s = strings.TrimLeft(s, " \t")
 		if s == "" {
 			break
 		}
 		if s[0] != ',' {
-			return nil, fmt.Errorf("%w: expected ',' near %q", ErrMalformed, clip(s))
+			return fmt.Errorf("%w: expected ',' near %q", ErrMalformed, clip(s))
 		}
 		s = s[1:]
 	}
-	return out, nil
+	return nil
 }
 
 func isToken(s string) bool {

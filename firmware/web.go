@@ -138,8 +138,15 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 	lr := &io.LimitedReader{R: c}
 	br := bufio.NewReaderSize(lr, 4096)
 	bw := bufio.NewWriterSize(c, 4096)
+	var deadline time.Time
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+		// The idle limit is pushed out only once half of it is used:
+		// setting a deadline arms a timer, and most requests come well
+		// inside the limit. A connection idles between 30 and 60 s.
+		if now := time.Now(); deadline.Sub(now) < idleTimeout/2 {
+			deadline = now.Add(idleTimeout)
+			_ = c.SetReadDeadline(deadline)
+		}
 		lr.N = maxHeaderBytes + wsman.MaxEnvelopeSize + 1
 		req, err := http.ReadRequest(br)
 		if err != nil {
