@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
-	"net"
-	"net/netip"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -61,13 +59,7 @@ func provisionFleet(b *testing.B, n int) {
 			DNSNames: []string{host + "." + domain}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 		return x509.CreateCertificate(rand.Reader, t, ca, pub, caKey)
 	}
-	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
-		ap, err := netip.ParseAddrPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		return srv.DialTCP(ctx, ap)
-	}
+	dial := srv.DialContext
 
 	var prof bytes.Buffer
 	if err := pprof.StartCPUProfile(&prof); err != nil {
@@ -129,13 +121,7 @@ func BenchmarkDeviceRequest(b *testing.B) {
 	defer cancel()
 	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 6, 1, hellos)
 	defer devs[0].PowerOff()
-	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
-		ap, err := netip.ParseAddrPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		return srv.DialTCP(ctx, ap)
-	}
+	dial := srv.DialContext
 	// The SCS's goroutines, net/http's connection loops among them, carry
 	// its label from the start: the session is opened under it.
 	scsCtx := pprof.WithLabels(ctx, pprof.Labels("amtsim", "scs"))

@@ -96,12 +96,8 @@ func newRig(t *testing.T, index int) *provisioningRig {
 	return r
 }
 
-func (r *provisioningRig) dial(ctx context.Context, _, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	return r.peer.DialTCP(ctx, ap)
+func (r *provisioningRig) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return r.peer.DialContext(ctx, network, addr)
 }
 
 func (r *provisioningRig) target(noTLS bool) scs.Target {

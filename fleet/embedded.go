@@ -117,13 +117,7 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 		return errors.New("fleet: the SCS is running")
 	}
 	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: DefaultProfile(e.Net.Domain()),
-		Dial: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			ap, err := netip.ParseAddrPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return e.host.DialTCP(ctx, ap)
-		}}
+		Dial: e.host.DialContext}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)
 	}

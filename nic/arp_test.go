@@ -60,13 +60,17 @@ func TestOwnARPAgainstKernel(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := h.DialTCP(ctx, netip.MustParseAddrPort("198.19.249.2:7000"))
+	conn, err := h.DialContext(ctx, "tcp4", "198.19.249.2:7000")
 	require.NoError(t, err)
 	b := make([]byte, 2)
 	_, err = conn.Read(b)
 	require.NoError(t, err)
 	assert.Equal(t, "hi", string(b))
 	conn.Close()
+	_, err = h.DialContext(ctx, "udp", "198.19.249.2:7000")
+	assert.ErrorContains(t, err, "only TCP over IPv4")
+	_, err = h.DialContext(ctx, "tcp", "provisionserver:7000")
+	assert.Error(t, err, "a name, not an address")
 
 	// Nobody at .99: three requests, then the frame is dropped and counted.
 	dctx, dcancel := context.WithTimeout(context.Background(), 4*time.Second)

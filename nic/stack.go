@@ -262,6 +262,19 @@ func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Conn, err
 	return c, nil
 }
 
+// DialContext is DialTCP in net.Dialer's shape ("tcp", "tcp4"; addr an
+// IPv4 address and port), for http.Transport and the scs package.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if network != "tcp" && network != "tcp4" {
+		return nil, fmt.Errorf("host %v: dial %s %s: only TCP over IPv4", h.nic.HardwareAddr(), network, addr)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("host %v: dial %s: %w", h.nic.HardwareAddr(), addr, err)
+	}
+	return h.DialTCP(ctx, ap)
+}
+
 // ListenUDP opens a UDP socket on port of this host (all its addresses,
 // broadcasts included), for servers.
 func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
