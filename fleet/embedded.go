@@ -214,7 +214,9 @@ func (e *Embedded) Close() {
 }
 
 // Wait returns nil once every device is provisioned and the SCS has
-// recorded it so (its verifying login done), or ctx's error.
+// recorded it so (its verifying login done) and counted it, or ctx's
+// error. The count follows the record by a moment; a summary taken
+// between the two would be one short.
 func (e *Embedded) Wait(ctx context.Context) error {
 	if err := e.Fleet.Wait(ctx); err != nil {
 		return err
@@ -222,7 +224,7 @@ func (e *Embedded) Wait(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if e.recorded() >= len(e.Fleet.devs) {
+		if n := len(e.Fleet.devs); e.recorded() >= n && e.counted() >= n {
 			return nil
 		}
 		select {
@@ -231,6 +233,18 @@ func (e *Embedded) Wait(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// counted is what the SCS servers, the stopped ones included, have counted
+// as provisioned.
+func (e *Embedded) counted() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := uint64(0)
+	for _, srv := range e.servers {
+		n += srv.Stats.Provisioned.Load()
+	}
+	return int(n)
 }
 
 // recorded counts the database's provisioned records.
