@@ -171,7 +171,10 @@ func OpenSetup(t Target) *Session {
 func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password string) *Session {
 	dial := t.dialer()
 	tr := &http.Transport{MaxConnsPerHost: 1, DialContext: dial, DisableCompression: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10,
+		// Only the RSA suites AMT has, so no TLS 1.3: offering 1.3 would put
+		// key shares (ML-KEM and X25519, made per handshake) in a
+		// ClientHello whose suites cannot use them.
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
 	dc := &digest.Client{Username: user, Password: password}
 	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
