@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"runtime/pprof"
 	"testing"
 	"time"
 
+	"github.com/amtsim/amtsim/internal/gcpolicy"
 	"github.com/amtsim/amtsim/internal/measure"
 )
 
@@ -20,7 +22,16 @@ import (
 // devices' AMT connections and Hello slots), "scs" (the SCS's workers and
 // Hello intake), and "other" (the shared netstack, the LAN with its DHCP and
 // DNS servers, the devices' DHCP clients, the Go runtime).
+//
+// The garbage collector is set as `amtsim fleet` sets it
+// (gcpolicy.Throughput), so that the figures are the command's.
 func BenchmarkFleetProvisioning(b *testing.B) {
+	p, err := gcpolicy.Throughput(os.Getenv)
+	if err != nil {
+		b.Logf("garbage collector at Go's defaults: %v", err)
+	} else {
+		defer p.Restore()
+	}
 	for _, n := range []int{1000} {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			for range b.N {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -72,6 +73,11 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	handler, err := logHandler("fleet", *logFormat, stdout)
 	if err != nil {
 		return err
+	}
+	gc, restoreGC := tuneGC(stderr)
+	defer restoreGC()
+	if *events {
+		slog.New(handler).Info("fleet.gc", "policy", gc)
 	}
 	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale)}
 	stepsSet := false

@@ -15,6 +15,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/amtsim/amtsim/internal/gcpolicy"
 )
 
 // Exit codes.
@@ -124,6 +126,18 @@ func version() string {
 		}
 	}
 	return strings.TrimSpace("amtsim " + v + " — Dell OptiPlex 960, Intel 82566DM, Intel AMT 5.0")
+}
+
+// tuneGC sets the garbage collector for a long run under load
+// (gcpolicy.Throughput; GOGC and GOMEMLIMIT override it). It returns the
+// settings in force, for the log, and what puts the old ones back.
+func tuneGC(stderr io.Writer) (string, func()) {
+	p, err := gcpolicy.Throughput(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "amtsim: garbage collector left at Go's defaults: %v\n", err)
+		return "go-default", func() {}
+	}
+	return p.String(), p.Restore
 }
 
 // logHandler is the slog handler --log-format names: text or json.

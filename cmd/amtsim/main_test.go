@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -216,4 +217,23 @@ func TestFleetDeadline(t *testing.T) {
 	assert.Equal(t, exitNotProvisioned, code, "stderr: %s", errs)
 	assert.Contains(t, out, "NOT all provisioned")
 	assert.Contains(t, errs, "devices provisioned within 1ms")
+}
+
+// The fleet runs the garbage collector for throughput, says so with
+// --events, and leaves the process's settings as they were.
+func TestFleetGCPolicy(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	percent0 := debug.SetGCPercent(-1)
+	debug.SetGCPercent(percent0)
+	limit0 := debug.SetMemoryLimit(-1)
+
+	code, out, errs := amtsim(t, "fleet", "-n", "2", "--events", "--log-format", "json")
+	require.Equal(t, exitOK, code, "stderr: %s", errs)
+	assert.Regexp(t, `"msg":"fleet.gc","policy":"GOGC=400 GOMEMLIMIT=[1-9][0-9]*MiB"`, out)
+
+	percent := debug.SetGCPercent(-1)
+	debug.SetGCPercent(percent)
+	assert.Equal(t, percent0, percent)
+	assert.Equal(t, limit0, debug.SetMemoryLimit(-1))
 }

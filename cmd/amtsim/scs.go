@@ -67,6 +67,8 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	gc, restoreGC := tuneGC(stderr)
+	defer restoreGC()
 	profile := fleet.DefaultProfile(*domain)
 	if *profilePath != "" {
 		p, err := readProfile(*profilePath, *domain)
@@ -133,7 +135,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		go func() { _ = hs.Serve(mln) }()
 		defer hs.Close()
 	}
-	slog.New(handler).Info("scs.listening", "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "metrics", *metricsAddr)
+	slog.New(handler).Info("scs.listening", "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "metrics", *metricsAddr, "gc", gc)
 	srv.Start(ctx)
 	defer srv.Stop()
 	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
