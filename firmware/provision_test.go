@@ -505,3 +505,35 @@ func TestMalformedWSMANChangesNothing(t *testing.T) {
 	assert.Equal(t, before.FlashWrites, r.d.current().FlashWrites)
 	assert.GreaterOrEqual(t, r.d.Stats.BadRequests.Load(), uint64(5), "each unreadable request counted")
 }
+
+// Requests the web server cannot read get 400 (413 for a body over AMT's
+// limit), are counted, and end the connection; the device keeps serving.
+func TestDeviceBadHTTP(t *testing.T) {
+	r := newRig(t, 6)
+	ctx := context.Background()
+	for raw, want := range map[string]int{
+		"GET / HTTP/9.9\r\n\r\n": http.StatusBadRequest,
+		"POST /wsman HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n": http.StatusBadRequest,
+		"POST /wsman HTTP/1.1\r\nContent-Length: 999999\r\n\r\n":                                   http.StatusRequestEntityTooLarge,
+	} {
+		c, err := r.dial(ctx, "tcp", netip.AddrPortFrom(r.d.Addr(), PortHTTP).String())
+		require.NoError(t, err)
+		_, err = io.WriteString(c, raw)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "%q", raw)
+		assert.Equal(t, want, resp.StatusCode, "%q", raw)
+		assert.True(t, resp.Close, "the device closes after a request it cannot read")
+		c.Close()
+	}
+	assert.Equal(t, uint64(3), r.d.Stats.BadRequests.Load())
+	assert.Len(t, r.d.ev.named("http.bad_request"), 3)
+
+	// A good request is still served.
+	ws := r.wsmanAs("admin", testPassword)
+	resp, err := ws.HTTP.Post(ws.URL, wsman.ContentType, strings.NewReader(string(wsman.Marshal(
+		wsman.Header{Action: wsman.ActionGet, MessageID: "1", ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"}, ""))))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}

@@ -148,50 +148,27 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 			_ = c.SetReadDeadline(deadline)
 		}
 		lr.N = maxHeaderBytes + wsman.MaxEnvelopeSize + 1
-		req, err := http.ReadRequest(br)
+		req, err := readRequest(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !isTimeout(err) {
 				d.Stats.BadRequests.Add(1)
 				d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
-				writeResponse(bw, response{status: http.StatusBadRequest}, true)
+				status := http.StatusBadRequest
+				if errors.Is(err, errBodyTooLarge) {
+					status = http.StatusRequestEntityTooLarge
+				}
+				writeResponse(bw, response{status: status}, true)
 			}
 			return
 		}
-		body, err := readBody(req)
-		if err != nil {
-			d.Stats.BadRequests.Add(1)
-			d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
-			writeResponse(bw, response{status: http.StatusRequestEntityTooLarge}, true)
-			return
-		}
-		resp := d.handle(sess, req, body)
+		resp := d.handle(sess, req)
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
-		closing := req.Close || sess.over
+		closing := req.close || sess.over
 		if err := writeResponse(bw, resp, closing); err != nil || closing {
 			return
 		}
 	}
-}
-
-func readBody(req *http.Request) ([]byte, error) {
-	if req.Body == nil {
-		return nil, nil
-	}
-	if n := req.ContentLength; n >= 0 && n <= wsman.MaxEnvelopeSize {
-		// The usual case: read the announced length into one buffer.
-		b := make([]byte, n)
-		_, err := io.ReadFull(req.Body, b)
-		return b, err
-	}
-	b, err := io.ReadAll(io.LimitReader(req.Body, wsman.MaxEnvelopeSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > wsman.MaxEnvelopeSize {
-		return nil, fmt.Errorf("body over %d bytes", wsman.MaxEnvelopeSize)
-	}
-	return b, nil
 }
 
 // response is what the device answers: always these headers, in this
@@ -231,10 +208,10 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 }
 
 // handle authenticates a request and routes it.
-func (d *Device) handle(sess *session, req *http.Request, body []byte) response {
+func (d *Device) handle(sess *session, req *request) response {
 	cur := d.current()
 	var auth *digest.Authorization
-	if h := req.Header.Get("Authorization"); h != "" {
+	if h := req.authorization; h != "" {
 		a, err := digest.ParseAuthorization(h)
 		if err != nil {
 			d.Stats.AuthFailures.Add(1)
@@ -244,7 +221,7 @@ func (d *Device) handle(sess *session, req *http.Request, body []byte) response 
 		auth = a
 	}
 	var admin bool
-	err := d.digest.Verify(auth, req.Method, req.URL.RequestURI(), func(user string) ([]byte, bool) {
+	err := d.digest.Verify(auth, req.method, req.target, func(user string) ([]byte, bool) {
 		ha1, isAdmin, ok := lookupUser(&cur, d.realm, user)
 		admin = isAdmin
 		return ha1, ok
@@ -259,20 +236,20 @@ func (d *Device) handle(sess *session, req *http.Request, body []byte) response 
 	d.login(sess, auth.Username, admin, cur)
 
 	switch {
-	case req.URL.Path == "/wsman" && req.Method == http.MethodPost:
+	case req.path == "/wsman" && req.method == http.MethodPost:
 		// The answer is written into the session's buffer, which is free
 		// again once it has gone out.
 		sess.out.Reset()
 		r := response{status: http.StatusOK, contentType: wsman.ContentType}
-		if sess.wsman().ServeTo(&sess.out, body) {
+		if sess.wsman().ServeTo(&sess.out, req.body) {
 			r.status = http.StatusBadRequest
 		}
 		r.body = sess.out.Bytes()
 		return r
-	case req.Method == http.MethodPost && eoi.ServiceAt(req.URL.Path) != "":
-		code, out := d.serveEOI(sess, req.URL.Path, body)
+	case req.method == http.MethodPost && eoi.ServiceAt(req.path) != "":
+		code, out := d.serveEOI(sess, req.path, req.body)
 		return response{status: code, contentType: "text/xml; charset=utf-8", body: out}
-	case req.Method == http.MethodGet && (req.URL.Path == "/" || req.URL.Path == "/index.htm"):
+	case req.method == http.MethodGet && (req.path == "/" || req.path == "/index.htm"):
 		return response{status: http.StatusOK, contentType: "text/html", body: d.indexPage(cur)}
 	}
 	return response{status: http.StatusNotFound, contentType: "text/html", body: []byte("<html><body>Not Found</body></html>")}
