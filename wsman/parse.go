@@ -23,7 +23,11 @@ func Parse(b []byte) (*Node, error) {
 	if len(b) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxEnvelopeSize)
 	}
-	p := parser{b: b}
+	// The slab is sized once, from the start tags the message can hold
+	// (every "<" that does not open an end tag is at most one element).
+	n := min(bytes.Count(b, []byte("<"))-bytes.Count(b, []byte("</"))+1, maxNodes)
+	p := parser{b: b, slab: make([]Node, 0, n), kids: make([]*Node, 0, n),
+		pending: make([]*Node, 0, 16), ns: make([]binding, 0, 8)}
 	root, err := p.document()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -37,7 +41,11 @@ type parser struct {
 	count int
 	ns    []binding // in scope, innermost last
 	buf   []byte    // scratch for character data
-	slab  []Node    // nodes are carved from here: one allocation per few dozen elements
+	slab  []Node    // nodes are carved from here: usually one allocation per message
+	kids  []*Node   // and the Children slices from here
+	// pending holds the children of the open elements, innermost last,
+	// until their parent closes and they are copied into kids.
+	pending []*Node
 }
 
 type binding struct{ prefix, uri string }
@@ -48,6 +56,20 @@ type open struct {
 	n     *Node
 	raw   string
 	binds int
+	first int // where its children start in pending
+}
+
+// close ends element o: its children, gathered in pending, become its
+// Children, carved from kids. (Should kids ever grow, slices carved before
+// keep the old array: nothing is moved under them.)
+func (p *parser) close(o open) {
+	if c := p.pending[o.first:]; len(c) > 0 {
+		at := len(p.kids)
+		p.kids = append(p.kids, c...)
+		o.n.Children = p.kids[at:len(p.kids):len(p.kids)]
+	}
+	p.pending = p.pending[:o.first]
+	p.ns = p.ns[:len(p.ns)-o.binds]
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -56,7 +78,7 @@ func (p *parser) errorf(format string, args ...any) error {
 
 func (p *parser) document() (*Node, error) {
 	var root *Node
-	var stack []open
+	stack := make([]open, 0, 8)
 	for p.i < len(p.b) {
 		if p.b[p.i] != '<' {
 			t, err := p.charData()
@@ -94,7 +116,7 @@ func (p *parser) document() (*Node, error) {
 			return nil, p.errorf("DTD or directive not allowed")
 		case p.has("</"):
 			p.i += 2
-			raw, ok := p.name()
+			raw, ok := p.nameBytes() // compared, not kept: no string made
 			if !ok {
 				return nil, p.errorf("expected element name after </")
 			}
@@ -107,10 +129,10 @@ func (p *parser) document() (*Node, error) {
 				return nil, p.errorf("unexpected end element </%s>", raw)
 			}
 			top := stack[len(stack)-1]
-			if top.raw != raw {
+			if top.raw != string(raw) {
 				return nil, p.errorf("element <%s> closed by </%s>", top.raw, raw)
 			}
-			p.ns = p.ns[:len(p.ns)-top.binds]
+			p.close(top)
 			stack = stack[:len(stack)-1]
 		default:
 			o, empty, err := p.startElement()
@@ -127,11 +149,11 @@ func (p *parser) document() (*Node, error) {
 				}
 				root = o.n
 			} else {
-				parent := stack[len(stack)-1].n
-				parent.Children = append(parent.Children, o.n)
+				p.pending = append(p.pending, o.n)
 			}
+			o.first = len(p.pending)
 			if empty {
-				p.ns = p.ns[:len(p.ns)-o.binds]
+				p.close(o)
 			} else {
 				stack = append(stack, o)
 			}
@@ -164,20 +186,26 @@ func isNameByte(c byte) bool {
 }
 
 func (p *parser) name() (string, bool) {
+	b, ok := p.nameBytes()
+	return string(b), ok
+}
+
+// nameBytes reads a name and returns it in place.
+func (p *parser) nameBytes() ([]byte, bool) {
 	j := p.i
 	for j < len(p.b) && isNameByte(p.b[j]) {
 		j++
 	}
 	if j == p.i {
-		return "", false
+		return nil, false
 	}
 	// XML's NameStartChar, for ASCII: a letter, '_' or ':'.
 	if c := p.b[p.i]; c < utf8.RuneSelf && !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_' || c == ':') {
-		return "", false
+		return nil, false
 	}
-	s := string(p.b[p.i:j])
+	b := p.b[p.i:j]
 	p.i = j
-	return s, true
+	return b, true
 }
 
 // split is encoding/xml's nsname: at most one colon, both sides non-empty
