@@ -133,8 +133,9 @@ type Device struct {
 	sched hello.Schedule
 	Stats Stats
 
-	// work counts the slots in progress (a Hello on the wire, a DNS query)
-	// so that PowerOff returns only when the device has gone quiet. Add only
+	// work counts the slots in progress (a Hello on the wire, a DNS query,
+	// a connection being served) so that PowerOff returns only when the
+	// device has gone quiet. Add only
 	// under mu while on.
 	work sync.WaitGroup
 	// power serializes PowerOn and PowerOff, so that a second PowerOff
@@ -154,6 +155,9 @@ type Device struct {
 	lease     dhcp.Lease
 	bound     bool
 	listeners []*nic.Listener
+	// conns are the open AMT connections, closed at PowerOff so that it
+	// returns only once no session is left to end (nil when none).
+	conns map[net.Conn]struct{}
 	ready     bool // has had an address this power cycle
 	rand      *rand.Rand
 
@@ -525,8 +529,8 @@ func (d *Device) PowerOff() {
 	if d.helloTimer != nil {
 		d.helloTimer.Stop()
 	}
-	cl, ls, h := d.dhcp, d.listeners, d.host
-	d.dhcp, d.listeners = nil, nil
+	cl, ls, h, conns := d.dhcp, d.listeners, d.host, d.conns
+	d.dhcp, d.listeners, d.conns = nil, nil, nil
 	d.mu.Unlock()
 	if cl != nil {
 		cl.Stop()
@@ -534,7 +538,11 @@ func (d *Device) PowerOff() {
 	for _, l := range ls {
 		l.Close()
 	}
-	// The cancelled context ends any DNS wait or connect at once.
+	for c := range conns {
+		c.Close()
+	}
+	// The cancelled context ends any DNS wait or connect at once, and the
+	// closed connections end their sessions.
 	d.work.Wait()
 	h.Close()
 	d.emit("power.off")

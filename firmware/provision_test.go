@@ -537,3 +537,24 @@ func TestDeviceBadHTTP(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// PowerOff ends the sessions still open (a client's kept-alive connection)
+// and returns only after they are over: nothing happens after power.off.
+func TestPowerOffEndsSessions(t *testing.T) {
+	r := newRig(t, 7)
+	ws := r.wsmanAs("admin", testPassword)
+	resp, err := ws.HTTP.Post(ws.URL, wsman.ContentType, strings.NewReader(string(wsman.Marshal(
+		wsman.Header{Action: wsman.ActionGet, MessageID: "1", ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"}, ""))))
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Len(t, r.d.ev.named("session.login"), 1)
+	require.Empty(t, r.d.ev.named("session.closed"), "the client keeps its connection")
+
+	r.d.PowerOff()
+	names := r.d.ev.names()
+	require.NotEmpty(t, names)
+	assert.Equal(t, "power.off", names[len(names)-1])
+	assert.Contains(t, names, "session.closed", "the open session ended before power.off")
+}

@@ -37,6 +37,26 @@ const (
 // with PID/PPS in setup, the installed certificate once provisioned), then
 // HTTP/1.1 with Digest. Each connection is one session.
 func (d *Device) accept(port uint16, c net.Conn) {
+	d.mu.Lock()
+	if !d.on {
+		d.mu.Unlock()
+		c.Close()
+		return
+	}
+	if d.conns == nil {
+		d.conns = make(map[net.Conn]struct{}, 1)
+	}
+	d.conns[c] = struct{}{}
+	d.work.Add(1)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if delete(d.conns, c); len(d.conns) == 0 {
+			d.conns = nil // an idle device keeps no map
+		}
+		d.mu.Unlock()
+		d.work.Done()
+	}()
 	// The label makes the device's share of a CPU profile visible apart
 	// from its peers' in the same process (BenchmarkProvisioning reads it).
 	pprof.Do(context.Background(), deviceLabel, func(context.Context) { d.serveConn(port, c) })

@@ -139,6 +139,12 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rep.SCS = &s
 	}
 	rep.OK = err == nil
+	// The run is over: the devices (and the embedded SCS) are stopped
+	// before the summary, so that no event is written after or into it.
+	f.Stop()
+	if e != nil {
+		e.StopSCS()
+	}
 	printSummary(stdout, rep, *deadline)
 	if *reportPath != "" {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
