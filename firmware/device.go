@@ -158,8 +158,8 @@ type Device struct {
 	// conns are the open AMT connections, closed at PowerOff so that it
 	// returns only once no session is left to end (nil when none).
 	conns map[net.Conn]struct{}
-	ready     bool // has had an address this power cycle
-	rand      *rand.Rand
+	ready bool // has had an address this power cycle
+	rand  *rand.Rand
 
 	helloOn     bool
 	helloHeld   bool // a slot came due during a session; sent when it ends
