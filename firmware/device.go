@@ -155,11 +155,9 @@ type Device struct {
 	lease     dhcp.Lease
 	bound     bool
 	listeners []*nic.Listener
-	// conns are the open AMT connections, closed at PowerOff so that it
-	// returns only once no session is left to end (nil when none).
-	conns map[net.Conn]struct{}
-	ready bool // has had an address this power cycle
-	rand  *rand.Rand
+	conns     map[net.Conn]struct{} // open AMT connections, closed by PowerOff; nil when none
+	ready     bool                  // has had an address this power cycle
+	rand      *rand.Rand
 
 	helloOn     bool
 	helloHeld   bool // a slot came due during a session; sent when it ends
