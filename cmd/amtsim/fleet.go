@@ -44,7 +44,7 @@ type report struct {
 // cmdFleet boots a fleet and follows it to provisioned: on the embedded LAN
 // with the reference SCS attached (default), or on a TAP next to a real
 // DHCP/DNS server and SCS.
-func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (ferr error) {
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 25, "how many devices")
@@ -55,6 +55,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME")
 	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this")
 	reportPath := fs.String("report", "", "write the summary as JSON to this file")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
 	logFormat := fs.String("log-format", "text", "text | json (events with --events)")
 	events := fs.Bool("events", false, "log every device and SCS event (default: progress only)")
 	dir := fs.String("scs-dir", "", "keep the embedded SCS's database and CA here (default: a temporary directory)")
@@ -78,6 +79,17 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer restoreGC()
 	if *events {
 		slog.New(handler).Info("fleet.gc", "policy", gc)
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("fleet: %w", err)
+		}
+		defer func() {
+			if perr := stop(); perr != nil && ferr == nil {
+				ferr = fmt.Errorf("fleet: %w", perr)
+			}
+		}()
 	}
 	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale)}
 	stepsSet := false

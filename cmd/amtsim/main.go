@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,9 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
+	"github.com/amtsim/amtsim/internal/atomicfile"
 	"github.com/amtsim/amtsim/internal/gcpolicy"
 )
 
@@ -138,6 +141,22 @@ func tuneGC(stderr io.Writer) (string, func()) {
 		return "go-default", func() {}
 	}
 	return p.String(), p.Restore
+}
+
+// startCPUProfile profiles the process until the returned stop, which
+// writes the profile to path whole (temp file and rename).
+func startCPUProfile(path string) (stop func() error, err error) {
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // logHandler is the slog handler --log-format names: text or json.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -236,4 +237,17 @@ func TestFleetGCPolicy(t *testing.T) {
 	debug.SetGCPercent(percent)
 	assert.Equal(t, percent0, percent)
 	assert.Equal(t, limit0, debug.SetMemoryLimit(-1))
+}
+
+// --cpu-profile leaves a profile that pprof reads.
+func TestFleetCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	code, _, errs := amtsim(t, "fleet", "-n", "2", "--steps=false", "--cpu-profile", path)
+	require.Equal(t, exitOK, code, "stderr: %s", errs)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	p, err := profile.Parse(f)
+	require.NoError(t, err)
+	assert.Equal(t, "cpu", p.SampleType[len(p.SampleType)-1].Type)
 }
