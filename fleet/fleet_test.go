@@ -2,7 +2,11 @@ package fleet
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +130,64 @@ func TestSCSRestartMidFleet(t *testing.T) {
 		require.True(t, ok, "device %d", i)
 		assert.Equal(t, scs.StateProvisioned, r.State)
 	}
+}
+
+// A device whose commit went through but whose verifying login failed
+// (its certificate port unreachable for a while) is settled by logging in
+// again with the new credentials. It is never sent back through TLS-PSK,
+// which a provisioned device refuses, and it sends no Hello to be found by.
+func TestVerifyFailureSettles(t *testing.T) {
+	var failing atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
+		SCS: func(o *scs.ServerOptions) {
+			o.VerifyWindow, o.RetryBase = 200*time.Millisecond, 50*time.Millisecond
+			dial := o.Dial
+			o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if failing.Load() && strings.HasSuffix(addr, ":16993") {
+					return nil, errors.New("test: 16993 unreachable")
+				}
+				return dial(ctx, network, addr)
+			}
+			// From the commit's answer until the verification has failed
+			// once, the certificate port cannot be reached.
+			o.Events = func(ev scs.Event) {
+				switch {
+				case ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true":
+					failing.Store(true)
+				case ev.Name == "scs.failed" && attr(ev, "step") == "verify":
+					failing.Store(false)
+				}
+			}
+		},
+		Fleet: Options{Devices: 1, Seed: 13, Password: testPassword}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NoError(t, e.Fleet.Start(ctx))
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := e.Wait(wctx); err != nil {
+		t.Fatalf("not settled: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+	}
+	ss := e.SCSSummary()
+	assert.Equal(t, uint64(1), ss.Provisioned)
+	assert.Equal(t, uint64(1), ss.Failed)
+	assert.Equal(t, 1, ss.Failures["verify"]["16993 unreachable"], "%+v", ss.Failures)
+	assert.Zero(t, e.Fleet.Summary().TLSFailures, "no TLS-PSK login against the provisioned device")
+	st, err := e.Fleet.Devices()[0].Settings()
+	require.NoError(t, err)
+	r, ok := e.DB.Get(st.PID)
+	require.True(t, ok, "the record has the device's new PID")
+	assert.Equal(t, scs.StateProvisioned, r.State)
+	assert.Empty(t, r.NewPID)
+}
+
+func attr(ev scs.Event, key string) string {
+	for _, a := range ev.Attrs {
+		if a.Key == key {
+			return a.Value.String()
+		}
+	}
+	return ""
 }

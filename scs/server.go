@@ -54,6 +54,10 @@ type ServerOptions struct {
 	SessionTimeout time.Duration
 	// NoVerify skips the login with the new credentials after the commit.
 	NoVerify bool
+	// VerifyWindow is how long the login with the new credentials keeps
+	// trying while the device re-arms its ports after the commit (default
+	// 10 s; a loaded machine can take seconds).
+	VerifyWindow time.Duration
 	// Events receives the SCS's structured events; nil discards them.
 	Events func(Event)
 	// Metrics, if set, gets the SCS's Prometheus collectors.
@@ -135,6 +139,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.Queue <= 0 {
 		o.Queue = 4096
+	}
+	if o.VerifyWindow <= 0 {
+		o.VerifyWindow = 10 * time.Second
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 5
@@ -294,7 +301,8 @@ func (s *Server) worker() {
 	}
 }
 
-// session provisions one device, and on failure schedules a retry.
+// session provisions one device (or settles one), and on failure
+// schedules a retry.
 func (s *Server) session(j job) {
 	if j.settle {
 		s.settle(j)
@@ -319,6 +327,16 @@ func (s *Server) session(j job) {
 	s.failures[step][reason]++
 	s.mu.Unlock()
 	s.emit("scs.failed", j.pid, "step", step, "reason", reason, "attempt", j.attempt+1, "err", err.Error())
+	// Past the commit the device may hold the new pair and be provisioned:
+	// it sends no more Hellos and refuses the old PSK, so the retry is a
+	// login with the new credentials, not a new session.
+	j.settle = (step == "commit" || step == "verify") && !errors.Is(err, errNotCommitted)
+	s.retry(j)
+}
+
+// retry queues j again after a backoff, or, with its attempts used up,
+// lets the device go until its next Hello.
+func (s *Server) retry(j job) {
 	if s.ctx.Err() != nil || j.attempt+1 >= s.o.MaxAttempts {
 		s.mu.Lock()
 		delete(s.inflight, j.key)
@@ -479,27 +497,38 @@ func (s *Server) provision(j job) error {
 }
 
 // settle checks a record with a pending new pair: if the device answers
-// the new credentials it committed, and the record says so; if not, the
-// device is still in setup with the old pair and will Hello again.
+// the new credentials it committed, and the record says so. If it refuses
+// them it is still in setup and will Hello again. If it does not answer,
+// settle is tried again while attempts last: a device that committed sends
+// no more Hellos.
 func (s *Server) settle(j job) {
-	defer func() {
+	rec, ok := s.o.DB.Get(j.pid)
+	if !ok || rec.NewPID == "" {
 		s.mu.Lock()
 		delete(s.inflight, j.key)
 		s.mu.Unlock()
-	}()
-	rec, ok := s.o.DB.Get(j.pid)
-	if !ok || rec.NewPID == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, s.o.VerifyWindow+5*time.Second)
 	defer cancel()
 	p := s.o.Profile
 	domain := p.DomainName
 	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
 	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p); err != nil {
-		s.emit("scs.unsettled", rec.PID, "err", err.Error())
+		s.emit("scs.unsettled", rec.PID, "attempt", j.attempt+1, "err", err.Error())
+		if errors.Is(err, errNotCommitted) {
+			// Still in setup: its next Hello starts a session.
+			s.mu.Lock()
+			delete(s.inflight, j.key)
+			s.mu.Unlock()
+			return
+		}
+		s.retry(j)
 		return
 	}
+	s.mu.Lock()
+	delete(s.inflight, j.key)
+	s.mu.Unlock()
 	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
 	if p.NewMEBxPassword != "" {
@@ -515,15 +544,20 @@ func (s *Server) settle(j job) {
 
 // verify logs in with the new credentials: over the issued certificate on
 // 16993, or Digest on 16992 without TLS. The device re-arms its ports just
-// after the commit, so a refused connection is tried again briefly.
+// after the commit, so a refused or reset connection is tried again, with
+// a growing pause, for VerifyWindow.
 func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile) error {
 	var last error
-	for i := range 20 {
-		if i > 0 {
+	end := time.Now().Add(s.o.VerifyWindow)
+	for pause := time.Duration(0); ; pause = min(max(2*pause, 50*time.Millisecond), time.Second) {
+		if pause > 0 {
+			if time.Now().Add(pause).After(end) {
+				return last
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(pause):
 			}
 		}
 		var sess *Session
@@ -542,17 +576,24 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile) e
 		sess.Close()
 		if err == nil {
 			if st, _ := sc.Get("ProvisioningState"); st != "2" {
-				return fmt.Errorf("ProvisioningState %s after the commit", st)
+				return fmt.Errorf("%w: ProvisioningState %s", errNotCommitted, st)
 			}
 			return nil
 		}
 		last = err
-		if strings.Contains(err.Error(), "401") {
-			return err // the credentials are wrong: no point retrying
+		// The device answered, and not as a provisioned one: no point
+		// trying again.
+		var op *net.OpError
+		if strings.Contains(err.Error(), "401") || errors.As(err, &op) && op.Op == "remote error" {
+			return fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 	}
-	return last
 }
+
+// errNotCommitted: the device answers, but not with the new credentials
+// (a Digest 401, or a TLS alert from a device still on TLS-PSK): it has
+// not committed, or has left provisioning again.
+var errNotCommitted = errors.New("the device does not take the new credentials")
 
 // Failures counts failed sessions by step and reason.
 func (s *Server) Failures() map[string]map[string]int {
