@@ -116,8 +116,12 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 	if e.srv != nil {
 		return errors.New("fleet: the SCS is running")
 	}
+	// The queue holds the whole fleet: a Hello dropped on a full queue is
+	// answered only by the device's next one, which the Hello schedule
+	// puts minutes away once its first five have gone unanswered (a
+	// 20,000-device run sat idle for 80 s at a time with the default).
 	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: DefaultProfile(e.Net.Domain()),
-		Dial: e.host.DialContext}
+		Dial: e.host.DialContext, Queue: e.o.Fleet.Devices}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)
 	}

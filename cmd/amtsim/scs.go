@@ -55,6 +55,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	domain := fs.String("domain", "amtsim.example", "domain the devices are given (unless the profile names one)")
 	noTLS := fs.Bool("no-tls", false, "provision over plain 16992 with Digest only, and leave TLS off")
 	workers := fs.Int("workers", 0, "sessions at once (default 16 per core)")
+	queue := fs.Int("queue", 0, "Hellos that may wait for a worker; one that finds the queue full is dropped and the device\nis heard again only at its next Hello, minutes later (default 4096; set it to the fleet's size)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address")
 	logFormat := fs.String("log-format", "text", "text | json")
 	if _, err := parseInterleaved(fs, args); err != nil {
@@ -116,7 +117,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := scs.NewServer(scs.ServerOptions{DB: db, CA: ca, Profile: profile, Password: *password, NoTLS: *noTLS,
-		Workers: *workers, Events: scs.LogSink(handler), Metrics: reg})
+		Workers: *workers, Queue: *queue, Events: scs.LogSink(handler), Metrics: reg})
 	if err != nil {
 		return err
 	}
