@@ -116,21 +116,26 @@ type Client struct {
 	o     ClientOptions
 	Stats ClientStats
 
-	mu        sync.Mutex
-	state     State
-	gen       uint64 // bumped on every state change; stale timers check it
-	leaseGen  uint64 // bumped on every bind and loss; stale lease timers check it
-	xid       uint32
-	attempt   int
-	wait      time.Duration
-	timer     clock.Timer // retransmission
-	t1, t2, t clock.Timer // lease timers
-	offered   netip.Addr
-	server    netip.Addr
-	serverMAC net.HardwareAddr
-	lease     Lease
-	bound     bool
-	waiters   []chan Lease
+	mu       sync.Mutex
+	state    State
+	gen      uint64 // bumped on every state change; stale timers check it
+	leaseGen uint64 // bumped on every bind and loss; stale lease timers check it
+	xid      uint32
+	attempt  int
+	wait     time.Duration
+	timer    clock.Timer // retransmission
+	// leaseTimer is the lease's next event: T1, then T2, then expiry. One
+	// timer armed at a time rather than three: a fleet's devices hold a
+	// runtime timer each for the lease, and every runtime timer is work
+	// for the scheduler's timer heap.
+	leaseTimer clock.Timer
+	boundAt    time.Time // the clock's time at the bind, from which T1, T2 and expiry count
+	offered    netip.Addr
+	server     netip.Addr
+	serverMAC  net.HardwareAddr
+	lease      Lease
+	bound      bool
+	waiters    []chan Lease
 }
 
 // NewClient returns a stopped client for o.Link.
@@ -222,12 +227,10 @@ func (c *Client) enterLocked(s State) {
 
 func (c *Client) stopLeaseTimersLocked() {
 	c.leaseGen++
-	for _, t := range []clock.Timer{c.t1, c.t2, c.t} {
-		if t != nil {
-			t.Stop()
-		}
+	if c.leaseTimer != nil {
+		c.leaseTimer.Stop()
+		c.leaseTimer = nil
 	}
-	c.t1, c.t2, c.t = nil, nil, nil
 }
 
 // after arms f for d (at least MinWait of real time) in the current state.
@@ -459,35 +462,51 @@ func (c *Client) bindLocked(l Lease, serverMAC net.HardwareAddr) {
 	c.stopLeaseTimersLocked()
 	c.lease, c.bound = l, true
 	c.serverMAC = append(c.serverMAC[:0], serverMAC...)
-	// Lease timers fire at the lease's own times, not floored like waits
-	// for an answer.
+	c.boundAt = c.o.Clock.Now()
+	c.armLeaseLocked(atT1)
+}
+
+// leaseStep is a lease event: T1, T2 or the end.
+type leaseStep int
+
+const (
+	atT1 leaseStep = iota
+	atT2
+	atEnd
+)
+
+// armLeaseLocked arms the lease event at, counted from the bind. Lease
+// timers fire at the lease's own times, not floored like waits for an
+// answer.
+func (c *Client) armLeaseLocked(at leaseStep) {
+	since := [...]time.Duration{atT1: c.lease.Renew, atT2: c.lease.Rebind, atEnd: c.lease.Duration}[at]
 	gen := c.leaseGen
-	c.t1 = c.o.Clock.AfterFunc(l.Renew, func() { c.leaseTimer(gen, StateRenewing) })
-	c.t2 = c.o.Clock.AfterFunc(l.Rebind, func() { c.leaseTimer(gen, StateRebinding) })
-	c.t = c.o.Clock.AfterFunc(l.Duration, func() { c.expire(gen) })
+	d := max(c.boundAt.Add(since).Sub(c.o.Clock.Now()), 0)
+	c.leaseTimer = c.o.Clock.AfterFunc(d, func() { c.leaseEvent(gen, at) })
 }
 
-// leaseTimer moves a bound (or renewing) client on at T1 or T2.
-func (c *Client) leaseTimer(gen uint64, to State) {
-	c.mu.Lock()
-	if c.state == StateStopped || !c.bound || c.leaseGen != gen || c.state >= to {
-		c.mu.Unlock()
-		return
-	}
-	c.enterLocked(to)
-	c.xid = c.o.Rand.Uint32()
-	do := c.transmitLocked()
-	c.mu.Unlock()
-	do()
-}
-
-func (c *Client) expire(gen uint64) {
+// leaseEvent moves a bound client on to renewing at T1 or rebinding at
+// T2, arming the event after, or ends its lease.
+func (c *Client) leaseEvent(gen uint64, at leaseStep) {
 	c.mu.Lock()
 	if c.state == StateStopped || !c.bound || c.leaseGen != gen {
 		c.mu.Unlock()
 		return
 	}
-	do := c.loseLocked(ErrLeaseExpired)
+	if at == atEnd {
+		do := c.loseLocked(ErrLeaseExpired)
+		c.mu.Unlock()
+		do()
+		return
+	}
+	to := [...]State{atT1: StateRenewing, atT2: StateRebinding}[at]
+	do := func() {}
+	if c.state < to {
+		c.enterLocked(to)
+		c.xid = c.o.Rand.Uint32()
+		do = c.transmitLocked()
+	}
+	c.armLeaseLocked(at + 1)
 	c.mu.Unlock()
 	do()
 }
