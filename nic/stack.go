@@ -259,7 +259,7 @@ func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Conn, err
 	if err != nil {
 		return nil, fmt.Errorf("host %v: dial %s: %w", h.nic.HardwareAddr(), raddr, err)
 	}
-	return c, nil
+	return tcpConn{c}, nil
 }
 
 // DialContext is DialTCP in net.Dialer's shape ("tcp", "tcp4"; addr an
@@ -292,7 +292,7 @@ func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: bind udp/%d: %s", h.nic.HardwareAddr(), port, terr)
 	}
-	return gonet.NewUDPConn(&wq, ep), nil
+	return udpConn{gonet.NewUDPConn(&wq, ep)}, nil
 }
 
 // DialUDP opens a UDP socket from the host's address to raddr.
@@ -302,7 +302,7 @@ func (h *Host) DialUDP(raddr netip.AddrPort) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host %v: dial udp %s: %w", h.nic.HardwareAddr(), raddr, err)
 	}
-	return c, nil
+	return udpConn{c}, nil
 }
 
 // Listen accepts TCP connections on port and hands each to handle on a
@@ -370,7 +370,7 @@ func (l *Listener) drain() {
 				return
 			}
 			l.Accepted.Add(1)
-			go l.handle(gonet.NewTCPConn(wq, ep))
+			go l.handle(tcpConn{gonet.NewTCPConn(wq, ep)})
 		}
 		l.accepting.Store(false)
 		// A connection that arrived between the last Accept and the store
