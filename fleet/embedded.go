@@ -228,7 +228,8 @@ func (e *Embedded) Wait(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if n := len(e.Fleet.devs); e.recorded() >= n && e.counted() >= n {
+		// The count first: reading the database copies every record.
+		if n := len(e.Fleet.devs); e.counted() >= n && e.recorded() >= n {
 			return nil
 		}
 		select {

@@ -191,3 +191,50 @@ func attr(ev scs.Event, key string) string {
 	}
 	return ""
 }
+
+// Right after the commit, until the device re-arms its ports, a login over
+// the certificate may meet the old TLS-PSK port, which answers an RSA
+// ClientHello with an alert. The verification tries again rather than
+// taking the alert for a device that never committed.
+func TestVerifyRetriesAlertsAfterCommit(t *testing.T) {
+	var alerts atomic.Int32
+	var committed atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
+		SCS: func(o *scs.ServerOptions) {
+			dial := o.Dial
+			o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if committed.Load() && strings.HasSuffix(addr, ":16993") && alerts.Add(1) <= 3 {
+					// A TLS-PSK port refusing the RSA suites: a fatal
+					// handshake_failure alert, then the close.
+					c, peer := net.Pipe()
+					go func() {
+						defer peer.Close()
+						_, _ = peer.Read(make([]byte, 4096))
+						_, _ = peer.Write([]byte{21, 3, 1, 0, 2, 2, 40})
+					}()
+					return c, nil
+				}
+				return dial(ctx, network, addr)
+			}
+			o.Events = func(ev scs.Event) {
+				if ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true" {
+					committed.Store(true)
+				}
+			}
+		},
+		Fleet: Options{Devices: 1, Seed: 14, Password: testPassword}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NoError(t, e.Fleet.Start(ctx))
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := e.Wait(wctx); err != nil {
+		t.Fatalf("not provisioned and recorded: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+	}
+	assert.GreaterOrEqual(t, alerts.Load(), int32(4), "three alerts, then the real port")
+	ss := e.SCSSummary()
+	assert.Zero(t, ss.Failed, "%+v", ss.Failures)
+	assert.Equal(t, uint64(1), ss.Provisioned)
+}

@@ -465,7 +465,10 @@ func (s *Server) provision(j job) error {
 		res = &Result{Host: rec.Host, Domain: p.DomainName}
 	}
 	if !s.o.NoVerify {
-		if verr := s.verify(ctx, target, res, p); verr != nil {
+		// The commit answered (or its answer was lost): until the device
+		// has re-armed its ports with the certificate, its old TLS-PSK
+		// port may still answer with an alert, so alerts are retried.
+		if verr := s.verify(ctx, target, res, p, false); verr != nil {
 			if err == nil {
 				err = &StepError{Step: "verify", Err: verr}
 			}
@@ -514,7 +517,7 @@ func (s *Server) settle(j job) {
 	p := s.o.Profile
 	domain := p.DomainName
 	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
-	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p); err != nil {
+	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
 		s.emit("scs.unsettled", rec.PID, "attempt", j.attempt+1, "err", err.Error())
 		if errors.Is(err, errNotCommitted) {
 			// Still in setup: its next Hello starts a session.
@@ -545,8 +548,10 @@ func (s *Server) settle(j job) {
 // verify logs in with the new credentials: over the issued certificate on
 // 16993, or Digest on 16992 without TLS. The device re-arms its ports just
 // after the commit, so a refused or reset connection is tried again, with
-// a growing pause, for VerifyWindow.
-func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile) error {
+// a growing pause, for VerifyWindow. A Digest 401 ends it at once; so does
+// a TLS alert when alertIsFinal (settling, long after any commit, when an
+// alert means the device still speaks TLS-PSK: it never committed).
+func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, alertIsFinal bool) error {
 	var last error
 	end := time.Now().Add(s.o.VerifyWindow)
 	for pause := time.Duration(0); ; pause = min(max(2*pause, 50*time.Millisecond), time.Second) {
@@ -584,7 +589,7 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile) e
 		// The device answered, and not as a provisioned one: no point
 		// trying again.
 		var op *net.OpError
-		if strings.Contains(err.Error(), "401") || errors.As(err, &op) && op.Op == "remote error" {
+		if strings.Contains(err.Error(), "401") || alertIsFinal && errors.As(err, &op) && op.Op == "remote error" {
 			return fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 	}
