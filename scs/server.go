@@ -334,13 +334,18 @@ func (s *Server) session(j job) {
 	s.retry(j)
 }
 
+// release ends j's hold on its device: a Hello from it is heard again.
+func (s *Server) release(j job) {
+	s.mu.Lock()
+	delete(s.inflight, j.key)
+	s.mu.Unlock()
+}
+
 // retry queues j again after a backoff, or, with its attempts used up,
 // lets the device go until its next Hello.
 func (s *Server) retry(j job) {
 	if s.ctx.Err() != nil || j.attempt+1 >= s.o.MaxAttempts {
-		s.mu.Lock()
-		delete(s.inflight, j.key)
-		s.mu.Unlock()
+		s.release(j)
 		return
 	}
 	// Still in flight: the retry owns the device until it runs.
@@ -507,9 +512,7 @@ func (s *Server) provision(j job) error {
 func (s *Server) settle(j job) {
 	rec, ok := s.o.DB.Get(j.pid)
 	if !ok || rec.NewPID == "" {
-		s.mu.Lock()
-		delete(s.inflight, j.key)
-		s.mu.Unlock()
+		s.release(j)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.o.VerifyWindow+5*time.Second)
@@ -520,18 +523,13 @@ func (s *Server) settle(j job) {
 	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
 		s.emit("scs.unsettled", rec.PID, "attempt", j.attempt+1, "err", err.Error())
 		if errors.Is(err, errNotCommitted) {
-			// Still in setup: its next Hello starts a session.
-			s.mu.Lock()
-			delete(s.inflight, j.key)
-			s.mu.Unlock()
+			s.release(j) // still in setup: its next Hello starts a session
 			return
 		}
 		s.retry(j)
 		return
 	}
-	s.mu.Lock()
-	delete(s.inflight, j.key)
-	s.mu.Unlock()
+	defer s.release(j)
 	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
 	if p.NewMEBxPassword != "" {
