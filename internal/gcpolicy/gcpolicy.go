@@ -11,6 +11,7 @@ package gcpolicy
 
 import (
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -69,6 +70,9 @@ func (p *Policy) Restore() {
 
 // String is the policy in GOGC/GOMEMLIMIT terms, for logs.
 func (p *Policy) String() string {
+	if p.Limit == math.MaxInt64 {
+		return fmt.Sprintf("GOGC=%d GOMEMLIMIT=off", p.Percent)
+	}
 	return fmt.Sprintf("GOGC=%d GOMEMLIMIT=%dMiB", p.Percent, p.Limit>>20)
 }
 

@@ -49,6 +49,9 @@ func TestThroughputKeepsEnvironment(t *testing.T) {
 	assert.Equal(t, limit0, limit, "GOMEMLIMIT from the environment stays")
 	assert.True(t, p.PercentFromEnv)
 	assert.True(t, p.LimitFromEnv)
+	if limit0 == math.MaxInt64 {
+		assert.Contains(t, p.String(), "GOMEMLIMIT=off")
+	}
 }
 
 func TestParseCgroupMax(t *testing.T) {
