@@ -8,6 +8,7 @@ package lan
 import (
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -67,6 +68,11 @@ type segPort struct {
 	id       uint64
 	detached atomic.Bool
 	filter   *nic.BroadcastFilter // guarded by seg.mu
+	// macs are the source addresses learned on this port (a NIC's one,
+	// as a rule), so that Detach forgets them without walking the whole
+	// table: a walk per port made stopping 100,000 devices take 98 s.
+	// Guarded by seg.mu.
+	macs [][6]byte
 }
 
 var _ nic.Uplink = (*Segment)(nil)
@@ -207,6 +213,9 @@ func (p *segPort) Send(frame []byte) error {
 	if !known && src[0]&1 == 0 && !p.detached.Load() {
 		s.mu.Lock()
 		s.table[src] = p
+		if !slices.Contains(p.macs, src) {
+			p.macs = append(p.macs, src)
+		}
 		s.mu.Unlock()
 	}
 
@@ -280,9 +289,10 @@ func (p *segPort) Detach() {
 	defer s.mu.Unlock()
 	s.unindexLocked(p)
 	delete(s.ports, p)
-	for mac, sp := range s.table {
-		if sp == p {
+	for _, mac := range p.macs {
+		if s.table[mac] == p { // a MAC that moved on belongs to its new port
 			delete(s.table, mac)
 		}
 	}
+	p.macs = nil
 }

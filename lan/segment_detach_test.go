@@ -1,0 +1,56 @@
+package lan
+
+import (
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type countingPort struct {
+	mac net.HardwareAddr
+	got atomic.Int32
+}
+
+func (p *countingPort) HardwareAddr() net.HardwareAddr { return p.mac }
+func (p *countingPort) DeliverFrame([]byte)            { p.got.Add(1) }
+
+// Detaching a port forgets the addresses learned on it, and only those: a
+// MAC that moved to another port stays reachable there.
+func TestSegmentDetachForgetsItsMACs(t *testing.T) {
+	seg := NewSegment(SegmentOptions{})
+	t.Cleanup(seg.Close)
+	mac := func(last byte) net.HardwareAddr { return net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, last} }
+	frame := func(src, dst net.HardwareAddr) []byte {
+		f := make([]byte, 60)
+		copy(f[0:6], dst)
+		copy(f[6:12], src)
+		return f
+	}
+	a, b, d := &countingPort{mac: mac(1)}, &countingPort{mac: mac(2)}, &countingPort{mac: mac(3)}
+	atA, err := seg.Attach(a)
+	require.NoError(t, err)
+	atB, err := seg.Attach(b)
+	require.NoError(t, err)
+	atD, err := seg.Attach(d)
+	require.NoError(t, err)
+
+	require.NoError(t, atA.Send(frame(a.mac, b.mac))) // learns a's MAC on a
+	require.NoError(t, atB.Send(frame(b.mac, a.mac)))
+	require.Eventually(t, func() bool { return a.got.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, atD.Send(frame(a.mac, b.mac))) // a's MAC moves to d
+	atA.Detach()
+
+	unicast, flooded, atD0 := seg.Stats.Unicast.Load(), seg.Stats.Flooded.Load(), d.got.Load()
+	require.NoError(t, atB.Send(frame(b.mac, a.mac)))
+	require.Eventually(t, func() bool { return d.got.Load() == atD0+1 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, unicast+1, seg.Stats.Unicast.Load(), "the moved MAC is still known, at d")
+
+	atD.Detach()
+	require.NoError(t, atB.Send(frame(b.mac, a.mac)))
+	assert.Equal(t, flooded+1, seg.Stats.Flooded.Load(), "with d gone the MAC is unknown")
+	assert.Equal(t, unicast+1, seg.Stats.Unicast.Load())
+}
