@@ -138,38 +138,26 @@ func TestSCSRestartMidFleet(t *testing.T) {
 // which a provisioned device refuses, and it sends no Hello to be found by.
 func TestVerifyFailureSettles(t *testing.T) {
 	var failing atomic.Bool
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
-		SCS: func(o *scs.ServerOptions) {
-			o.VerifyWindow, o.RetryBase = 200*time.Millisecond, 50*time.Millisecond
-			dial := o.Dial
-			o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if failing.Load() && strings.HasSuffix(addr, ":16993") {
-					return nil, errors.New("test: 16993 unreachable")
-				}
-				return dial(ctx, network, addr)
+	e := provisionOne(t, 13, func(o *scs.ServerOptions) {
+		o.VerifyWindow, o.RetryBase = 200*time.Millisecond, 50*time.Millisecond
+		dial := o.Dial
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if failing.Load() && strings.HasSuffix(addr, ":16993") {
+				return nil, errors.New("test: 16993 unreachable")
 			}
-			// From the commit's answer until the verification has failed
-			// once, the certificate port cannot be reached.
-			o.Events = func(ev scs.Event) {
-				switch {
-				case ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true":
-					failing.Store(true)
-				case ev.Name == "scs.failed" && attr(ev, "step") == "verify":
-					failing.Store(false)
-				}
+			return dial(ctx, network, addr)
+		}
+		// From the commit's answer until the verification has failed
+		// once, the certificate port cannot be reached.
+		o.Events = func(ev scs.Event) {
+			switch {
+			case ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true":
+				failing.Store(true)
+			case ev.Name == "scs.failed" && attr(ev, "step") == "verify":
+				failing.Store(false)
 			}
-		},
-		Fleet: Options{Devices: 1, Seed: 13, Password: testPassword}})
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	require.NoError(t, e.Fleet.Start(ctx))
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := e.Wait(wctx); err != nil {
-		t.Fatalf("not settled: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
-	}
+		}
+	})
 	ss := e.SCSSummary()
 	assert.Equal(t, uint64(1), ss.Provisioned)
 	assert.Equal(t, uint64(1), ss.Failed)
@@ -181,6 +169,26 @@ func TestVerifyFailureSettles(t *testing.T) {
 	require.True(t, ok, "the record has the device's new PID")
 	assert.Equal(t, scs.StateProvisioned, r.State)
 	assert.Empty(t, r.NewPID)
+}
+
+// provisionOne runs a one-device embedded fleet with the SCS adjusted by
+// adjust, and waits until the device is provisioned and the SCS has
+// recorded and counted it.
+func provisionOne(t *testing.T, seed uint64, adjust func(*scs.ServerOptions)) *Embedded {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(), SCS: adjust,
+		Fleet: Options{Devices: 1, Seed: seed, Password: testPassword}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NoError(t, e.Fleet.Start(ctx))
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := e.Wait(wctx); err != nil {
+		t.Fatalf("not provisioned and recorded: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+	}
+	return e
 }
 
 func attr(ev scs.Event, key string) string {
@@ -199,40 +207,28 @@ func attr(ev scs.Event, key string) string {
 func TestVerifyRetriesAlertsAfterCommit(t *testing.T) {
 	var alerts atomic.Int32
 	var committed atomic.Bool
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
-		SCS: func(o *scs.ServerOptions) {
-			dial := o.Dial
-			o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if committed.Load() && strings.HasSuffix(addr, ":16993") && alerts.Add(1) <= 3 {
-					// A TLS-PSK port refusing the RSA suites: a fatal
-					// handshake_failure alert, then the close.
-					c, peer := net.Pipe()
-					go func() {
-						defer peer.Close()
-						_, _ = peer.Read(make([]byte, 4096))
-						_, _ = peer.Write([]byte{21, 3, 1, 0, 2, 2, 40})
-					}()
-					return c, nil
-				}
-				return dial(ctx, network, addr)
+	e := provisionOne(t, 14, func(o *scs.ServerOptions) {
+		dial := o.Dial
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if committed.Load() && strings.HasSuffix(addr, ":16993") && alerts.Add(1) <= 3 {
+				// A TLS-PSK port refusing the RSA suites: a fatal
+				// handshake_failure alert, then the close.
+				c, peer := net.Pipe()
+				go func() {
+					defer peer.Close()
+					_, _ = peer.Read(make([]byte, 4096))
+					_, _ = peer.Write([]byte{21, 3, 1, 0, 2, 2, 40})
+				}()
+				return c, nil
 			}
-			o.Events = func(ev scs.Event) {
-				if ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true" {
-					committed.Store(true)
-				}
+			return dial(ctx, network, addr)
+		}
+		o.Events = func(ev scs.Event) {
+			if ev.Name == "scs.step" && attr(ev, "step") == "commit" && attr(ev, "ok") == "true" {
+				committed.Store(true)
 			}
-		},
-		Fleet: Options{Devices: 1, Seed: 14, Password: testPassword}})
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	require.NoError(t, e.Fleet.Start(ctx))
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := e.Wait(wctx); err != nil {
-		t.Fatalf("not provisioned and recorded: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
-	}
+		}
+	})
 	assert.GreaterOrEqual(t, alerts.Load(), int32(4), "three alerts, then the real port")
 	ss := e.SCSSummary()
 	assert.Zero(t, ss.Failed, "%+v", ss.Failures)
