@@ -5,14 +5,19 @@ FUZZTIME ?= 10s
 # Benchmarks that build fleets run once per size; -benchtime=1x keeps them honest.
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 
-.PHONY: run test vet fmt-check unit bench fuzz build clean
+.PHONY: run test peers vet fmt-check unit bench fuzz build clean
 
 ## run: 25 OptiPlex 960s provisioned end to end by the embedded SCS on the embedded LAN (no root, no network)
 run:
 	$(GO) run ./cmd/amtsim fleet -n 25
 
-## test: gofmt check, go vet, unit and integration tests (root-only tests skip without root)
-test: fmt-check vet unit
+## test: gofmt check, go vet, the real peers the tests need (installed when missing and possible),
+## unit and integration tests; tests whose peer is missing or that need root skip, listed at the end
+test: fmt-check vet peers unit
+
+## peers: install the programs the tests talk to (internal/peer/peers.txt) when missing
+peers:
+	@bash scripts/peers
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -21,8 +26,14 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+# Tests that skip for a missing peer or for want of root append a line to
+# $$AMTSIM_SKIPPED (internal/peer); the list is printed after the run.
 unit:
-	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	@skipped=$$(mktemp -t amtsim-skipped.XXXXXX); \
+	AMTSIM_SKIPPED=$$skipped $(GO) test -race -count=1 -timeout 10m $(PKGS); rc=$$?; \
+	if [ -s $$skipped ]; then \
+	  echo "Skipped $$(sort -u $$skipped | wc -l) tests (missing peers or not root):"; sort -u $$skipped | sed 's/^/  /'; \
+	fi; rm -f $$skipped; exit $$rc
 
 ## bench: speed and memory figures (bytes and goroutines per idle device, …)
 bench:

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/internal/peer"
 )
 
 const realm = "Digest:AF541D9BC94CFF7ADFA073F492F355E6"
@@ -235,9 +237,7 @@ func TestTransport(t *testing.T) {
 // curl --digest, a client no one here wrote, logs in to our server; a
 // wrong password gets 401.
 func TestCurlDigest(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatalf("curl is not installed (bash .ci/run installs it): %v", err)
-	}
+	peer.Need(t, "curl")
 	s := NewServer(ServerOptions{Realm: realm})
 	srv := httptest.NewServer(digestHandler(s, users("admin", "P@ssw0rd")))
 	defer srv.Close()

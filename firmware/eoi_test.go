@@ -24,6 +24,7 @@ import (
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/eoi"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/peer"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/ptstatus"
 	"github.com/amtsim/amtsim/wsman"
@@ -222,9 +223,7 @@ func mustB64(t *testing.T, s string) []byte {
 // unchanged against a provisioned device: info, netinfo and a power
 // command, logged in as the admin the SCS set.
 func TestAmttool(t *testing.T) {
-	if _, err := exec.LookPath("amttool"); err != nil {
-		t.Fatalf("amttool is not installed (bash .ci/run installs amtterm): %v", err)
-	}
+	peer.Need(t, "amttool")
 	r := newRig(t, 9)
 	r.provisionPlain(t, 9)
 	addr := r.forward(t, PortHTTP)

@@ -27,6 +27,7 @@ import (
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/peer"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
@@ -246,16 +247,19 @@ func TestProvisionOverTLSPSK(t *testing.T) {
 	assert.Equal(t, res.CertDER, st.PeerCertificates[0].Raw)
 	tc.Close()
 	// …and openssl s_client.
-	addr := r.forward(t, PortHTTPS)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, writePEM(caFile, ca.cert.Raw))
-	cmd := exec.Command("openssl", "s_client", "-connect", addr, "-tls1", "-cipher", "AES128-SHA@SECLEVEL=0",
-		"-CAfile", caFile, "-verify_return_error", "-verify_hostname", "optiplex-42.amtsim.example", "-showcerts")
-	cmd.Stdin = strings.NewReader("")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	assert.Contains(t, string(out), "Verify return code: 0 (ok)")
-	assert.Contains(t, string(out), "subject=CN = optiplex-42.amtsim.example")
+	t.Run("openssl", func(t *testing.T) {
+		peer.Need(t, "openssl")
+		addr := r.forward(t, PortHTTPS)
+		caFile := filepath.Join(t.TempDir(), "ca.pem")
+		require.NoError(t, writePEM(caFile, ca.cert.Raw))
+		cmd := exec.Command("openssl", "s_client", "-connect", addr, "-tls1", "-cipher", "AES128-SHA@SECLEVEL=0",
+			"-CAfile", caFile, "-verify_return_error", "-verify_hostname", "optiplex-42.amtsim.example", "-showcerts")
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(out), "Verify return code: 0 (ok)")
+		assert.Contains(t, string(out), "subject=CN = optiplex-42.amtsim.example")
+	})
 
 	// The old PSK no longer opens anything.
 	raw, err = r.dial(ctx, "tcp", netip.AddrPortFrom(r.d.Addr(), PortHTTPS).String())

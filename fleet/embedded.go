@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,9 +14,6 @@ import (
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/scs"
 )
-
-// scsMAC is the embedded SCS host's MAC on the segment.
-var scsMAC = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x02}
 
 // EmbeddedOptions configure the embedded default: the LAN, the reference
 // SCS on it at the ProvisionServer address, and a fleet.
@@ -50,18 +45,6 @@ type Embedded struct {
 	servers []*scs.Server // every SCS run, for the summary
 }
 
-// DefaultProfile is what the embedded SCS configures: a new MEBx password,
-// an admin, a Digest user and a Kerberos user (by SID), the LAN's domain.
-func DefaultProfile(domain string) scs.Profile {
-	return scs.Profile{AdminUser: "admin", AdminPassword: "Amtsim-Admin5!", NewMEBxPassword: "Amtsim-Mebx5!", DomainName: domain,
-		Users: []scs.User{
-			{Name: "operator", Password: "Amtsim-Oper5!", Access: 2, Realms: []uint32{3, 5, 7, 13}},
-			// S-1-5-21-1004336348-1177238915-682003330-512 (a domain's
-			// Domain Admins), in the binary form AMT takes, base64.
-			{KerberosSID: "AQUAAAAAAAUVAAAA3PTcO4M9K0aCi6YoAAIAAA==", Access: 2, Realms: []uint32{3, 5, 7, 13}},
-		}}
-}
-
 // StartEmbedded starts the LAN and the SCS, and makes the fleet (call
 // Fleet.Start to power it on).
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
@@ -85,7 +68,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 		return nil, err
 	}
 	e.Stacks = nic.NewStacks(nic.StackOptions{})
-	if e.host, err = e.Net.AddHost(scsMAC, netip.PrefixFrom(e.Net.SCS(), e.Net.Subnet().Bits()), nil); err != nil {
+	if e.host, err = e.Net.AddSCSHost(); err != nil {
 		return nil, err
 	}
 	if e.DB, err = scs.OpenDB(filepath.Join(o.Dir, "scs.db")); err != nil {
@@ -96,10 +79,14 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	}
 	fo := o.Fleet
 	fo.Uplink, fo.Stacks = e.Net.Segment, e.Stacks
-	if err := e.DB.Generate(fo.Seed, []int{fo.Shard}, fo.Devices, ""); err != nil {
+	var progress func(done, total int)
+	if fo.Setup != nil {
+		progress = func(done, total int) { fo.Setup("database", done, total) }
+	}
+	if err := e.DB.Generate(ctx, fo.Seed, []int{fo.Shard}, fo.Devices, "", progress); err != nil {
 		return nil, err
 	}
-	if e.Fleet, err = New(fo); err != nil {
+	if e.Fleet, err = New(ctx, fo); err != nil {
 		return nil, err
 	}
 	if err := e.StartSCS(ctx); err != nil {
@@ -120,7 +107,7 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 	// answered only by the device's next one, which the Hello schedule
 	// puts minutes away once its first five have gone unanswered (a
 	// 20,000-device run sat idle for 80 s at a time with the default).
-	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: DefaultProfile(e.Net.Domain()),
+	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: scs.DefaultProfile(e.Net.Domain()),
 		Dial: e.host.DialContext, Queue: e.o.Fleet.Devices}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)

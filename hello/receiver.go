@@ -119,6 +119,10 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
+	if a == nil {
+		// gonet's conns have no remote address once the peer has reset.
+		return netip.AddrPort{}
+	}
 	if t, ok := a.(*net.TCPAddr); ok {
 		ap := t.AddrPort()
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

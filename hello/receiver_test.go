@@ -80,3 +80,24 @@ func TestReceiverServe(t *testing.T) {
 	assert.Equal(t, uint64(1), r.Stats.Malformed.Load())
 	assert.Equal(t, uint64(1), r.Stats.Empty.Load())
 }
+
+// A connection whose peer reset before it was served has no remote
+// address (gonet returns nil): the receiver counts it as a failed read
+// rather than crash.
+func TestReceiverConnWithoutRemoteAddr(t *testing.T) {
+	errs := make(chan error, 1)
+	r := NewReceiver(ReceiverOptions{OnError: func(_ netip.AddrPort, err error) { errs <- err }, ReadTimeout: time.Second})
+	a, b := net.Pipe()
+	b.Close()
+	r.ServeConn(noAddrConn{a})
+	select {
+	case err := <-errs:
+		assert.Error(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no error reported")
+	}
+}
+
+type noAddrConn struct{ net.Conn }
+
+func (noAddrConn) RemoteAddr() net.Addr { return nil }

@@ -53,8 +53,18 @@ type Network struct {
 	infra []*nic.Host // hosts that know every leased device's MAC
 }
 
-// ServerMAC is the infrastructure host's MAC (locally administered).
-var ServerMAC = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x01}
+// The infrastructure hosts' MACs (locally administered, so never a Dell
+// device's): the DHCP/DNS server, and the host at the ProvisionServer
+// address (the embedded SCS, or `amtsim run`'s Hello listener).
+var (
+	ServerMAC  = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x01}
+	SCSHostMAC = net.HardwareAddr{0x02, 0xa0, 0x00, 0x00, 0x00, 0x02}
+)
+
+// AddSCSHost adds the host at the ProvisionServer address.
+func (n *Network) AddSCSHost() (*nic.Host, error) {
+	return n.AddHost(SCSHostMAC, netip.PrefixFrom(n.scs, n.subnet.Bits()), nil)
+}
 
 // StartNetwork builds and starts the embedded LAN.
 func StartNetwork(o NetworkOptions) (*Network, error) {

@@ -2,6 +2,7 @@ package scs
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ func TestDBPutGetReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "scs.db")
 	db, err := OpenDB(path)
 	require.NoError(t, err)
-	require.NoError(t, db.Generate(7, []int{0, 1}, 50, "Ready-Pass1!"))
+	require.NoError(t, db.Generate(context.Background(), 7, []int{0, 1}, 50, "Ready-Pass1!", nil))
 	assert.Len(t, db.All(), 100)
 	id, _ := identity.Of(7, 1, 3)
 	r, ok := db.Get(id.PID)

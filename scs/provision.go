@@ -60,7 +60,13 @@ type Profile struct {
 	AdminPassword   string
 	Users           []User
 	HostName        string
-	DomainName      string
+	// DomainName is given to the device; empty keeps the one it has (from
+	// DHCP option 15 or MEBx).
+	DomainName string
+	// AcceptNonSecure keeps plain 16992 open beside TLS on 16993 once
+	// provisioned (AMT_TLSSettingData.AcceptNonSecureConnections), for
+	// tools such as amttool that speak HTTP only.
+	AcceptNonSecure bool
 	// Key is installed with AddKey; nil asks the device to GenerateKeyPair.
 	Key *rsa.PrivateKey
 	// Certify issues the device's TLS certificate for its public key.
@@ -337,7 +343,7 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 		}},
 		{"enable-tls", p.Certify == nil, func() error {
 			in := wsman.NewInstance(wsman.TLSSettingData).Set("InstanceID", wsman.TLSSettingsNetwork).Set("Enabled", "true").
-				Set("MutualAuthentication", "false").Set("AcceptNonSecureConnections", "false")
+				Set("MutualAuthentication", "false").Set("AcceptNonSecureConnections", strconv.FormatBool(p.AcceptNonSecure))
 			_, err := s.WSMAN.Put(ctx, in, map[string]string{"InstanceID": wsman.TLSSettingsNetwork})
 			return err
 		}},

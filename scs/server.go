@@ -442,6 +442,15 @@ func (s *Server) provision(j job) error {
 	var notAfter time.Time
 	if !s.o.NoTLS {
 		p.Certify = func(pub *rsa.PublicKey, host, domain string) ([]byte, error) {
+			if s.o.Profile.DomainName == "" && rec.Domain != domain {
+				// The device's own domain (the profile names none): the
+				// login that settles a lost commit needs it, so it is on
+				// disk before the commit.
+				rec.Domain = domain
+				if err := s.o.DB.Put(rec); err != nil {
+					return nil, err
+				}
+			}
 			der, err := s.o.CA.Issue(pub, host, domain)
 			if err == nil {
 				if c, perr := x509.ParseCertificate(der); perr == nil {
@@ -467,7 +476,7 @@ func (s *Server) provision(j job) error {
 		// new credentials tells.
 	}
 	if res == nil || res.Host == "" {
-		res = &Result{Host: rec.Host, Domain: p.DomainName}
+		res = &Result{Host: rec.Host, Domain: recordDomain(rec, p)}
 	}
 	if !s.o.NoVerify {
 		// The commit answered (or its answer was lost): until the device
@@ -486,7 +495,7 @@ func (s *Server) provision(j job) error {
 	}
 	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
-	rec.Host = res.Host
+	rec.Host, rec.Domain = res.Host, res.Domain
 	if p.NewMEBxPassword != "" {
 		rec.Password = p.NewMEBxPassword // the MEBx password from now on
 	}
@@ -504,6 +513,15 @@ func (s *Server) provision(j job) error {
 	return nil
 }
 
+// recordDomain is the domain rec's certificate names: the one recorded
+// at the certificate's issue, else the profile's.
+func recordDomain(rec Record, p Profile) string {
+	if rec.Domain != "" {
+		return rec.Domain
+	}
+	return p.DomainName
+}
+
 // settle checks a record with a pending new pair: if the device answers
 // the new credentials it committed, and the record says so. If it refuses
 // them it is still in setup and will Hello again. If it does not answer,
@@ -518,7 +536,7 @@ func (s *Server) settle(j job) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.o.VerifyWindow+5*time.Second)
 	defer cancel()
 	p := s.o.Profile
-	domain := p.DomainName
+	domain := recordDomain(rec, p)
 	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
 	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
 		s.emit("scs.unsettled", rec.PID, "attempt", j.attempt+1, "err", err.Error())

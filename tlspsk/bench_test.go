@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amtsim/amtsim/internal/measure"
+	"github.com/amtsim/amtsim/internal/peer"
 )
 
 // benchServerEnv makes the test binary a bare PSK server (see TestMain), so
@@ -96,9 +97,7 @@ func BenchmarkServerHandshake(b *testing.B) {
 			handshakes(b, pid, addr, client)
 		})
 		b.Run(c.name+"/openssl", func(b *testing.B) {
-			if _, err := exec.LookPath("openssl"); err != nil {
-				b.Skip("openssl not installed")
-			}
+			peer.Need(b, "openssl")
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/amtsim/amtsim/internal/syncbuf"
+
+	"github.com/amtsim/amtsim/internal/peer"
 )
 
 // tamperProxy relays one TCP connection to target and flips one bit in the
@@ -79,7 +81,7 @@ func tamperProxy(t *testing.T, target string, toServer bool) string {
 // at our server (s_client reports our alert), at our client, and at OpenSSL
 // (we report its alert). Nobody hangs.
 func TestTamperedRecordOnTheWire(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	psk := hex.EncodeToString(AMTKey(testPPS))
 
 	t.Run("s_client→ours", func(t *testing.T) {
@@ -130,7 +132,7 @@ func TestTamperedRecordOnTheWire(t *testing.T) {
 // the connection with handshake_failure when refused, which is its choice;
 // what matters is that no second handshake happened.
 func TestRenegotiationRefusedAgainstOpenSSL(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	cfg := serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA)
 	handshakes := 0
 	inner := cfg.GetKey
@@ -170,7 +172,7 @@ func TestRenegotiationRefusedAgainstOpenSSL(t *testing.T) {
 // The other way: s_server sends a HelloRequest ("r" on its console); our
 // client refuses with no_renegotiation and does not start a handshake.
 func TestHelloRequestRefusedAgainstOpenSSL(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()

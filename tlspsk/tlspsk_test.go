@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/internal/peer"
 )
 
 // Intel's example pair (PROTOCOL.md §4).
@@ -148,17 +150,10 @@ func TestPremasterSecretLayout(t *testing.T) {
 	assert.Equal(t, "0020"+strings.Repeat("00", 32)+"0020"+hex.EncodeToString([]byte(testPPS)), hex.EncodeToString(pms))
 }
 
-func needOpenSSL(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatalf("openssl is not installed (bash .ci/run installs it): %v", err)
-	}
-}
-
 // OpenSSL's s_client against our server, for every version × suite both
 // offer.
 func TestOpenSSLClientAgainstOurServer(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	for _, v := range versions {
 		for id, name := range openSSLNames {
 			if suiteByID(id).tls12 && v.v < VersionTLS12 {
@@ -225,7 +220,7 @@ func startOpenSSLServer(t *testing.T, flag, cipher string, key []byte) string {
 // Our client against OpenSSL's s_server, for every version × suite both
 // offer; s_server -rev sends each line back reversed.
 func TestOurClientAgainstOpenSSLServer(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	for _, v := range versions {
 		for id, name := range openSSLNames {
 			if suiteByID(id).tls12 && v.v < VersionTLS12 {
@@ -258,7 +253,7 @@ func TestOurClientAgainstOpenSSLServer(t *testing.T) {
 // A wrong key fails on both sides with an alert, against OpenSSL too, and
 // nothing hangs.
 func TestWrongKeyAgainstOpenSSL(t *testing.T) {
-	needOpenSSL(t)
+	peer.Need(t, "openssl")
 	addr := startOpenSSLServer(t, "-tls1", "PSK-AES128-CBC-SHA", []byte("some other key entirely, 32 byte"))
 	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)

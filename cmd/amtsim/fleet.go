@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -17,59 +18,73 @@ import (
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/atomicfile"
+	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/scs"
 )
-
-// exitNotProvisioned: the fleet ran, but not every device was provisioned
-// within the deadline.
-const exitNotProvisioned = 3
-
-// exitError carries an exit code other than exitFailure.
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e exitError) Error() string { return e.msg }
 
 // report is what --report writes.
 type report struct {
 	fleet.Summary
 	SCS *fleet.SCSSummary `json:"scs,omitempty"`
 	OK  bool              `json:"ok"`
+	// Interrupted is set when SIGINT or SIGTERM ended the run; Phase says
+	// where it was: setup, boot or provisioning.
+	Interrupted bool   `json:"interrupted,omitempty"`
+	Phase       string `json:"phase"`
 }
 
 // cmdFleet boots a fleet and follows it to provisioned: on the embedded LAN
 // with the reference SCS attached (default), or on a TAP next to a real
 // DHCP/DNS server and SCS.
 func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (ferr error) {
-	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("fleet", "fleet [-n N] [flags]")
 	n := fs.Int("n", 25, "how many devices")
 	fs.IntVar(n, "devices", 25, "how many devices (same as -n)")
 	seed := fs.Uint64("seed", 1, "identity seed")
 	shard := fs.Int("shard", 0, "identity shard")
 	rate := fs.Float64("rate", 0, "devices powered on per second (0: as fast as they boot, in batches)")
-	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME")
-	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this")
-	reportPath := fs.String("report", "", "write the summary as JSON to this file")
+	uplinkFlag := fs.String("uplink", "embedded", "embedded | tap:NAME")
+	create := fs.Bool("create", false, "with --uplink tap:NAME: create the TAP for this run and remove it after (default: it must exist)")
+	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this, counted from the start (set-up included)")
+	reportPath := fs.String("report", "", "write the summary as JSON to this file (also when interrupted)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
+	pcapDir := fs.String("pcap-dir", "", "write each device's frames to DIR/<host name>.pcap (streamed: readable while the run goes on)")
 	logFormat := fs.String("log-format", "text", "text | json (events with --events)")
 	events := fs.Bool("events", false, "log every device and SCS event (default: progress only)")
 	dir := fs.String("scs-dir", "", "keep the embedded SCS's database and CA here (default: a temporary directory)")
 	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
 	password := fs.String("mebx-password", defaultMEBxPassword, "the MEBx password the devices are readied with")
 	steps := fs.Bool("steps", false, "print each device's milestones: power-on, address, SCS found, Hello, provisioned (default for up to 50 devices)")
-	if _, err := parseInterleaved(fs, args); err != nil {
+	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	if *n < 1 {
-		return usageError{"fleet: -n must be at least 1"}
+	c := checks{fs: fs}
+	c.intIn("n", *n, 1, maxDevices())
+	c.intIn("shard", *shard, 0, identity.MaxShards-1)
+	c.floatIn("rate", *rate, 0, 1e6)
+	c.durationIn("deadline", *deadline, time.Millisecond, 100*365*24*time.Hour)
+	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)
+	c.oneOf("log-format", *logFormat, "text", "json")
+	if c.err != nil {
+		return c.err
 	}
-	if *scale <= 0 {
-		return usageError{"fleet: --time-scale must be positive"}
+	if err := mebx.CheckPassword(*password); err != nil {
+		return bad(fs, "--mebx-password: %v", err)
+	}
+	up, err := parseUplink(fs, *uplinkFlag, *create)
+	if err != nil {
+		return err
+	}
+	if *pcapDir != "" {
+		if err := checkFiles(*n); err != nil {
+			return bad(fs, "--pcap-dir: %v", err)
+		}
+		if err := os.MkdirAll(*pcapDir, 0o755); err != nil {
+			return fmt.Errorf("fleet: --pcap-dir: %w", err)
+		}
 	}
 	handler, err := logHandler("fleet", *logFormat, stdout)
 	if err != nil {
@@ -100,63 +115,72 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	case *steps || !stepsSet && *n <= 50:
 		fo.Events = milestones(stdout)
 	}
+	if !*events {
+		fo.Setup = setupProgress(stdout)
+	}
+	if *pcapDir != "" {
+		fo.Capture = func(_ int, id identity.Identity) (*nic.Capture, error) {
+			return nic.CreateCapture(filepath.Join(*pcapDir, id.HostName+".pcap"))
+		}
+	}
 
+	// The deadline counts from here: set-up is part of the run.
+	dctx, cancel := context.WithTimeout(ctx, *deadline)
+	defer cancel()
+	rep := report{Phase: "setup"}
 	var (
 		e    *fleet.Embedded
 		f    *fleet.Fleet
 		wait func(context.Context) error
 	)
-	switch {
-	case *uplink == "embedded":
+	if up.embedded {
 		eo := fleet.EmbeddedOptions{Fleet: fo, Dir: *dir}
 		if *events {
 			eo.SCS = func(o *scs.ServerOptions) { o.Events = scs.LogSink(handler) }
 		}
-		var err error
-		if e, err = fleet.StartEmbedded(ctx, eo); err != nil {
-			return err
+		if e, err = fleet.StartEmbedded(dctx, eo); err == nil {
+			defer e.Close()
+			f, wait = e.Fleet, e.Wait
 		}
-		defer e.Close()
-		f, wait = e.Fleet, e.Wait
-	case strings.HasPrefix(*uplink, "tap:"):
-		tap, err := nic.OpenTAP(nic.TAPOptions{Name: strings.TrimPrefix(*uplink, "tap:")})
-		if err != nil {
+	} else {
+		var tap *nic.TAP
+		if tap, err = up.open(handler); err != nil {
 			return err
 		}
 		defer tap.Close()
 		stacks := nic.NewStacks(nic.StackOptions{})
 		defer stacks.Close()
 		fo.Uplink, fo.Stacks = tap, stacks
-		if f, err = fleet.New(fo); err != nil {
-			return err
+		if f, err = fleet.New(dctx, fo); err == nil {
+			defer f.Stop()
+			wait = f.Wait
 		}
-		defer f.Stop()
-		wait = f.Wait
-	default:
-		return usageError{fmt.Sprintf("fleet: --uplink %q (want embedded or tap:NAME)", *uplink)}
 	}
-
-	dctx, cancel := context.WithTimeout(ctx, *deadline)
-	defer cancel()
-	stopProgress := showProgress(stdout, f, *events)
-	err = f.Start(dctx)
-	if err == nil {
-		err = wait(dctx)
-	}
-	stopProgress()
-
-	rep := report{Summary: f.Summary()}
-	if e != nil {
-		s := e.SCSSummary()
-		rep.SCS = &s
+	if f != nil {
+		rep.Phase = "boot"
+		stopProgress := showProgress(stdout, f, *events)
+		err = f.Start(dctx)
+		if err == nil {
+			rep.Phase = "provisioning"
+			err = wait(dctx)
+		}
+		stopProgress()
+		rep.Summary = f.Summary()
+		if e != nil {
+			s := e.SCSSummary()
+			rep.SCS = &s
+		}
+		// The run is over: the devices (and the embedded SCS) are stopped
+		// before the summary, so that no event is written after or into it.
+		f.Stop()
+		if e != nil {
+			e.StopSCS()
+		}
+	} else {
+		rep.Summary = fleet.Summary{Devices: *n}
 	}
 	rep.OK = err == nil
-	// The run is over: the devices (and the embedded SCS) are stopped
-	// before the summary, so that no event is written after or into it.
-	f.Stop()
-	if e != nil {
-		e.StopSCS()
-	}
+	rep.Interrupted = ctx.Err() != nil
 	printSummary(stdout, rep, *deadline)
 	if *reportPath != "" {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
@@ -170,12 +194,31 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	switch {
 	case err == nil:
 		return nil
+	case rep.Interrupted:
+		return interrupted(ctx, fmt.Sprintf("interrupted during %s: %d of %d devices provisioned", rep.Phase, rep.Provisioned, rep.Devices))
 	case errors.Is(err, context.DeadlineExceeded):
-		return exitError{exitNotProvisioned, fmt.Sprintf("%d of %d devices provisioned within %v", rep.Provisioned, rep.Devices, *deadline)}
-	case ctx.Err() != nil:
-		return exitError{exitNotProvisioned, fmt.Sprintf("interrupted: %d of %d devices provisioned", rep.Provisioned, rep.Devices)}
+		return exitError{exitNotProvisioned, fmt.Sprintf("%d of %d devices provisioned within %v (stopped during %s)", rep.Provisioned, rep.Devices, *deadline, rep.Phase)}
 	}
 	return err
+}
+
+// setupProgress prints the set-up's progress at most once a second.
+func setupProgress(w io.Writer) func(stage string, done, total int) {
+	var (
+		mu   sync.Mutex
+		last time.Time
+	)
+	return func(stage string, done, total int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done < total && time.Since(last) < time.Second {
+			return
+		}
+		last = time.Now()
+		if total >= 10000 || done < total {
+			fmt.Fprintf(w, "setting up: %s %d/%d\n", stage, done, total)
+		}
+	}
 }
 
 // milestones prints one line per device for each step a newcomer wants to
@@ -300,7 +343,10 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 			}
 		}
 	}
-	if !r.OK {
-		fmt.Fprintf(w, "NOT all provisioned within %v; not provisioned: %s\n", deadline, strings.Join(r.Unprovisioned, ", "))
+	switch {
+	case r.Interrupted:
+		fmt.Fprintf(w, "INTERRUPTED during %s\n", r.Phase)
+	case !r.OK:
+		fmt.Fprintf(w, "NOT all provisioned within %v (stopped during %s); not provisioned: %s\n", deadline, r.Phase, strings.Join(r.Unprovisioned, ", "))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,16 +17,62 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/atomicfile"
 	"github.com/amtsim/amtsim/internal/gcpolicy"
 )
 
-// Exit codes.
+// Exit codes (README, "Exit status").
 const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed
 	exitUsage   = 2 // the command line is wrong
+	// exitNotProvisioned: the fleet ran, but not every device was
+	// provisioned within the deadline.
+	exitNotProvisioned = 3
+	// exitInterrupted: SIGINT or SIGTERM ended run or fleet (the shell's
+	// 128 + SIGINT); what happened so far was reported.
+	exitInterrupted = 130
 )
+
+// exitError carries an exit code other than exitFailure.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// interrupted is the error of a command that a signal ended.
+func interrupted(ctx context.Context, msg string) error {
+	return exitError{exitInterrupted, msg + " (" + context.Cause(ctx).Error() + ")"}
+}
+
+// maxDevices is the most devices this machine's memory holds
+// (fleet.MaxDevices); one shard's identities if the memory is unknown.
+func maxDevices() int {
+	avail, err := gcpolicy.Available()
+	if err != nil {
+		return identity.MaxIndex
+	}
+	return fleet.MaxDevices(avail)
+}
+
+// checkFiles says whether n more files can be open at once (a capture per
+// device), with room for the process's own.
+func checkFiles(n int) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // unknown: let the opens say
+	}
+	if uint64(n)+256 > lim.Cur {
+		return fmt.Errorf("%d devices need %d open files, and the limit is %d (ulimit -n)", n, n+256, lim.Cur)
+	}
+	return nil
+}
 
 const usage = `amtsim — Intel AMT 5 / OptiPlex 960 device simulator
 
@@ -48,9 +93,28 @@ func main() {
 	os.Exit(code)
 }
 
-// signalContext ends on SIGINT or SIGTERM: commands stop cleanly.
+// signalContext ends on SIGINT or SIGTERM, with the signal as its cause:
+// commands stop cleanly and report what happened so far.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig, ok := <-ch
+		if !ok {
+			return
+		}
+		cancel(fmt.Errorf("%v", sig))
+		// A second signal does not wait for the clean stop.
+		if _, ok := <-ch; ok {
+			os.Exit(exitInterrupted)
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(ch)
+		cancel(context.Canceled)
+	}
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -79,12 +143,18 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err == nil {
 		return exitOK
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	var help helpRequested
+	if errors.As(err, &help) {
+		printUsage(help.fs, stdout)
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "amtsim %s: %v\n", args[0], err)
 	var ue usageError
 	if errors.As(err, &ue) {
+		if ue.fs != nil {
+			fmt.Fprintln(stderr)
+			printUsage(ue.fs, stderr)
+		}
 		return exitUsage
 	}
 	var ee exitError
@@ -92,28 +162,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return ee.code
 	}
 	return exitFailure
-}
-
-// usageError marks errors in the command line itself.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-// parseInterleaved parses flags that may stand before, between or after
-// positional arguments (amtsim mebx set password=… --store FILE).
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 func version() string {
@@ -167,5 +215,5 @@ func logHandler(cmd, format string, w io.Writer) (slog.Handler, error) {
 	case "json":
 		return slog.NewJSONHandler(w, nil), nil
 	}
-	return nil, usageError{fmt.Sprintf("%s: --log-format %q (want text or json)", cmd, format)}
+	return nil, usageError{msg: fmt.Sprintf("%s: --log-format %q (want text or json)", cmd, format)}
 }

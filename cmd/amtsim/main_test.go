@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/internal/peer"
 	"github.com/amtsim/amtsim/mebx"
 )
 
@@ -95,9 +96,7 @@ func TestRunEmbeddedJSON(t *testing.T) {
 	assert.Equal(t, 1, count["run.done"])
 
 	// The first device's capture decodes with tshark as DHCP and DNS.
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("skipped the pcap check: tshark is not installed (bash .ci/run installs it)")
-	}
+	peer.Need(t, "tshark")
 	protos, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "frame.protocols").CombinedOutput()
 	require.NoError(t, err, "%s", protos)
 	assert.Contains(t, string(protos), "eth:ethertype:ip:udp:dhcp")

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,12 +12,29 @@ import (
 	"github.com/amtsim/amtsim/mebx"
 )
 
+const mebxUsage = `Usage:
+  amtsim mebx init  --store FILE [--force]     factory defaults (MEBx password "admin")
+  amtsim mebx show  --store FILE [--json]      settings; secrets are shown only as (set)
+  amtsim mebx set   --store FILE KEY=VALUE...  as typed into MEBx; refused entries change nothing
+  amtsim mebx reset --store FILE               back to factory defaults
+
+Keys: %s
+`
+
 func cmdMEBx(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"mebx: want init, show, set or reset (amtsim mebx set --store FILE KEY=VALUE...)"}
+		return usageError{msg: "mebx: want init, show, set or reset (amtsim mebx --help)"}
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("mebx "+verb, flag.ContinueOnError)
+	switch verb {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stdout, mebxUsage, strings.Join(mebx.Keys(), ", "))
+		return nil
+	case "init", "show", "set", "reset":
+	default:
+		return usageError{msg: fmt.Sprintf("mebx: unknown verb %q (want init, show, set or reset; amtsim mebx --help)", verb)}
+	}
+	fs := newFlags("mebx "+verb, "mebx "+verb)
 	store := fs.String("store", "", "MEBx store file (required)")
 	force := fs.Bool("force", false, "init: overwrite an existing store")
 	asJSON := fs.Bool("json", false, "show: print the settings as JSON (secrets masked)")
@@ -30,12 +46,16 @@ func cmdMEBx(args []string, stdout io.Writer) error {
 		fmt.Fprintln(fs.Output())
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterleaved(fs, args[1:])
+	maxPos := 0
+	if verb == "set" {
+		maxPos = -1
+	}
+	pos, err := parseFlags(fs, args[1:], maxPos)
 	if err != nil {
 		return err
 	}
 	if *store == "" {
-		return usageError{"mebx " + verb + ": --store FILE is required"}
+		return bad(fs, "--store FILE is required")
 	}
 	st := mebx.NewFileStore(*store)
 	switch verb {
@@ -60,7 +80,7 @@ func cmdMEBx(args []string, stdout io.Writer) error {
 		return show(stdout, s, *asJSON)
 	case "set":
 		if len(pos) == 0 {
-			return usageError{"mebx set: no KEY=VALUE given; keys: " + strings.Join(mebx.Keys(), ", ")}
+			return bad(fs, "no KEY=VALUE given; keys: %s", strings.Join(mebx.Keys(), ", "))
 		}
 		s, err := st.Load()
 		if errors.Is(err, mebx.ErrNoSettings) {
@@ -81,8 +101,6 @@ func cmdMEBx(args []string, stdout io.Writer) error {
 			keys = append(keys, k)
 		}
 		fmt.Fprintf(stdout, "%s: set %s\n", *store, strings.Join(keys, ", "))
-	default:
-		return usageError{fmt.Sprintf("mebx: unknown verb %q (want init, show, set or reset)", verb)}
 	}
 	return nil
 }

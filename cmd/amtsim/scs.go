@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,49 +19,71 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/amtsim/amtsim/fleet"
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/gcpolicy"
 	"github.com/amtsim/amtsim/scs"
 )
-
-// profileFile is the JSON form of what the SCS configures (--profile).
-type profileFile struct {
-	AdminUser       string     `json:"admin_user"`
-	AdminPassword   string     `json:"admin_password"`
-	NewMEBxPassword string     `json:"new_mebx_password"`
-	Domain          string     `json:"domain"`
-	Users           []scs.User `json:"users"`
-	Kerberos        *struct {
-		Realm        string `json:"realm"`
-		KeyVersion   uint32 `json:"key_version"`
-		Encryption   uint32 `json:"encryption"`
-		MasterKey    []byte `json:"master_key"` // base64 in JSON
-		MaxClockSkew uint32 `json:"max_clock_skew"`
-	} `json:"kerberos"`
-}
 
 // cmdSCS runs the reference SCS on the machine's own network stack: a Hello
 // listener, its database and CA on disk, and /metrics.
 func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("scs", "scs --db FILE [flags]")
 	listen := fs.String("listen", ":9971", "address for the devices' Hellos")
 	dbPath := fs.String("db", "", "PID/PPS database file (created if missing)")
 	caDir := fs.String("ca", "", "directory of the CA (ca.crt, ca.key; made if missing; default: the database's directory)")
 	generate := fs.String("generate", "", "add a generated fleet to the database: SEED:SHARD:COUNT (shard may be a range A-B)")
 	importCSV := fs.String("import", "", "add PID,PPS[,MEBx password[,host]] lines from this CSV file")
 	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password of devices whose record names none")
-	profilePath := fs.String("profile", "", "JSON file of what to configure (admin, users, domain, Kerberos, new MEBx password); default: fleet.DefaultProfile")
-	domain := fs.String("domain", "amtsim.example", "domain the devices are given (unless the profile names one)")
+	profilePath := fs.String("profile", "", "JSON file of what to configure (see --print-profile); default: the built-in profile")
+	printProfile := fs.Bool("print-profile", false, "print the profile in force (built-in, or --profile's) as JSON and exit")
+	domain := fs.String("domain", "", "domain the devices are given, unless the profile names one (default: each device keeps its own, from DHCP or MEBx)")
 	noTLS := fs.Bool("no-tls", false, "provision over plain 16992 with Digest only, and leave TLS off")
 	workers := fs.Int("workers", 0, "sessions at once (default 16 per core)")
 	queue := fs.Int("queue", 0, "Hellos that may wait for a worker; one that finds the queue full is dropped and the device\nis heard again only at its next Hello, minutes later (default 4096; set it to the fleet's size)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address")
 	logFormat := fs.String("log-format", "text", "text | json")
-	if _, err := parseInterleaved(fs, args); err != nil {
+	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
+	c := checks{fs: fs}
+	c.intIn("workers", *workers, 0, 100000)
+	c.intIn("queue", *queue, 0, 1<<24)
+	c.oneOf("log-format", *logFormat, "text", "json")
+	if c.err != nil {
+		return c.err
+	}
+	profile := scs.DefaultProfile(*domain)
+	if *profilePath != "" {
+		p, err := scs.ReadProfile(*profilePath)
+		if err != nil {
+			return err
+		}
+		if p.DomainName == "" {
+			p.DomainName = *domain
+		}
+		profile = p
+	}
+	if *printProfile {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(profile.File())
+	}
 	if *dbPath == "" {
-		return usageError{"scs: --db is required"}
+		return bad(fs, "--db is required")
+	}
+	var (
+		seed   uint64
+		shards []int
+		count  int
+	)
+	if *generate != "" {
+		var err error
+		if seed, shards, count, err = parseGenerate(*generate); err != nil {
+			return bad(fs, "--generate: %v", err)
+		}
+		if total, max := len(shards)*count, maxRecords(); total > max {
+			return bad(fs, "--generate %s: %d records, and this machine's memory holds about %d", *generate, total, max)
+		}
 	}
 	handler, err := logHandler("scs", *logFormat, stdout)
 	if err != nil {
@@ -70,14 +91,6 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	gc, restoreGC := tuneGC(stderr)
 	defer restoreGC()
-	profile := fleet.DefaultProfile(*domain)
-	if *profilePath != "" {
-		p, err := readProfile(*profilePath, *domain)
-		if err != nil {
-			return err
-		}
-		profile = p
-	}
 
 	db, err := scs.OpenDB(*dbPath)
 	if err != nil {
@@ -85,11 +98,15 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer db.Close()
 	if *generate != "" {
-		seed, shards, count, err := parseGenerate(*generate)
-		if err != nil {
-			return usageError{"scs: --generate: " + err.Error()}
+		progress := func(done, total int) {
+			if total >= 10000 {
+				fmt.Fprintf(stderr, "amtsim scs: generating records %d/%d\n", done, total)
+			}
 		}
-		if err := db.Generate(seed, shards, count, ""); err != nil {
+		if err := db.Generate(ctx, seed, shards, count, "", progress); err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted: what was generated is on disk
+			}
 			return err
 		}
 	}
@@ -145,37 +162,6 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func readProfile(path, domain string) (scs.Profile, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return scs.Profile{}, err
-	}
-	var pf profileFile
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&pf); err != nil {
-		return scs.Profile{}, fmt.Errorf("scs: profile %s: %w", path, err)
-	}
-	p := fleet.DefaultProfile(domain)
-	if pf.AdminUser != "" {
-		p.AdminUser = pf.AdminUser
-	}
-	if pf.AdminPassword != "" {
-		p.AdminPassword = pf.AdminPassword
-	}
-	if pf.Domain != "" {
-		p.DomainName = pf.Domain
-	}
-	if pf.Users != nil {
-		p.Users = pf.Users
-	}
-	p.NewMEBxPassword = pf.NewMEBxPassword
-	if k := pf.Kerberos; k != nil {
-		p.Kerberos = &scs.Kerberos{Realm: k.Realm, KeyVersion: k.KeyVersion, Encryption: k.Encryption, MasterKey: k.MasterKey, MaxClockSkew: k.MaxClockSkew}
-	}
-	return p, nil
-}
-
 // parseGenerate reads SEED:SHARD:COUNT, SHARD possibly A-B.
 func parseGenerate(s string) (uint64, []int, int, error) {
 	parts := strings.Split(s, ":")
@@ -200,9 +186,25 @@ func parseGenerate(s string) (uint64, []int, int, error) {
 	for i := a; i <= b; i++ {
 		shards = append(shards, i)
 	}
+	if b >= identity.MaxShards {
+		return 0, nil, 0, fmt.Errorf("shard %q: shards run from 0 to %d", parts[1], identity.MaxShards-1)
+	}
 	count, err := strconv.Atoi(parts[2])
-	if err != nil || count < 1 {
-		return 0, nil, 0, fmt.Errorf("count %q", parts[2])
+	if err != nil || count < 1 || count > identity.MaxIndex {
+		return 0, nil, 0, fmt.Errorf("count %q: want 1 to %d per shard", parts[2], identity.MaxIndex)
 	}
 	return seed, shards, count, nil
+}
+
+// recordBytes is what one database record costs the SCS in memory, rounded
+// up (JSON line, index entries, map overhead).
+const recordBytes = 2 << 10
+
+// maxRecords is about how many records this machine's memory holds.
+func maxRecords() int {
+	avail, err := gcpolicy.Available()
+	if err != nil {
+		return identity.MaxShards * identity.MaxIndex
+	}
+	return int(avail / recordBytes)
 }

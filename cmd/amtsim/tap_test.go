@@ -86,7 +86,7 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 
 	stacks := nic.NewStacks(nic.StackOptions{})
 	t.Cleanup(stacks.Close)
-	f, err := fleet.New(fleet.Options{Devices: n, Seed: seed, Uplink: tap, Stacks: stacks, Password: defaultMEBxPassword})
+	f, err := fleet.New(context.Background(), fleet.Options{Devices: n, Seed: seed, Uplink: tap, Stacks: stacks, Password: defaultMEBxPassword})
 	require.NoError(t, err)
 	t.Cleanup(f.Stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -6,9 +6,9 @@ import (
 	"syscall"
 )
 
-// available is the memory the process may use: RAM, or less if its cgroup
+// Available is the memory the process may use: RAM, or less if its cgroup
 // (v2) says so.
-func available() (int64, error) {
+func Available() (int64, error) {
 	var si syscall.Sysinfo_t
 	if err := syscall.Sysinfo(&si); err != nil {
 		return 0, fmt.Errorf("sysinfo: %w", err)

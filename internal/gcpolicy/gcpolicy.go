@@ -43,7 +43,7 @@ func Throughput(getenv func(string) string) (*Policy, error) {
 	if !p.LimitFromEnv {
 		// Without a bound on memory a higher GOGC is not safe: nothing is
 		// changed when the size of memory is unknown.
-		avail, err := available()
+		avail, err := Available()
 		if err != nil {
 			return nil, fmt.Errorf("gcpolicy: %w", err)
 		}

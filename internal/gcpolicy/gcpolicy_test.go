@@ -26,7 +26,7 @@ func TestThroughputSetsAndRestores(t *testing.T) {
 	assert.Equal(t, ThroughputPercent, percent)
 	assert.Equal(t, p.Percent, percent)
 	assert.Equal(t, p.Limit, limit)
-	avail, err := available()
+	avail, err := Available()
 	require.NoError(t, err)
 	assert.Equal(t, avail/4*3, limit)
 	assert.Less(t, limit, int64(math.MaxInt64))

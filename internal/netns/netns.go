@@ -15,24 +15,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/amtsim/amtsim/internal/peer"
 	"github.com/amtsim/amtsim/nic"
 )
 
 // NS is a network namespace made for one test and removed after it.
 type NS struct{ Name string }
 
-// Need skips t unless it runs as root, and fails it when one of tools is
-// missing (CI installs them all).
+// Need skips t unless it runs as root and every peer in tools works
+// (internal/peer: a missing peer skips, or fails with CI=true).
 func Need(t testing.TB, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: needs root to create a network namespace and a TAP interface (CI runs it as root)")
-	}
-	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (bash .ci/run installs it): %v", tool, err)
-		}
-	}
+	peer.Root(t, "a network namespace and a TAP interface")
+	peer.Need(t, append([]string{"ip"}, tools...)...)
 }
 
 // Run runs a command in the root namespace and fails t if it fails.

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// usageError marks a wrong command line: exit 2, one line, then the
+// command's usage (when fs is known).
+type usageError struct {
+	msg string
+	fs  *flag.FlagSet
+}
+
+func (e usageError) Error() string { return e.msg }
+
+// helpRequested is -h or --help: the usage goes to stdout and the exit is 0.
+type helpRequested struct{ fs *flag.FlagSet }
+
+func (helpRequested) Error() string { return "help requested" }
+
+// newFlags is a command's flag set. It prints nothing itself: dispatch
+// reports a parse error once, with the usage after it.
+func newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: amtsim %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// printUsage writes fs's usage to w.
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fs.SetOutput(w)
+	fs.Usage()
+	fs.SetOutput(io.Discard)
+}
+
+// parseFlags parses flags that may stand before, between or after
+// positional arguments (amtsim mebx set password=… --store FILE). A command
+// that takes no positional arguments passes maxPos 0; more than maxPos is a
+// usage error, as is any parse error.
+func parseFlags(fs *flag.FlagSet, args []string, maxPos int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, helpRequested{fs}
+			}
+			return nil, usageError{fs.Name() + ": " + err.Error(), fs}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if maxPos >= 0 && len(pos) > maxPos {
+		return nil, usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), pos[maxPos]), fs}
+	}
+	return pos, nil
+}
+
+// bad is a usage error about one flag's value.
+func bad(fs *flag.FlagSet, format string, args ...any) error {
+	return usageError{fs.Name() + ": " + fmt.Sprintf(format, args...), fs}
+}
+
+// checks collects the range checks of a command's numeric flags and
+// reports the first that fails, as a usage error.
+type checks struct {
+	fs  *flag.FlagSet
+	err error
+}
+
+func (c *checks) fail(format string, args ...any) {
+	if c.err == nil {
+		c.err = bad(c.fs, format, args...)
+	}
+}
+
+// intIn checks lo ≤ v ≤ hi.
+func (c *checks) intIn(name string, v, lo, hi int) {
+	if v < lo || v > hi {
+		c.fail("--%s %d: want %d to %d", name, v, lo, hi)
+	}
+}
+
+// floatIn checks that v is a finite number with lo ≤ v ≤ hi (NaN and ±Inf
+// are refused: every comparison with NaN is false).
+func (c *checks) floatIn(name string, v, lo, hi float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < lo || v > hi {
+		c.fail("--%s %v: want a number from %g to %g", name, v, lo, hi)
+	}
+}
+
+// durationIn checks lo ≤ v ≤ hi.
+func (c *checks) durationIn(name string, v, lo, hi time.Duration) {
+	if v < lo || v > hi {
+		c.fail("--%s %v: want %v to %v", name, v, lo, hi)
+	}
+}
+
+// oneOf checks that v is one of the allowed words.
+func (c *checks) oneOf(name, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.fail("--%s %q: want %s", name, v, strings.Join(allowed, " or "))
+}
+
+// Time scales outside this range are refused: below it a Hello round
+// takes years; above it the schedule's 12 s steps fall under the network
+// floor, and the run no longer follows the schedule.
+const (
+	minTimeScale = 0.01
+	maxTimeScale = 100000
+)

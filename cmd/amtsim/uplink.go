@@ -1,0 +1,55 @@
+package main
+
+import (
+	"flag"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/amtsim/amtsim/nic"
+)
+
+// uplink is what --uplink (and --create) asked for.
+type uplink struct {
+	embedded bool
+	tap      string
+	create   bool
+}
+
+func parseUplink(fs *flag.FlagSet, s string, create bool) (uplink, error) {
+	switch {
+	case s == "embedded":
+		if create {
+			return uplink{}, bad(fs, "--create goes with --uplink tap:NAME")
+		}
+		return uplink{embedded: true}, nil
+	case strings.HasPrefix(s, "tap:") && len(s) > len("tap:") && len(s) <= len("tap:")+15:
+		return uplink{tap: strings.TrimPrefix(s, "tap:"), create: create}, nil
+	}
+	return uplink{}, bad(fs, "--uplink %q: want embedded or tap:NAME (an interface name of 1 to 15 characters)", s)
+}
+
+// open opens the TAP and says what stands between it and a network:
+// tap.opened, then a tap.warning for each problem (down; on no bridge and
+// with no address or route), and later mac.duplicate when another host
+// sends with one of the devices' MACs.
+func (u uplink) open(h slog.Handler) (*nic.TAP, error) {
+	log := slog.New(h)
+	tap, err := nic.OpenTAP(nic.TAPOptions{Name: u.tap, Create: u.create, OnDuplicateMAC: func(mac net.HardwareAddr) {
+		log.Warn("mac.duplicate", "tap", u.tap, "mac", mac.String(),
+			"why", "another host on this segment sends with a device's MAC (a second amtsim with the same --seed and --shard?)")
+	}})
+	if err != nil {
+		return nil, err
+	}
+	st, err := tap.State()
+	if err != nil {
+		tap.Close()
+		return nil, err
+	}
+	log.Info("tap.opened", "tap", u.tap, "created", tap.Created(), "up", st.Up, "bridge", st.Bridge, "addrs", strings.Join(st.Addrs, ","))
+	for _, p := range st.Problems() {
+		log.Warn("tap.warning", "tap", u.tap, "problem", strings.ReplaceAll(p, "<name>", u.tap))
+	}
+	return tap, nil
+}
