@@ -14,6 +14,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/event"
 )
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -97,7 +98,7 @@ type ClientOptions struct {
 	OnLost func(err error)
 	// OnEvent hears the steps in between (discover, offer, request,
 	// renewing, rebinding, malformed) with slog-style key/value pairs.
-	OnEvent func(name string, args ...any)
+	OnEvent func(name event.Name, args ...any)
 }
 
 // ClientStats count what the client did.
@@ -247,7 +248,7 @@ func (c *Client) afterLocked(d time.Duration, f func()) clock.Timer {
 	})
 }
 
-func (c *Client) event(name string, args ...any) {
+func (c *Client) event(name event.Name, args ...any) {
 	if c.o.OnEvent != nil {
 		c.o.OnEvent(name, args...)
 	}
@@ -270,18 +271,18 @@ func (c *Client) transmitLocked() func() {
 		dstMAC   = broadcastMAC
 		src, dst = netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
 		wait     time.Duration
-		name     string
+		name     event.Name
 		args     []any
 	)
 	switch c.state {
 	case StateSelecting:
 		m = c.message(layers.DHCPMsgTypeDiscover)
-		name = "dhcp.discover"
+		name = event.DHCPDiscover
 	case StateRequesting:
 		m = c.message(layers.DHCPMsgTypeRequest)
 		AddOption(m, layers.DHCPOptRequestIP, c.offered.AsSlice())
 		AddOption(m, layers.DHCPOptServerID, c.server.AsSlice())
-		name, args = "dhcp.request", []any{"ip", c.offered.String(), "server", c.server.String()}
+		name, args = event.DHCPRequest, []any{"ip", c.offered.String(), "server", c.server.String()}
 	case StateRenewing, StateRebinding:
 		m = c.message(layers.DHCPMsgTypeRequest)
 		m.ClientIP = c.lease.Addr.Addr().AsSlice()
@@ -297,7 +298,11 @@ func (c *Client) transmitLocked() func() {
 		}
 		left := c.lease.AcquiredAt.Add(end).Sub(c.o.Clock.Now())
 		wait = max(left/2, 60*time.Second)
-		name, args = "dhcp."+c.state.String(), []any{"ip", c.lease.Addr.Addr().String()}
+		name = event.DHCPRenewing
+		if c.state == StateRebinding {
+			name = event.DHCPRebinding
+		}
+		args = []any{"ip", c.lease.Addr.Addr().String()}
 	default:
 		return func() {}
 	}
@@ -317,7 +322,7 @@ func (c *Client) transmitLocked() func() {
 	})
 	return func() {
 		if err != nil {
-			c.event("dhcp.error", "state", state.String(), "err", err.Error())
+			c.event(event.DHCPError, "state", state.String(), "err", err.Error())
 			return
 		}
 		c.Stats.Sent.Add(1)
@@ -394,7 +399,7 @@ func (c *Client) forMe(frame []byte) bool {
 
 func (c *Client) malformed(err error) {
 	c.Stats.Malformed.Add(1)
-	c.event("dhcp.malformed", "err", err.Error())
+	c.event(event.DHCPMalformed, "err", err.Error())
 }
 
 func (c *Client) handleLocked(p Packet) func() {
@@ -416,7 +421,7 @@ func (c *Client) handleLocked(p Packet) func() {
 		c.wait = c.o.Retransmit
 		send := c.transmitLocked()
 		return func() {
-			c.event("dhcp.offer", "ip", yi.String(), "server", server.String())
+			c.event(event.DHCPOffer, "ip", yi.String(), "server", server.String())
 			send()
 		}
 
@@ -450,7 +455,7 @@ func (c *Client) handleLocked(p Packet) func() {
 			c.xid = c.o.Rand.Uint32()
 			c.wait = c.o.Retransmit
 			c.timer = c.afterLocked(c.o.Retransmit, c.retransmit)
-			return func() { c.event("dhcp.nak", "server", p.SrcIP.String()) }
+			return func() { c.event(event.DHCPNak, "server", p.SrcIP.String()) }
 		}
 		return c.loseLocked(ErrNak)
 	}

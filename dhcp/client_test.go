@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/dhcp"
 	"github.com/amtsim/amtsim/identity"
@@ -35,7 +36,8 @@ func newRecorder() *recorder {
 }
 
 func (r *recorder) options(o dhcp.ClientOptions) dhcp.ClientOptions {
-	o.OnEvent = func(name string, _ ...any) {
+	o.OnEvent = func(ev event.Name, _ ...any) {
+		name := string(ev)
 		r.mu.Lock()
 		r.events = append(r.events, name)
 		f := r.on[name]

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
@@ -363,13 +364,13 @@ func (s *session) CommitChanges() ptstatus.Code {
 	next.State = mebx.StatePost
 	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.clock.Now().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id}
 	if err := s.d.persist(next); err != nil {
-		s.d.emit("commit.failed", "err", err.Error())
+		s.d.emit(event.CommitFailed, "err", err.Error())
 		return flashStatus(err)
 	}
 	s.staged, s.committed, s.over = nil, true, true
 	s.after = s.d.rearm
 	s.d.primeTLS(&next, s.keys)
-	s.d.emit("provisioned", "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
+	s.d.emit(event.Provisioned, "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
 		"changes", s.changes)
 	return ptstatus.Success
 }
@@ -405,7 +406,7 @@ func (s *session) Unprovision(partial bool) ptstatus.Code {
 	}
 	s.staged, s.over = nil, true
 	s.after = s.d.rearm
-	s.d.emit("unprovisioned", "partial", partial, "state", next.State.String())
+	s.d.emit(event.Unprovisioned, "partial", partial, "state", next.State.String())
 	return ptstatus.Success
 }
 

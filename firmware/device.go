@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/dhcp"
 	"github.com/amtsim/amtsim/digest"
@@ -238,7 +239,7 @@ func (d *Device) Addr() netip.Addr {
 	return d.host.Prefix().Addr()
 }
 
-func (d *Device) emit(name string, args ...any) {
+func (d *Device) emit(name event.Name, args ...any) {
 	if d.o.Events == nil {
 		return
 	}
@@ -261,7 +262,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		s, err = mebx.Defaults(), nil
 	}
 	if err != nil {
-		d.emit("boot.failed", "err", err.Error())
+		d.emit(event.BootFailed, "err", err.Error())
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
 	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
@@ -290,12 +291,12 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	d.powerCtx = ctx
 
 	vendor, device := n.PCIID()
-	d.emit("power.on", "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
+	d.emit(event.PowerOn, "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
 		"mac", d.o.Identity.MAC.String(), "pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model)
-	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
+	d.emit(event.State, "provisioning_state", s.State.String(), "mode", s.Mode.String(),
 		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
 	n.SetLink(true)
-	d.emit("link.up")
+	d.emit(event.LinkUp)
 	if !s.AMTEnabled {
 		return nil // the ME stays off the network
 	}
@@ -306,10 +307,10 @@ func (d *Device) PowerOn(ctx context.Context) error {
 			err = h.SetAddress(p, s.Gateway)
 		}
 		if err != nil {
-			d.emit("boot.failed", "err", err.Error())
+			d.emit(event.BootFailed, "err", err.Error())
 			return fmt.Errorf("firmware %s: static address: %w", d.id, err)
 		}
-		d.emit("address.static", "ip", p.String(), "gateway", s.Gateway.String(), "dns", addrList(s.DNS1, s.DNS2))
+		d.emit(event.AddressStatic, "ip", p.String(), "gateway", s.Gateway.String(), "dns", addrList(s.DNS1, s.DNS2))
 		d.addressReady()
 		return nil
 	}
@@ -348,15 +349,15 @@ func (d *Device) onBound(l dhcp.Lease, renewed bool) {
 	d.mu.Unlock()
 	if changed {
 		if err := h.SetAddress(l.Addr, l.Gateway()); err != nil {
-			d.emit("boot.failed", "err", err.Error())
+			d.emit(event.BootFailed, "err", err.Error())
 			return
 		}
 	}
 	if renewed {
-		d.emit("dhcp.renewed", "ip", l.Addr.String(), "lease", l.Duration.String())
+		d.emit(event.DHCPRenewed, "ip", l.Addr.String(), "lease", l.Duration.String())
 		return
 	}
-	d.emit("dhcp.bound", "ip", l.Addr.String(), "gateway", l.Gateway().String(), "dns", addrList(l.DNS...),
+	d.emit(event.DHCPBound, "ip", l.Addr.String(), "gateway", l.Gateway().String(), "dns", addrList(l.DNS...),
 		"domain", l.Domain, "lease", l.Duration.String(), "server", l.ServerID.String())
 	d.addressReady()
 }
@@ -371,7 +372,7 @@ func (d *Device) onLost(err error) {
 	h := d.host
 	d.mu.Unlock()
 	h.ClearAddress()
-	d.emit("dhcp.lost", "reason", err.Error())
+	d.emit(event.DHCPLost, "reason", err.Error())
 }
 
 // addressReady runs once per power cycle, at the first address: the AMT
@@ -424,7 +425,7 @@ func (d *Device) arm(h *nic.Host, s mebx.Settings) {
 			for _, l := range ls {
 				l.Close()
 			}
-			d.emit("boot.failed", "err", err.Error())
+			d.emit(event.BootFailed, "err", err.Error())
 			return
 		}
 		ls = append(ls, l)
@@ -436,7 +437,7 @@ func (d *Device) arm(h *nic.Host, s mebx.Settings) {
 	for i, p := range ports(s) {
 		list[i] = fmt.Sprint(p)
 	}
-	d.emit("amt.listening", "ports", strings.Join(list, ","))
+	d.emit(event.AMTListening, "ports", strings.Join(list, ","))
 
 	if sendsHello(s) {
 		d.startHello()
@@ -452,7 +453,7 @@ func (d *Device) arm(h *nic.Host, s mebx.Settings) {
 	case s.State == mebx.StateIn:
 		reason = "no PID in MEBx"
 	}
-	d.emit("hello.off", "reason", reason)
+	d.emit(event.HelloOff, "reason", reason)
 }
 
 // current is the device's committed settings.
@@ -491,7 +492,7 @@ func (d *Device) rearm() {
 		d.tlsCert, d.tlsCertID = nil, ""
 	}
 	d.mu.Unlock()
-	d.emit("state", "provisioning_state", s.State.String(), "mode", s.Mode.String(),
+	d.emit(event.State, "provisioning_state", s.State.String(), "mode", s.Mode.String(),
 		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
 	d.arm(h, s)
 }
@@ -507,7 +508,7 @@ func (d *Device) PowerCycle() error {
 		ctx = context.Background()
 	}
 	d.PowerOff()
-	d.emit("power.cycle")
+	d.emit(event.PowerCycle)
 	return d.PowerOn(ctx)
 }
 
@@ -543,7 +544,7 @@ func (d *Device) PowerOff() {
 	// closed connections end their sessions.
 	d.work.Wait()
 	h.Close()
-	d.emit("power.off")
+	d.emit(event.PowerOff)
 }
 
 func addrList(as ...netip.Addr) string {

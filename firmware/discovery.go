@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/mebx"
 )
@@ -67,7 +68,7 @@ func (d *Device) findSCS(ctx context.Context, s mebx.Settings, l *leaseInfo) (ne
 	}
 	if s.SCSAddress.IsValid() {
 		ap := netip.AddrPortFrom(s.SCSAddress, port)
-		d.noteSCS(ap, "scs.configured", "source", "mebx")
+		d.noteSCS(ap, event.SCSConfigured, "source", "mebx")
 		return ap, nil
 	}
 	servers := []netip.Addr{}
@@ -81,7 +82,7 @@ func (d *Device) findSCS(ctx context.Context, s mebx.Settings, l *leaseInfo) (ne
 		}
 	}
 	if len(servers) == 0 {
-		d.emit("scs.unresolved", "why", "no SCS address in MEBx and no DNS server (MEBx or DHCP option 6)")
+		d.emit(event.SCSUnresolved, "why", "no SCS address in MEBx and no DNS server (MEBx or DHCP option 6)")
 		return netip.AddrPort{}, errors.New("no SCS address and no DNS server")
 	}
 	var why []string
@@ -89,7 +90,7 @@ func (d *Device) findSCS(ctx context.Context, s mebx.Settings, l *leaseInfo) (ne
 		a, err := d.resolve(ctx, servers, c.name)
 		if err == nil {
 			ap := netip.AddrPortFrom(a, port)
-			d.noteSCS(ap, "scs.resolved", "name", c.name, "source", c.source)
+			d.noteSCS(ap, event.SCSResolved, "name", c.name, "source", c.source)
 			return ap, nil
 		}
 		if ctx.Err() != nil {
@@ -98,18 +99,18 @@ func (d *Device) findSCS(ctx context.Context, s mebx.Settings, l *leaseInfo) (ne
 		why = append(why, fmt.Sprintf("%s: %v", c.name, err))
 	}
 	d.Stats.DNSFailures.Add(1)
-	d.emit("scs.unresolved", "why", strings.Join(why, "; "))
+	d.emit(event.SCSUnresolved, "why", strings.Join(why, "; "))
 	return netip.AddrPort{}, fmt.Errorf("SCS not found (%s)", strings.Join(why, "; "))
 }
 
 // noteSCS reports the SCS address when it is new or has changed.
-func (d *Device) noteSCS(ap netip.AddrPort, event string, args ...any) {
+func (d *Device) noteSCS(ap netip.AddrPort, name event.Name, args ...any) {
 	d.mu.Lock()
 	same := d.lastSCS == ap
 	d.lastSCS = ap
 	d.mu.Unlock()
 	if !same {
-		d.emit(event, append(args, "addr", ap.String())...)
+		d.emit(name, append(args, "addr", ap.String())...)
 	}
 }
 
@@ -175,7 +176,7 @@ func (d *Device) queryA(ctx context.Context, server netip.Addr, name string) (ne
 		r := new(dns.Msg)
 		if err := r.Unpack(buf[:n]); err != nil {
 			d.Stats.DNSMalformed.Add(1)
-			d.emit("dns.malformed", "server", server.String(), "bytes", n, "err", err.Error())
+			d.emit(event.DNSMalformed, "server", server.String(), "bytes", n, "err", err.Error())
 			continue
 		}
 		if r.Id != q.Id || !r.Response || len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) {

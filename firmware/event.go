@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/amtsim/amtsim/event"
 )
 
 // Event is one step of a device's life, as the device saw it: power.on,
@@ -11,7 +13,7 @@ import (
 type Event struct {
 	Time   time.Time // the device clock's time
 	Device string
-	Name   string
+	Name   event.Name
 	Attrs  []slog.Attr
 }
 
@@ -33,27 +35,16 @@ type Sink func(Event)
 // LogSink writes events through a slog handler: one record per event, the
 // event name as message, the device id and the attributes as fields, and
 // the device clock's time as the record's time (under a time scale, the
-// scaled time). Failures are logged at error level.
+// scaled time). The level is the event's (event.Name.Level).
 func LogSink(h slog.Handler) Sink {
 	return func(e Event) {
-		level := slog.LevelInfo
-		if isFailure(e.Name) {
-			level = slog.LevelWarn
-		}
+		level := e.Name.Level()
 		if !h.Enabled(context.Background(), level) {
 			return
 		}
-		r := slog.NewRecord(e.Time, level, e.Name, 0)
+		r := slog.NewRecord(e.Time, level, string(e.Name), 0)
 		r.AddAttrs(slog.String("device", e.Device))
 		r.AddAttrs(e.Attrs...)
 		_ = h.Handle(context.Background(), r)
 	}
-}
-
-func isFailure(name string) bool {
-	switch name {
-	case "hello.failed", "scs.unresolved", "dhcp.lost", "dhcp.malformed", "dns.malformed", "boot.failed", "hello.stopped":
-		return true
-	}
-	return false
 }

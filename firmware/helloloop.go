@@ -7,6 +7,7 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/nic"
@@ -25,18 +26,15 @@ func (d *Device) startHello() {
 	d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
 }
 
-// stopHello ends the Hello loop (the device left setup).
+// stopHello ends the Hello loop (the device left setup; arm's hello.off
+// says why).
 func (d *Device) stopHello() {
 	d.mu.Lock()
-	on := d.helloOn
+	defer d.mu.Unlock()
 	if d.helloTimer != nil {
 		d.helloTimer.Stop()
 	}
 	d.helloOn, d.helloHeld, d.helloTimer = false, false, nil
-	d.mu.Unlock()
-	if on {
-		d.emit("hello.stopped", "reason", "provisioned")
-	}
 }
 
 // holdHello counts admin sessions in setup. While one lasts, a due Hello
@@ -103,7 +101,7 @@ func (d *Device) helloSlotLabeled() {
 	}
 	if err != nil {
 		d.Stats.HellosFailed.Add(1)
-		d.emit("hello.failed", "retry", retry, "n", k, "due", due, "err", err.Error())
+		d.emit(event.HelloFailed, "retry", retry, "n", k, "due", due, "err", err.Error())
 	}
 
 	d.mu.Lock()
@@ -117,7 +115,7 @@ func (d *Device) helloSlotLabeled() {
 		d.helloOn = false
 		d.helloTimer = nil
 		d.mu.Unlock()
-		d.emit("hello.stopped", "hellos", k+1, "after", d.sched.Window.String(),
+		d.emit(event.HelloStopped, "hellos", k+1, "after", d.sched.Window.String(),
 			"reason", "Hello window closed; the device sends again after the next power-up")
 		return
 	}
@@ -152,7 +150,7 @@ func (d *Device) sendHello(ctx context.Context, scs netip.AddrPort, m hello.Mess
 		return fmt.Errorf("write Hello to SCS %s: %w", scs, err)
 	}
 	d.Stats.HellosSent.Add(1)
-	d.emit("hello.sent", "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
+	d.emit(event.HelloSent, "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
 		"from", c.LocalAddr().String(), "pid", m.PID, "admin_set", m.AdminSet)
 	return nil
 }

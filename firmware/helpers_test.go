@@ -45,11 +45,17 @@ func (e *events) named(name string) []Event {
 	defer e.mu.Unlock()
 	var out []Event
 	for _, ev := range e.all {
-		if ev.Name == name {
+		if string(ev.Name) == name {
 			out = append(out, ev)
 		}
 	}
 	return out
+}
+
+func (e *events) snapshot() []Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Event(nil), e.all...)
 }
 
 func (e *events) names() []string {
@@ -57,7 +63,7 @@ func (e *events) names() []string {
 	defer e.mu.Unlock()
 	var out []string
 	for _, ev := range e.all {
-		out = append(out, ev.Name)
+		out = append(out, string(ev.Name))
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -195,7 +196,10 @@ func TestProvisionOverTLSPSK(t *testing.T) {
 	assert.Regexp(t, `^Digest:[0-9A-F]{32}$`, res.Realm)
 	assert.Equal(t, FirmwareVersion, res.Version)
 	r.d.ev.wait(t, "provisioned", 1, 10*time.Second)
-	r.d.ev.wait(t, "hello.stopped", 1, 10*time.Second)
+	r.d.ev.wait(t, "hello.off", 1, 10*time.Second)
+	for _, e := range r.d.ev.snapshot() {
+		assert.NotEqual(t, slog.LevelWarn, e.Name.Level(), "a provisioning without faults reports no warning: %s %v", e.Name, e.Attrs)
+	}
 
 	// Persisted, whole.
 	check := func(s mebx.Settings) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/eoi"
 	"github.com/amtsim/amtsim/mebx"
@@ -67,7 +68,7 @@ var deviceLabel = pprof.Labels("amtsim", "device")
 
 func (d *Device) serveConn(port uint16, c net.Conn) {
 	d.Stats.ConnsAccepted.Add(1)
-	d.emit("conn.accepted", "port", port, "peer", c.RemoteAddr().String())
+	d.emit(event.ConnAccepted, "port", port, "peer", c.RemoteAddr().String())
 	defer c.Close()
 	s := d.current()
 	sess := &session{d: d, id: d.sessionIDs.Add(1), port: port, peer: c.RemoteAddr().String()}
@@ -76,7 +77,7 @@ func (d *Device) serveConn(port uint16, c net.Conn) {
 		tc, err := d.tlsServer(c, s)
 		if err != nil {
 			d.Stats.TLSFailures.Add(1)
-			d.emit("tls.failed", "peer", sess.peer, "err", err.Error())
+			d.emit(event.TLSFailed, "peer", sess.peer, "err", err.Error())
 			return
 		}
 		conn, sess.tls = tc, true
@@ -172,7 +173,7 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !isTimeout(err) {
 				d.Stats.BadRequests.Add(1)
-				d.emit("http.bad_request", "peer", sess.peer, "err", err.Error())
+				d.emit(event.HTTPBadRequest, "peer", sess.peer, "err", err.Error())
 				status := http.StatusBadRequest
 				if errors.Is(err, errBodyTooLarge) {
 					status = http.StatusRequestEntityTooLarge
@@ -235,7 +236,7 @@ func (d *Device) handle(sess *session, req *request) response {
 		a, err := digest.ParseAuthorization(h)
 		if err != nil {
 			d.Stats.AuthFailures.Add(1)
-			d.emit("auth.failed", "peer", sess.peer, "reason", err.Error())
+			d.emit(event.AuthFailed, "peer", sess.peer, "reason", err.Error())
 			return d.challenge(false)
 		}
 		auth = a
@@ -249,7 +250,7 @@ func (d *Device) handle(sess *session, req *request) response {
 	if err != nil {
 		if auth != nil {
 			d.Stats.AuthFailures.Add(1)
-			d.emit("auth.failed", "peer", sess.peer, "user", auth.Username, "reason", err.Error())
+			d.emit(event.AuthFailed, "peer", sess.peer, "user", auth.Username, "reason", err.Error())
 		}
 		return d.challenge(errors.Is(err, digest.ErrStale))
 	}
@@ -296,7 +297,7 @@ func (d *Device) login(sess *session, user string, admin bool, cur mebx.Settings
 	if !first {
 		return
 	}
-	d.emit("session.login", "session", sess.id, "port", sess.port, "peer", sess.peer, "user", user, "tls", sess.tls)
+	d.emit(event.SessionLogin, "session", sess.id, "port", sess.port, "peer", sess.peer, "user", user, "tls", sess.tls)
 	if hold {
 		d.holdHello(true)
 	}
@@ -312,10 +313,10 @@ func (d *Device) endSession(sess *session) {
 	sess.staged, sess.holding, sess.after = nil, false, nil
 	sess.mu.Unlock()
 	if dropped {
-		d.emit("session.discarded", "session", sess.id, "changes", n, "reason", "connection closed before CommitChanges")
+		d.emit(event.SessionDiscard, "session", sess.id, "changes", n, "reason", "connection closed before CommitChanges")
 	}
 	if sess.user != "" {
-		d.emit("session.closed", "session", sess.id, "committed", sess.committed)
+		d.emit(event.SessionClosed, "session", sess.id, "committed", sess.committed)
 	}
 	if after != nil {
 		after()
@@ -329,7 +330,7 @@ func (s *session) wsman() *wsman.Server {
 	if s.ws == nil {
 		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}, OnMalformed: func(err error) {
 			s.d.Stats.BadRequests.Add(1)
-			s.d.emit("wsman.malformed", "session", s.id, "err", err.Error())
+			s.d.emit(event.WSMANMalformed, "session", s.id, "err", err.Error())
 		}}
 	}
 	return s.ws

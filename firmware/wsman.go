@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/ptstatus"
 	"github.com/amtsim/amtsim/wsman"
@@ -560,7 +561,7 @@ func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsm
 
 // call reports one AMT call and its status.
 func (d *Device) call(s *session, op string, st ptstatus.Code) {
-	d.emit("amt.call", "session", s.id, "op", op, "status", uint32(st))
+	d.emit(event.AMTCall, "session", s.id, "op", op, "status", uint32(st))
 }
 
 // hostPowerChange is the simulated host's power button (RemoteControl and
@@ -593,7 +594,7 @@ func (d *Device) hostPowerChange(s *session, state uint32) ptstatus.Code {
 	default:
 		return ptstatus.InvalidParameter
 	}
-	d.emit("host.power", "requested", state, "state", d.hostPower.Load())
+	d.emit(event.HostPower, "requested", state, "state", d.hostPower.Load())
 	if restart && !d.o.KeepMEOnHostReset {
 		s.mu.Lock()
 		s.over = true

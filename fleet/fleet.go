@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/hello"
@@ -213,23 +214,23 @@ func (f *Fleet) sink(i int) firmware.Sink {
 	return func(e firmware.Event) {
 		next := ""
 		switch e.Name {
-		case "power.on":
+		case event.PowerOn:
 			next = StateBooting
-		case "dhcp.bound", "address.static":
+		case event.DHCPBound, event.AddressStatic:
 			next = StateAddressed
-		case "hello.sent":
+		case event.HelloSent:
 			next = StateHelloing
-		case "session.login":
+		case event.SessionLogin:
 			next = StateInSession
-		case "session.discarded":
+		case event.SessionDiscard:
 			next = StateHelloing
-		case "provisioned":
+		case event.Provisioned:
 			next = StateProvisioned
 		}
 		if next != "" {
 			f.move(i, next)
 		}
-		if e.Name == "hello.sent" || e.Name == "hello.off" {
+		if e.Name == event.HelloSent || e.Name == event.HelloOff {
 			f.heard(i)
 		}
 		if f.o.Events != nil {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
@@ -25,6 +29,9 @@ type HelloLAN struct {
 	Net    *lan.Network
 	Stacks *nic.Stacks
 	addr   netip.AddrPort
+
+	mu    sync.Mutex
+	heard map[identity.UUID]bool
 }
 
 // StartHelloLAN starts the LAN and its Hello listener.
@@ -36,7 +43,8 @@ func StartHelloLAN(o HelloLANOptions) (*HelloLAN, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &HelloLAN{Net: netw, Stacks: nic.NewStacks(nic.StackOptions{}), addr: netip.AddrPortFrom(netw.SCS(), mebx.DefaultSCSPort)}
+	h := &HelloLAN{Net: netw, Stacks: nic.NewStacks(nic.StackOptions{}), addr: netip.AddrPortFrom(netw.SCS(), mebx.DefaultSCSPort),
+		heard: map[identity.UUID]bool{}}
 	host, err := netw.AddSCSHost()
 	if err != nil {
 		h.Close()
@@ -44,11 +52,14 @@ func StartHelloLAN(o HelloLANOptions) (*HelloLAN, error) {
 	}
 	rx := hello.NewReceiver(hello.ReceiverOptions{
 		Handle: func(r hello.Received) {
-			o.Log.Info("hello.received", "from", r.From.String(), "version", r.Version.String(), "retry", r.Retry,
+			h.mu.Lock()
+			h.heard[r.UUID] = true
+			h.mu.Unlock()
+			o.Log.Info(string(event.HelloReceived), "from", r.From.String(), "version", r.Version.String(), "retry", r.Retry,
 				"uuid", r.UUID.String(), "pid", r.PID, "admin_set", r.AdminSet)
 		},
 		OnError: func(from netip.AddrPort, err error) {
-			o.Log.Warn("hello.bad", "from", from.String(), "err", err.Error())
+			o.Log.Warn(string(event.HelloBad), "from", from.String(), "err", err.Error())
 		},
 	})
 	if _, err := host.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
@@ -65,6 +76,33 @@ func (h *HelloLAN) Addr() netip.AddrPort { return h.addr }
 func (h *HelloLAN) NewFleet(ctx context.Context, o Options) (*Fleet, error) {
 	o.Uplink, o.Stacks = h.Net.Segment, h.Stacks
 	return New(ctx, o)
+}
+
+// WaitReceived returns nil once the listener has read a Hello from every
+// device of f that sent one, or ctx's error: a Hello on the wire is not
+// yet a Hello read.
+func (h *HelloLAN) WaitReceived(ctx context.Context, f *Fleet) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		all := true
+		h.mu.Lock()
+		for i, d := range f.devs {
+			if d.Stats.HellosSent.Load() > 0 && !h.heard[f.ids[i].UUID] {
+				all = false
+				break
+			}
+		}
+		h.mu.Unlock()
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // Close stops the LAN; stop fleets on it first.

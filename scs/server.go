@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/wsman"
@@ -67,7 +68,7 @@ type ServerOptions struct {
 // Event is one thing the SCS did.
 type Event struct {
 	Time  time.Time
-	Name  string
+	Name  event.Name
 	PID   string
 	Attrs []slog.Attr
 }
@@ -75,7 +76,7 @@ type Event struct {
 // LogSink writes events through a slog handler, one record each.
 func LogSink(h slog.Handler) func(Event) {
 	return func(e Event) {
-		r := slog.NewRecord(e.Time, slog.LevelInfo, e.Name, 0)
+		r := slog.NewRecord(e.Time, e.Name.Level(), string(e.Name), 0)
 		if e.PID != "" {
 			r.AddAttrs(slog.String("pid", e.PID))
 		}
@@ -163,7 +164,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	s.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: s.onHello, OnError: func(from netip.AddrPort, err error) {
 		s.Stats.Malformed.Add(1)
 		s.m.hello("malformed")
-		s.emit("hello.bad", "", "from", from.String(), "err", err.Error())
+		s.emit(event.HelloBad, "", "from", from.String(), "err", err.Error())
 	}})
 	m, err := newMetrics(o.Metrics)
 	if err != nil {
@@ -202,7 +203,7 @@ func (s *Server) Start(ctx context.Context) {
 		default:
 		}
 	}
-	s.emit("scs.started", "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
+	s.emit(event.SCSStarted, "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
 }
 
 // Stop ends every session in progress and waits for the workers. Hellos
@@ -223,7 +224,7 @@ func (s *Server) Stop() {
 	}
 	s.inflight = map[string]bool{}
 	s.mu.Unlock()
-	s.emit("scs.stopped", "")
+	s.emit(event.SCSStopped, "")
 }
 
 // HandleConn reads the Hello on one accepted connection (for listeners
@@ -239,7 +240,7 @@ var scsLabel = pprof.Labels("amtsim", "scs")
 // Serve reads Hellos from ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.rx.Serve(ctx, ln) }
 
-func (s *Server) emit(name, pid string, args ...any) {
+func (s *Server) emit(name event.Name, pid string, args ...any) {
 	if s.o.Events == nil {
 		return
 	}
@@ -257,7 +258,7 @@ func (s *Server) onHello(r hello.Received) {
 	if !ok {
 		s.Stats.Unknown.Add(1)
 		s.m.hello("unknown")
-		s.emit("hello.unknown", pid, "from", r.From.String())
+		s.emit(event.HelloUnknown, pid, "from", r.From.String())
 		return
 	}
 	s.mu.Lock()
@@ -279,12 +280,12 @@ func (s *Server) onHello(r hello.Received) {
 		s.inflight[rec.PID] = true
 		s.mu.Unlock()
 		s.m.hello("accepted")
-		s.emit("hello.received", pid, "from", r.From.String(), "retry", r.Message.Retry, "uuid", r.Message.UUID.String())
+		s.emit(event.HelloReceived, pid, "from", r.From.String(), "retry", r.Message.Retry, "uuid", r.Message.UUID.String())
 	default:
 		s.mu.Unlock()
 		s.Stats.Dropped.Add(1)
 		s.m.hello("dropped")
-		s.emit("hello.dropped", pid, "reason", "queue full")
+		s.emit(event.HelloDropped, pid, "reason", "queue full")
 	}
 }
 
@@ -326,7 +327,7 @@ func (s *Server) session(j job) {
 	}
 	s.failures[step][reason]++
 	s.mu.Unlock()
-	s.emit("scs.failed", j.pid, "step", step, "reason", reason, "attempt", j.attempt+1, "err", err.Error())
+	s.emit(event.SCSFailed, j.pid, "step", step, "reason", reason, "attempt", j.attempt+1, "err", err.Error())
 	// Past the commit the device may hold the new pair and be provisioned:
 	// it sends no more Hellos and refuses the old PSK, so the retry is a
 	// login with the new credentials, not a new session.
@@ -424,7 +425,7 @@ func (s *Server) provision(j job) error {
 		return &StepError{Step: "database", Err: err}
 	}
 	s.Stats.Sessions.Add(1)
-	s.emit("scs.session", curPID, "addr", rec.Addr, "attempt", j.attempt+1)
+	s.emit(event.SCSSession, curPID, "addr", rec.Addr, "attempt", j.attempt+1)
 
 	password := rec.Password
 	if password == "" {
@@ -463,7 +464,7 @@ func (s *Server) provision(j job) error {
 	start := time.Now()
 	res, err := Provision(ctx, target, p, func(r StepResult) {
 		s.m.step(r.Step, r.Duration)
-		s.emit("scs.step", curPID, "step", r.Step, "ms", float64(r.Duration.Microseconds())/1000, "ok", r.Err == nil)
+		s.emit(event.SCSStep, curPID, "step", r.Step, "ms", float64(r.Duration.Microseconds())/1000, "ok", r.Err == nil)
 	})
 	if err != nil {
 		var se *StepError
@@ -509,7 +510,7 @@ func (s *Server) provision(j job) error {
 	s.Stats.Provisioned.Add(1)
 	s.m.session("provisioned", "")
 	s.m.total.Observe(d.Seconds())
-	s.emit("scs.provisioned", rec.PID, "old_pid", curPID, "addr", rec.Addr, "ms", float64(d.Microseconds())/1000, "cert_serial", serial)
+	s.emit(event.SCSProvisioned, rec.PID, "old_pid", curPID, "addr", rec.Addr, "ms", float64(d.Microseconds())/1000, "cert_serial", serial)
 	return nil
 }
 
@@ -539,7 +540,7 @@ func (s *Server) settle(j job) {
 	domain := recordDomain(rec, p)
 	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
 	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
-		s.emit("scs.unsettled", rec.PID, "attempt", j.attempt+1, "err", err.Error())
+		s.emit(event.SCSUnsettled, rec.PID, "attempt", j.attempt+1, "err", err.Error())
 		if errors.Is(err, errNotCommitted) {
 			s.release(j) // still in setup: its next Hello starts a session
 			return
@@ -558,7 +559,7 @@ func (s *Server) settle(j job) {
 	}
 	s.Stats.Provisioned.Add(1)
 	s.m.session("provisioned", "")
-	s.emit("scs.provisioned", rec.PID, "addr", rec.Addr, "settled", true)
+	s.emit(event.SCSProvisioned, rec.PID, "addr", rec.Addr, "settled", true)
 }
 
 // verify logs in with the new credentials: over the issued certificate on

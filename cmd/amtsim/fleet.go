@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/fleet"
@@ -93,7 +94,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	gc, restoreGC := tuneGC(stderr)
 	defer restoreGC()
 	if *events {
-		slog.New(handler).Info("fleet.gc", "policy", gc)
+		slog.New(handler).Info(string(event.FleetGC), "policy", gc)
 	}
 	if *cpuProfile != "" {
 		stop, err := startCPUProfile(*cpuProfile)
@@ -237,15 +238,15 @@ func milestones(w io.Writer) firmware.Sink {
 		}
 		var msg string
 		switch e.Name {
-		case "power.on":
+		case event.PowerOn:
 			msg = "power on   " + attr("mac") + "  uuid " + attr("uuid")
-		case "dhcp.bound":
+		case event.DHCPBound:
 			msg = "leased     " + attr("ip") + "  domain " + attr("domain")
-		case "address.static":
+		case event.AddressStatic:
 			msg = "static     " + attr("ip")
-		case "scs.resolved", "scs.configured":
+		case event.SCSResolved, event.SCSConfigured:
 			msg = "SCS        " + attr("name") + " " + attr("addr")
-		case "hello.sent":
+		case event.HelloSent:
 			mu.Lock()
 			first := !helloed[e.Device]
 			helloed[e.Device] = true
@@ -253,9 +254,9 @@ func milestones(w io.Writer) firmware.Sink {
 			if first {
 				msg = "Hello      → " + attr("scs") + "  pid " + attr("pid")
 			}
-		case "session.login":
+		case event.SessionLogin:
 			msg = "session    " + attr("peer") + " logged in as " + attr("user")
-		case "provisioned":
+		case event.Provisioned:
 			msg = "provisioned"
 		}
 		if msg == "" {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/fleet"
@@ -110,14 +111,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return nil, nil
 		}
 	}
-	var f *fleet.Fleet
+	var (
+		f  *fleet.Fleet
+		hl *fleet.HelloLAN
+	)
 	if up.embedded {
-		hl, err := fleet.StartHelloLAN(fleet.HelloLANOptions{Log: log})
-		if err != nil {
+		if hl, err = fleet.StartHelloLAN(fleet.HelloLANOptions{Log: log}); err != nil {
 			return err
 		}
 		defer hl.Close()
-		log.Info("lan.up", "subnet", hl.Net.Subnet().String(), "dhcp_dns", hl.Net.Gateway().String(),
+		log.Info(string(event.LANUp), "subnet", hl.Net.Subnet().String(), "dhcp_dns", hl.Net.Gateway().String(),
 			"domain", hl.Net.Domain(), "provision_server", hl.Addr().String())
 		if f, err = hl.NewFleet(ctx, fo); err != nil {
 			return err
@@ -140,13 +143,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err == nil {
 		if *until == "hello" {
 			err = f.WaitHellos(runCtx)
+			if err == nil && hl != nil {
+				err = hl.WaitReceived(runCtx, f)
+			}
 		} else {
 			<-runCtx.Done()
 		}
 	}
 	f.Stop()
 	sum := f.Summary()
-	log.Info("run.done", "devices", *devices, "hellos_sent", sum.HellosSent, "hellos_failed", sum.HellosFailed)
+	log.Info(string(event.RunDone), "devices", *devices, "hellos_sent", sum.HellosSent, "hellos_failed", sum.HellosFailed)
 	switch {
 	case ctx.Err() != nil:
 		return interrupted(ctx, fmt.Sprintf("%d of %d devices sent a Hello", *devices-len(f.Silent()), *devices))

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/gcpolicy"
 	"github.com/amtsim/amtsim/scs"
@@ -153,7 +154,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		go func() { _ = hs.Serve(mln) }()
 		defer hs.Close()
 	}
-	slog.New(handler).Info("scs.listening", "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "metrics", *metricsAddr, "gc", gc)
+	slog.New(handler).Info(string(event.SCSListening), "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "metrics", *metricsAddr, "gc", gc)
 	srv.Start(ctx)
 	defer srv.Stop()
 	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/nic"
 )
 
@@ -36,7 +37,7 @@ func parseUplink(fs *flag.FlagSet, s string, create bool) (uplink, error) {
 func (u uplink) open(h slog.Handler) (*nic.TAP, error) {
 	log := slog.New(h)
 	tap, err := nic.OpenTAP(nic.TAPOptions{Name: u.tap, Create: u.create, OnDuplicateMAC: func(mac net.HardwareAddr) {
-		log.Warn("mac.duplicate", "tap", u.tap, "mac", mac.String(),
+		log.Warn(string(event.MACDuplicate), "tap", u.tap, "mac", mac.String(),
 			"why", "another host on this segment sends with a device's MAC (a second amtsim with the same --seed and --shard?)")
 	}})
 	if err != nil {
@@ -47,9 +48,9 @@ func (u uplink) open(h slog.Handler) (*nic.TAP, error) {
 		tap.Close()
 		return nil, err
 	}
-	log.Info("tap.opened", "tap", u.tap, "created", tap.Created(), "up", st.Up, "bridge", st.Bridge, "addrs", strings.Join(st.Addrs, ","))
+	log.Info(string(event.TAPOpened), "tap", u.tap, "created", tap.Created(), "up", st.Up, "bridge", st.Bridge, "addrs", strings.Join(st.Addrs, ","))
 	for _, p := range st.Problems() {
-		log.Warn("tap.warning", "tap", u.tap, "problem", strings.ReplaceAll(p, "<name>", u.tap))
+		log.Warn(string(event.TAPWarning), "tap", u.tap, "problem", strings.ReplaceAll(p, "<name>", u.tap))
 	}
 	return tap, nil
 }
