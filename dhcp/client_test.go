@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/dhcp"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/nic"

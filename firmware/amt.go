@@ -11,8 +11,8 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/digest"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/ptstatus"

@@ -12,8 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/mebx"
 )
 

@@ -7,8 +7,8 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/nic"
 )

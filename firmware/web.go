@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/eoi"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/tlspsk"
 	"github.com/amtsim/amtsim/wsman"

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/fleet"
 	"github.com/amtsim/amtsim/identity"
