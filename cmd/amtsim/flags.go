@@ -11,10 +11,11 @@ import (
 )
 
 // usageError marks a wrong command line: exit 2, one line, then the
-// command's usage (when fs is known).
+// command's usage (fs's, or text).
 type usageError struct {
-	msg string
-	fs  *flag.FlagSet
+	msg  string
+	fs   *flag.FlagSet
+	text string
 }
 
 func (e usageError) Error() string { return e.msg }
@@ -54,7 +55,7 @@ func parseFlags(fs *flag.FlagSet, args []string, maxPos int) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, helpRequested{fs}
 			}
-			return nil, usageError{fs.Name() + ": " + err.Error(), fs}
+			return nil, usageError{msg: err.Error(), fs: fs}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -64,14 +65,14 @@ func parseFlags(fs *flag.FlagSet, args []string, maxPos int) ([]string, error) {
 		args = args[1:]
 	}
 	if maxPos >= 0 && len(pos) > maxPos {
-		return nil, usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), pos[maxPos]), fs}
+		return nil, usageError{msg: fmt.Sprintf("unexpected argument %q", pos[maxPos]), fs: fs}
 	}
 	return pos, nil
 }
 
 // bad is a usage error about one flag's value.
 func bad(fs *flag.FlagSet, format string, args ...any) error {
-	return usageError{fs.Name() + ": " + fmt.Sprintf(format, args...), fs}
+	return usageError{msg: fmt.Sprintf(format, args...), fs: fs}
 }
 
 // checks collects the range checks of a command's numeric flags and

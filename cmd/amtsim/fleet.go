@@ -63,7 +63,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		return err
 	}
 	c := checks{fs: fs}
-	c.intIn("n", *n, 1, maxDevices())
+	checkDevices(&c, "-n", *n)
 	c.intIn("shard", *shard, 0, identity.MaxShards-1)
 	c.floatIn("rate", *rate, 0, 1e6)
 	c.durationIn("deadline", *deadline, time.Millisecond, 100*365*24*time.Hour)

@@ -61,6 +61,18 @@ func maxDevices() int {
 	return fleet.MaxDevices(avail)
 }
 
+// checkDevices refuses a device count the machine cannot hold, saying why.
+func checkDevices(c *checks, flag string, n int) {
+	switch max := maxDevices(); {
+	case n < 1:
+		c.fail("%s %d: want at least 1 device", flag, n)
+	case n > identity.MaxIndex:
+		c.fail("%s %d: one shard holds at most %d devices (use --shard for more)", flag, n, identity.MaxIndex)
+	case n > max:
+		c.fail("%s %d: this machine's memory holds about %d devices (%d KiB each at the peak of a run)", flag, n, max, fleet.PeakBytesPerDevice>>10)
+	}
+}
+
 // checkFiles says whether n more files can be open at once (a capture per
 // device), with room for the process's own.
 func checkFiles(n int) error {
@@ -151,9 +163,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stderr, "amtsim %s: %v\n", args[0], err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		if ue.fs != nil {
+		switch {
+		case ue.fs != nil:
 			fmt.Fprintln(stderr)
 			printUsage(ue.fs, stderr)
+		case ue.text != "":
+			fmt.Fprint(stderr, "\n"+ue.text)
 		}
 		return exitUsage
 	}
@@ -215,5 +230,5 @@ func logHandler(cmd, format string, w io.Writer) (slog.Handler, error) {
 	case "json":
 		return slog.NewJSONHandler(w, nil), nil
 	}
-	return nil, usageError{msg: fmt.Sprintf("%s: --log-format %q (want text or json)", cmd, format)}
+	return nil, usageError{msg: fmt.Sprintf("--log-format %q (want text or json)", format)}
 }

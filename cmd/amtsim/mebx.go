@@ -22,17 +22,18 @@ Keys: %s
 `
 
 func cmdMEBx(args []string, stdout io.Writer) error {
+	text := fmt.Sprintf(mebxUsage, strings.Join(mebx.Keys(), ", "))
 	if len(args) == 0 {
-		return usageError{msg: "mebx: want init, show, set or reset (amtsim mebx --help)"}
+		return usageError{msg: "want init, show, set or reset", text: text}
 	}
 	verb := args[0]
 	switch verb {
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintf(stdout, mebxUsage, strings.Join(mebx.Keys(), ", "))
+		fmt.Fprint(stdout, text)
 		return nil
 	case "init", "show", "set", "reset":
 	default:
-		return usageError{msg: fmt.Sprintf("mebx: unknown verb %q (want init, show, set or reset; amtsim mebx --help)", verb)}
+		return usageError{msg: fmt.Sprintf("unknown verb %q (want init, show, set or reset)", verb), text: text}
 	}
 	fs := newFlags("mebx "+verb, "mebx "+verb)
 	store := fs.String("store", "", "MEBx store file (required)")

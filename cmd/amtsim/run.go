@@ -49,7 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	c := checks{fs: fs}
-	c.intIn("devices", *devices, 1, maxDevices())
+	checkDevices(&c, "--devices", *devices)
 	c.intIn("shard", *shard, 0, identity.MaxShards-1)
 	c.durationIn("timeout", *timeout, 0, 100*365*24*time.Hour)
 	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)
