@@ -142,12 +142,11 @@ type Device struct {
 	// power serializes PowerOn and PowerOff, so that a second PowerOff
 	// returns only once the first has finished.
 	power    sync.Mutex
-	stopCtx  func() bool
 	powerCtx context.Context // PowerOn's, for a power cycle
 
 	mu        sync.Mutex
 	on        bool
-	ctx       context.Context // ends at power-off
+	ctx       context.Context // this power cycle's: PowerOn's, ended at power-off
 	cancel    context.CancelFunc
 	settings  mebx.Settings
 	nic       *nic.NIC
@@ -251,9 +250,15 @@ func (d *Device) emit(name event.Name, args ...any) {
 }
 
 // PowerOn boots the device: it reads the MEBx store, brings up the NIC and
-// then runs on timers until PowerOff or until ctx ends. It returns once the
-// boot is under way; everything after (address, Hellos) is reported as
-// events.
+// then runs on timers until PowerOff. It returns once the boot is under
+// way; everything after (address, Hellos) is reported as events.
+//
+// ctx is the owner's: the power cycle's context derives from it, so that
+// when it ends every DNS query, connect and TLS handshake in progress ends
+// and no new Hello goes out. The device stays on until its owner calls
+// PowerOff (a fleet does so through a bounded pool: a context that powered
+// each device off by itself started a goroutine per device at once, and
+// 20,000 of them contending for the shared stacks took 33 s to stop).
 func (d *Device) PowerOn(ctx context.Context) error {
 	d.power.Lock()
 	defer d.power.Unlock()
@@ -285,9 +290,8 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	d.on, d.settings, d.nic, d.host = true, s, n, h
 	d.ready, d.bound, d.helloOn, d.helloK, d.lastSCS = false, false, false, 0, netip.AddrPort{}
 	d.rand = rand.New(rand.NewPCG(d.o.Seed, d.Stats.PowerOns.Add(1)))
-	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.ctx, d.cancel = context.WithCancel(ctx)
 	d.mu.Unlock()
-	d.stopCtx = context.AfterFunc(ctx, d.PowerOff)
 	d.powerCtx = ctx
 
 	vendor, device := n.PCIID()
@@ -500,14 +504,18 @@ func (d *Device) rearm() {
 // PowerCycle turns the device off and on again, as pulling the plug
 // would: the MEBx and AMT settings persist, and the boot sequence (link,
 // DHCP, ports, Hellos in setup) starts over under the context PowerOn had.
+// A device whose owner's context has ended is only powered off.
 func (d *Device) PowerCycle() error {
 	d.power.Lock()
 	ctx := d.powerCtx
 	d.power.Unlock()
-	if ctx == nil || ctx.Err() != nil {
-		ctx = context.Background()
-	}
 	d.PowerOff()
+	if ctx == nil {
+		return fmt.Errorf("firmware %s: power cycle: never powered on", d.id)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("firmware %s: power cycle: its owner has stopped it: %w", d.id, err)
+	}
 	d.emit(event.PowerCycle)
 	return d.PowerOn(ctx)
 }
@@ -524,7 +532,6 @@ func (d *Device) PowerOff() {
 	}
 	d.on = false
 	d.cancel()
-	d.stopCtx()
 	if d.helloTimer != nil {
 		d.helloTimer.Stop()
 	}

@@ -78,6 +78,9 @@ func (d *Device) helloSlotLabeled() {
 	ctx, h, s := d.ctx, d.host, d.settings
 	lease, bound := d.lease, d.bound
 	d.mu.Unlock()
+	if ctx.Err() != nil {
+		return // the owner has stopped the device: it falls quiet until PowerOff
+	}
 
 	retry := d.sched.Retry(k)
 	m := hello.Message{AdminSet: s.PasswordChanged(), Version: hello.VersionPSK, Retry: retry, UUID: d.o.Identity.UUID, PID: s.PID}

@@ -88,7 +88,14 @@ func (d *Device) serveConn(port uint16, c net.Conn) {
 
 // tlsServer runs the handshake that the settings call for.
 func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	d.mu.Lock()
+	pctx := d.ctx
+	d.mu.Unlock()
+	if pctx == nil {
+		return nil, errors.New("the device is off")
+	}
+	// The handshake ends with the power cycle, or after 30 s.
+	ctx, cancel := context.WithTimeout(pctx, 30*time.Second)
 	defer cancel()
 	if s.State == mebx.StatePost && s.AMT.TLSEnabled {
 		cert, err := d.tlsCertificate(&s)

@@ -68,6 +68,9 @@ type DB struct {
 	waiters []chan error
 	writing bool
 	closed  bool
+	// lines is how many lines the journal holds (one per record after
+	// compaction, one more per write since).
+	lines int
 }
 
 // ErrCorruptDB wraps what cannot be read back from a database file.
@@ -162,7 +165,8 @@ func (db *DB) allLocked() []Record {
 // rename, directory fsync.
 func (db *DB) compact() error {
 	var buf bytes.Buffer
-	for _, r := range db.allLocked() {
+	all := db.allLocked()
+	for _, r := range all {
 		line, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -173,7 +177,18 @@ func (db *DB) compact() error {
 	if err := atomicfile.Write(db.path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("scs: compact database: %w", err)
 	}
+	db.lines = len(all)
 	return nil
+}
+
+// stale reports whether most of the journal's lines are superseded ones,
+// so that compacting is worth its rewrite.
+func (db *DB) stale() bool {
+	seen := make(map[*Record]struct{}, len(db.recs))
+	for _, r := range db.recs {
+		seen[r] = struct{}{}
+	}
+	return db.lines > 2*len(seen)
 }
 
 // Get returns the record whose PID or NewPID is pid.
@@ -219,6 +234,7 @@ func (db *DB) putAll(rs []Record) error {
 		db.index(&c)
 	}
 	db.pending = append(db.pending, lines...)
+	db.lines += len(rs)
 	db.waiters = append(db.waiters, done)
 	if !db.writing {
 		db.writing = true
@@ -255,7 +271,9 @@ func (db *DB) flush() {
 	}
 }
 
-// Close waits for pending writes and compacts the journal.
+// Close waits for pending writes and compacts the journal when most of
+// its lines are superseded (every line is on disk already: compacting
+// only makes the next open quicker).
 func (db *DB) Close() error {
 	for {
 		db.mu.Lock()
@@ -271,8 +289,10 @@ func (db *DB) Close() error {
 	}
 	db.closed = true
 	err := db.f.Close()
-	if cerr := db.compact(); err == nil {
-		err = cerr
+	if db.stale() {
+		if cerr := db.compact(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

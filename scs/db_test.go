@@ -155,3 +155,43 @@ func FuzzImportCSV(f *testing.F) {
 		}
 	})
 }
+
+// Close rewrites the journal only when most of its lines are superseded:
+// a freshly generated database closes without a second copy of itself,
+// one whose records were each rewritten twice is compacted.
+func TestCloseCompactsOnlyStaleJournals(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scs.db")
+	lines := func() int {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		return strings.Count(string(b), "\n")
+	}
+	db, err := OpenDB(path)
+	require.NoError(t, err)
+	require.NoError(t, db.Generate(context.Background(), 3, []int{0}, 100, "", nil))
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	st2, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(st, st2), "not rewritten: the journal is all live records")
+	assert.Equal(t, 100, lines())
+
+	db, err = OpenDB(path)
+	require.NoError(t, err)
+	for range 2 {
+		for _, r := range db.All() {
+			r.Attempts++
+			require.NoError(t, db.Put(r))
+		}
+	}
+	assert.Equal(t, 300, lines())
+	require.NoError(t, db.Close())
+	assert.Equal(t, 100, lines(), "compacted: two of every three lines were superseded")
+	db, err = OpenDB(path)
+	require.NoError(t, err)
+	defer db.Close()
+	r := db.All()
+	require.Len(t, r, 100)
+	assert.Equal(t, 2, r[0].Attempts)
+}

@@ -171,12 +171,14 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 			s := e.SCSSummary()
 			rep.SCS = &s
 		}
-		// The run is over: the devices (and the embedded SCS) are stopped
+		// The run is over: the embedded SCS and the devices are stopped
 		// before the summary, so that no event is written after or into it.
-		f.Stop()
+		// The SCS goes first: its workers would otherwise compete with the
+		// devices' power-off for the CPU.
 		if e != nil {
 			e.StopSCS()
 		}
+		f.Stop()
 	} else {
 		rep.Summary = fleet.Summary{Devices: *n}
 	}
