@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,10 +113,23 @@ func (s TAPState) Problems() []string {
 	if !s.Up {
 		out = append(out, "the interface is down: nothing reaches the devices until `ip link set <name> up`")
 	}
-	if s.Bridge == "" && len(s.Addrs) == 0 && s.Routes == 0 {
+	if s.Bridge == "" && !s.routable() {
 		out = append(out, "the interface is on no bridge and has no address or route: the devices' frames reach only this host's kernel, which drops them")
 	}
 	return out
+}
+
+// routable reports whether the kernel side has an address other than a
+// link-local one (which the kernel gives any interface that comes up) or a
+// route.
+func (s TAPState) routable() bool {
+	for _, a := range s.Addrs {
+		p, err := netip.ParsePrefix(a)
+		if err == nil && !p.Addr().IsLinkLocalUnicast() {
+			return true
+		}
+	}
+	return s.Routes > 0
 }
 
 // State reads the TAP's state from the kernel.

@@ -123,7 +123,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info(string(event.LANUp), "subnet", hl.Net.Subnet().String(), "dhcp_dns", hl.Net.Gateway().String(),
 			"domain", hl.Net.Domain(), "provision_server", hl.Addr().String())
 		if f, err = hl.NewFleet(ctx, fo); err != nil {
-			return err
+			return setupFailed(ctx, err)
 		}
 	} else {
 		tap, err := up.open(handler)
@@ -135,7 +135,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer stacks.Close()
 		fo.Uplink, fo.Stacks = tap, stacks
 		if f, err = fleet.New(ctx, fo); err != nil {
-			return err
+			return setupFailed(ctx, err)
 		}
 	}
 	defer f.Stop()
@@ -162,6 +162,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// With --until forever, the timeout is the normal end.
 	return nil
+}
+
+// setupFailed is the error of a set-up that failed, or that a signal
+// ended.
+func setupFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return interrupted(ctx, "interrupted during setup")
+	}
+	return err
 }
 
 // clockHandler stamps records with a clock's time.

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/internal/syncbuf"
+)
+
+// lab is what an administrator sets up for amtsim on a real network: a
+// persistent TAP on a bridge, dnsmasq on the bridge serving DHCP and
+// DNS (ProvisionServer.<domain>), and an SCS's Hello listener.
+type lab struct {
+	ns     *netns.NS
+	hellos chan hello.Received
+	dns    *syncbuf.Buffer
+}
+
+const (
+	labRouter = "198.19.248.1"
+	labDomain = "amtsim.lab"
+)
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	netns.Need(t, "dnsmasq")
+	ns := netns.New(t)
+	netns.Run(t, "ip", "-n", ns.Name, "link", "add", "br0", "type", "bridge")
+	netns.Run(t, "ip", "-n", ns.Name, "addr", "add", labRouter+"/24", "dev", "br0")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "br0", "up")
+	netns.Run(t, "ip", "-n", ns.Name, "tuntap", "add", "dev", "amt0", "mode", "tap")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "master", "br0")
+	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
+
+	dir := t.TempDir()
+	l := &lab{ns: ns, hellos: make(chan hello.Received, 16), dns: &syncbuf.Buffer{}}
+	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
+		"--interface=br0", "--bind-interfaces", "--except-interface=lo",
+		"--dhcp-range=198.19.248.100,198.19.248.150,255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
+		"--domain="+labDomain, "--host-record=ProvisionServer."+labDomain+","+labRouter,
+		"--no-ping", "--no-resolv", "--no-hosts", "--log-dhcp", "--log-facility=-")
+	cmd.Stdout, cmd.Stderr = l.dns, l.dns
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq:\n%s", l.dns.String())
+		}
+	})
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { l.hellos <- r }})
+	var ln net.Listener
+	require.NoError(t, ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", labRouter+":9971")
+		return err
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { _ = rx.Serve(ctx, ln); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return l
+}
+
+// amtsim runs amtsim inside the lab's namespace, as an administrator
+// would with ip netns exec.
+func (l *lab) amtsim(t *testing.T, args ...string) *process {
+	t.Helper()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	p := &process{cmd: l.ns.Command(append([]string{self}, args...)...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("amtsim %s:\n%s", strings.Join(args, " "), p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *process) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("still running after %v", within)
+	}
+	if p.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, p.err, &ee)
+	return ee.ExitCode()
+}
+
+// link reports the interface's `ip -o link` line in the lab ("" when it
+// does not exist).
+func (l *lab) link(name string) string {
+	out, err := l.ns.Exec("ip", "-o", "link", "show", "dev", name)
+	if err != nil {
+		return ""
+	}
+	return out
+}
+
+// The administrator's persistent TAP, on a bridge with dnsmasq behind it,
+// survives amtsim: three runs in a row each lease from dnsmasq and send
+// their Hello, one of them killed with SIGKILL mid-run, and the TAP is
+// still there, up and on its bridge, after each.
+func TestRunsOnOnePersistentTAP(t *testing.T) {
+	l := newLab(t)
+	for run := range 3 {
+		var p *process
+		if run == 1 {
+			p = l.amtsim(t, "run", "--uplink", "tap:amt0", "--until", "forever")
+			p.waitFor(t, "msg=hello.sent", 60*time.Second)
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+			p.wait(t, 10*time.Second)
+		} else {
+			p = l.amtsim(t, "run", "--uplink", "tap:amt0", "--until", "hello", "--timeout", "60s")
+			require.Equal(t, exitOK, p.wait(t, 90*time.Second), "run %d", run)
+		}
+		out := p.out.String()
+		assert.Contains(t, out, "msg=tap.opened tap=amt0 created=false up=true bridge=br0", "run %d", run)
+		assert.NotContains(t, out, "tap.warning", "run %d: the TAP is up and bridged", run)
+		assert.NotContains(t, out, "mac.duplicate", "run %d: alone on the segment", run)
+		assert.Regexp(t, `msg=dhcp.bound .*ip=198\.19\.248\.1\d\d/24 .*domain=`+labDomain, out, "run %d leased from dnsmasq", run)
+		select {
+		case h := <-l.hellos:
+			assert.Equal(t, 8, len(h.Message.PID), "run %d", run)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: no Hello reached the lab's listener", run)
+		}
+		link := l.link("amt0")
+		require.NotEmpty(t, link, "run %d: the TAP is still there", run)
+		assert.Contains(t, link, "master br0", "run %d: still on its bridge", run)
+		assert.Contains(t, link, ",UP", "run %d: still up", run)
+	}
+	assert.GreaterOrEqual(t, strings.Count(l.dns.String(), "DHCPACK(br0)"), 3)
+}
+
+// A missing TAP is an error at start (exit 1, with how to make one); a
+// down one and one on no bridge are warned of; --create makes a TAP for
+// the run and removes it after.
+func TestTAPChecks(t *testing.T) {
+	l := newLab(t)
+	p := l.amtsim(t, "run", "--uplink", "tap:nosuch0")
+	assert.Equal(t, exitFailure, p.wait(t, 30*time.Second))
+	assert.Contains(t, p.out.String(), "tap nosuch0: no such interface")
+	assert.Contains(t, p.out.String(), "--create")
+
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", "amt0", "down")
+	p = l.amtsim(t, "run", "--uplink", "tap:amt0", "--until", "forever", "--timeout", "1s")
+	assert.Equal(t, exitOK, p.wait(t, 30*time.Second))
+	assert.Regexp(t, `level=WARN msg=tap.warning tap=amt0 problem=".*down`, p.out.String())
+	assert.NotEmpty(t, l.link("amt0"), "a down TAP is left as it was")
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", "amt0", "up")
+
+	p = l.amtsim(t, "run", "--uplink", "tap:amt9", "--create", "--until", "forever")
+	p.waitFor(t, "msg=tap.opened tap=amt9 created=true up=true", 30*time.Second)
+	assert.Regexp(t, `level=WARN msg=tap.warning tap=amt9 problem=".*no bridge`, p.out.String())
+	assert.NotEmpty(t, l.link("amt9"), "created for the run")
+	code, _ := p.stop(t, syscall.SIGTERM)
+	assert.Equal(t, exitInterrupted, code)
+	assert.Empty(t, l.link("amt9"), "and removed after it")
+}
+
+// Two amtsims with the same identities on one segment: the second sees
+// frames from its own MAC on the wire and says so (mac.duplicate).
+func TestDuplicateMACOnTAP(t *testing.T) {
+	l := newLab(t)
+	netns.Run(t, "ip", "-n", l.ns.Name, "tuntap", "add", "dev", "amt1", "mode", "tap")
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", "amt1", "master", "br0")
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", "amt1", "up")
+	a := l.amtsim(t, "run", "--uplink", "tap:amt0", "--until", "forever")
+	b := l.amtsim(t, "run", "--uplink", "tap:amt1", "--until", "forever")
+	require.Eventually(t, func() bool {
+		return strings.Contains(a.out.String(), "msg=mac.duplicate") || strings.Contains(b.out.String(), "msg=mac.duplicate")
+	}, 60*time.Second, 50*time.Millisecond, "one of the two reports the other's frames")
+	a.stop(t, syscall.SIGTERM)
+	b.stop(t, syscall.SIGTERM)
+}

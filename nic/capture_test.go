@@ -1,0 +1,54 @@
+package nic
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/gopacket/pcapgo"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// countFrames reads the pcap file at path as it is now.
+func countFrames(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	require.NoError(t, err, "the file is a pcap at any moment")
+	n := 0
+	for {
+		if _, _, err := r.ReadPacketData(); err != nil {
+			return n
+		}
+		n++
+	}
+}
+
+// A capture streams: its header is on disk at once, and frames reach the
+// file within FlushEvery without a Flush or Close; frames after Close are
+// dropped, not written into a closed file.
+func TestCaptureStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := CreateCapture(path)
+	require.NoError(t, err)
+	assert.Equal(t, 0, countFrames(t, path), "an empty capture is readable")
+
+	frame := make([]byte, 60)
+	frame[12], frame[13] = 0x08, 0x06
+	c.write(frame)
+	c.write(frame)
+	require.Eventually(t, func() bool { return countFrames(t, path) == 2 }, 10*FlushEvery, FlushEvery/10,
+		"the frames are on disk while the capture is still open")
+
+	for range 1000 { // more than the buffer: written as it fills
+		c.write(frame)
+	}
+	require.NoError(t, c.Close())
+	assert.Equal(t, 1002, countFrames(t, path))
+	c.write(frame)
+	assert.NoError(t, c.Close())
+	assert.Equal(t, 1002, countFrames(t, path))
+}
