@@ -249,7 +249,7 @@ func eoiMethodFor(key string) eoiMethod {
 	case eoi.NetworkAdministration + ".GetDomainName":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {
 			v := s.view()
-			return ok(eoi.F("DomainName", v.DomainName))
+			return ok(eoi.F("DomainName", s.d.domainName(&v)))
 		}
 	case eoi.NetworkAdministration + ".SetHostName":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {

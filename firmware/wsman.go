@@ -89,6 +89,23 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 	return nil, unreachable(uri)
 }
 
+// domainName is the domain the device goes by: the one set in MEBx (or
+// by an SCS), else the DHCP option 15 domain of its lease. (MED: Intel
+// documents DomainName as "the Intel AMT domain name"; a device in DHCP
+// mode with none set uses option 15 for its FQDN, and an SCS reading it
+// can keep it.)
+func (d *Device) domainName(v *mebx.Settings) string {
+	if v.DomainName != "" || !v.DHCP {
+		return v.DomainName
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.bound {
+		return ""
+	}
+	return d.lease.Domain
+}
+
 func (d *Device) generalSettings(v *mebx.Settings) *wsman.Instance {
 	return wsman.NewInstance(wsman.GeneralSettings).
 		Set("AMTNetworkEnabled", "1").
@@ -98,7 +115,7 @@ func (d *Device) generalSettings(v *mebx.Settings) *wsman.Instance {
 		Set("DDNSUpdateEnabled", "false").
 		Set("DHCPv6ConfigurationTimeout", "0").
 		Set("DigestRealm", d.realm).
-		Set("DomainName", v.DomainName).
+		Set("DomainName", d.domainName(v)).
 		Set("ElementName", "Intel(r) AMT: General Settings").
 		Set("HostName", v.HostName).
 		Set("HostOSFQDN", "").

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,11 +37,15 @@ func TestMain(m *testing.M) {
 
 // The whole flow off the embedded LAN: devices on a TAP in a network
 // namespace; dnsmasq there serving DHCP (option 15) and DNS
-// (ProvisionServer.<domain>); `amtsim scs` there as a process of its own.
-// Every device ends provisioned, and the SCS's database (read after it
-// exits) has each device's new PID/PPS and certificate.
+// (ProvisionServer.<domain>); `amtsim scs` there as a process of its own,
+// with the profile `amtsim scs --print-profile` wrote and one field changed
+// (accept_non_secure). Every device ends provisioned under the domain
+// dnsmasq gave it, the SCS's database (read after it exits) has each
+// device's new PID/PPS and certificate, and amttool logs in as the admin
+// both ways the README shows: TLS on 16993 trusting the SCS's CA, and
+// plain 16992, left open by the profile.
 func TestFleetOnTAPWithSCSProcess(t *testing.T) {
-	netns.Need(t, "dnsmasq", "curl")
+	netns.Need(t, "dnsmasq", "curl", "amttool")
 	const (
 		n      = 20
 		seed   = 31
@@ -68,8 +73,18 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	dbPath := filepath.Join(dir, "scs.db")
+	code, printed, stderr := amtsim(t, "scs", "--print-profile")
+	require.Equal(t, exitOK, code, stderr)
+	var pf scs.ProfileFile
+	require.NoError(t, json.Unmarshal([]byte(printed), &pf))
+	assert.Empty(t, pf.Domain, "by default each device keeps its own domain")
+	pf.AcceptNonSecure = true
+	profilePath := filepath.Join(dir, "profile.json")
+	b, err := json.Marshal(pf)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(profilePath, b, 0o600))
 	scsCmd := ns.Command(self, "scs", "--listen", router+":9971", "--db", dbPath, "--generate", fmt.Sprintf("%d:0:%d", seed, n),
-		"--mebx-password", defaultMEBxPassword, "--domain", domain, "--metrics", "127.0.0.1:9390", "--log-format", "json")
+		"--mebx-password", defaultMEBxPassword, "--profile", profilePath, "--metrics", "127.0.0.1:9390", "--log-format", "json")
 	scsCmd.Env = append(os.Environ(), mainEnv+"=1")
 	var scsLog syncbuf.Buffer
 	scsCmd.Stdout, scsCmd.Stderr = &scsLog, &scsLog
@@ -104,6 +119,31 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	assert.Contains(t, out, `amtsim_scs_step_duration_seconds_bucket{step="commit"`)
 	assert.Contains(t, out, `amtsim_scs_hellos_total{result="accepted"}`)
 
+	// amttool as the README shows it: the device by name (here from the
+	// namespace's hosts file, as a DNS server would give it), as admin.
+	st, err := f.Devices()[0].Settings()
+	require.NoError(t, err)
+	assert.Equal(t, domain, st.DomainName, "the device kept the domain dnsmasq gave it")
+	fqdn := st.HostName + "." + domain
+	hostsDir := filepath.Join("/etc/netns", ns.Name)
+	require.NoError(t, os.MkdirAll(hostsDir, 0o755))
+	t.Cleanup(func() { _ = os.RemoveAll(hostsDir) })
+	require.NoError(t, os.WriteFile(filepath.Join(hostsDir, "hosts"), []byte(f.Devices()[0].Addr().String()+" "+fqdn+"\n"), 0o644))
+	amttool := func(env []string, target string) (string, error) {
+		cmd := ns.Command(append([]string{"env", "AMT_PASSWORD=" + pf.AdminPassword}, append(env, "amttool", target, "info")...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err = amttool([]string{"PERL_LWP_SSL_CA_FILE=" + filepath.Join(dir, "ca.crt")}, fqdn+":16993")
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, out, "AMT version:  5.", "amttool over TLS 1.0 on 16993")
+	assert.Contains(t, out, "Hostname:     "+fqdn)
+	out, _ = amttool(nil, fqdn+":16993")
+	assert.NotContains(t, out, "AMT version:", "without the SCS's CA the certificate is not trusted")
+	out, err = amttool(nil, fqdn)
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, out, "AMT version:  5.", "amttool on plain 16992, kept open by accept_non_secure")
+
 	require.NoError(t, scsCmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-scsDone:
@@ -124,6 +164,8 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 		assert.NotEqual(t, f.Identities()[i].PID, st.PID)
 		assert.NotEmpty(t, r.CertSerial)
 		assert.Contains(t, r.Addr, "198.19.253.", "leased from dnsmasq")
+		assert.Equal(t, domain, r.Domain, "the certificate names the device's own domain")
 	}
 	assert.Contains(t, dnsLog.String(), "DHCPACK(amt0)")
 }
+

@@ -23,7 +23,7 @@ func TestPeersListParses(t *testing.T) {
 	for _, n := range []string{"curl", "openssl", "tshark", "dnsmasq", "amttool", "ip", "ping"} {
 		assert.Contains(t, names, n)
 	}
-	assert.Equal(t, []string{"amtterm", "libsoap-lite-perl"}, names["amttool"].Packages)
+	assert.Equal(t, []string{"amtterm", "libsoap-lite-perl", "liblwp-protocol-https-perl"}, names["amttool"].Packages)
 }
 
 func TestLookup(t *testing.T) {
