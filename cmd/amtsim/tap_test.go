@@ -168,4 +168,3 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	}
 	assert.Contains(t, dnsLog.String(), "DHCPACK(amt0)")
 }
-
