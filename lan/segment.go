@@ -7,6 +7,7 @@ package lan
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -36,12 +37,18 @@ type SegmentStats struct {
 	Dropped  atomic.Uint64 // lost to a full queue
 	Hairpin  atomic.Uint64 // addressed back to the sender's own port
 	Runts    atomic.Uint64 // shorter than an Ethernet header
+	// DuplicateMACs counts Attach calls refused because another port
+	// has the same MAC.
+	DuplicateMACs atomic.Uint64
 }
 
 // Segment is a learning Ethernet switch. It implements nic.Uplink.
 type Segment struct {
 	mu    sync.RWMutex
 	ports map[*segPort]struct{}
+	// own maps each attached port's own MAC to it: two NICs with one MAC
+	// on a segment is a misconfiguration the switch refuses at Attach.
+	own   map[[6]byte]*segPort
 	table map[[6]byte]*segPort
 	// Group frames go to the ports without a filter (open) and to the
 	// filtered ports indexed under the frame's key, never to the rest.
@@ -68,6 +75,7 @@ type segPort struct {
 	id       uint64
 	detached atomic.Bool
 	filter   *nic.BroadcastFilter // guarded by seg.mu
+	mac      [6]byte              // the port's own MAC (zero if it has none)
 	// macs are the source addresses learned on this port (a NIC's one,
 	// as a rule), so that Detach forgets them without walking the whole
 	// table: a walk per port made stopping 100,000 devices take 98 s.
@@ -86,7 +94,7 @@ func NewSegment(o SegmentOptions) *Segment {
 		o.QueueLen = 4096
 	}
 	s := &Segment{
-		ports: map[*segPort]struct{}{}, table: map[[6]byte]*segPort{},
+		ports: map[*segPort]struct{}{}, own: map[[6]byte]*segPort{}, table: map[[6]byte]*segPort{},
 		open: map[*segPort]struct{}{}, arpFor: map[[4]byte]map[*segPort]struct{}{}, udpTo: map[uint16]map[*segPort]struct{}{},
 	}
 	for range o.Workers {
@@ -112,7 +120,18 @@ func (s *Segment) Attach(p nic.Port) (nic.Attachment, error) {
 	if s.closed {
 		return nil, errors.New("lan: segment is closed")
 	}
-	sp := &segPort{seg: s, port: p, id: s.nextID}
+	var mac [6]byte
+	if hw := p.HardwareAddr(); len(hw) == 6 {
+		mac = [6]byte(hw)
+		if _, dup := s.own[mac]; dup {
+			s.Stats.DuplicateMACs.Add(1)
+			return nil, fmt.Errorf("lan: MAC %v is already on the segment (two devices with one identity: same seed, shard and index?)", hw)
+		}
+	}
+	sp := &segPort{seg: s, port: p, id: s.nextID, mac: mac}
+	if mac != ([6]byte{}) {
+		s.own[mac] = sp
+	}
 	s.nextID++
 	s.ports[sp] = struct{}{}
 	s.open[sp] = struct{}{}
@@ -289,6 +308,9 @@ func (p *segPort) Detach() {
 	defer s.mu.Unlock()
 	s.unindexLocked(p)
 	delete(s.ports, p)
+	if s.own[p.mac] == p {
+		delete(s.own, p.mac)
+	}
 	for _, mac := range p.macs {
 		if s.table[mac] == p { // a MAC that moved on belongs to its new port
 			delete(s.table, mac)

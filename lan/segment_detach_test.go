@@ -54,3 +54,20 @@ func TestSegmentDetachForgetsItsMACs(t *testing.T) {
 	assert.Equal(t, flooded+1, seg.Stats.Flooded.Load(), "with d gone the MAC is unknown")
 	assert.Equal(t, unicast+1, seg.Stats.Unicast.Load())
 }
+
+// A second port with a MAC already on the segment is refused and counted;
+// once the first detaches, the MAC may attach again.
+func TestSegmentRefusesDuplicateMAC(t *testing.T) {
+	seg := NewSegment(SegmentOptions{})
+	t.Cleanup(seg.Close)
+	mac := net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 9}
+	first, err := seg.Attach(&countingPort{mac: mac})
+	require.NoError(t, err)
+	_, err = seg.Attach(&countingPort{mac: mac})
+	assert.ErrorContains(t, err, "already on the segment")
+	assert.Equal(t, uint64(1), seg.Stats.DuplicateMACs.Load())
+	first.Detach()
+	again, err := seg.Attach(&countingPort{mac: mac})
+	require.NoError(t, err)
+	again.Detach()
+}

@@ -3,6 +3,7 @@ package scs
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 )
@@ -82,11 +83,24 @@ func ReadProfile(path string) (Profile, error) {
 	if err != nil {
 		return Profile{}, fmt.Errorf("scs: profile: %w", err)
 	}
+	p, err := ParseProfile(b)
+	if err != nil {
+		return Profile{}, fmt.Errorf("scs: profile %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// ParseProfile reads a profile's JSON: one object, no unknown field,
+// nothing after it.
+func ParseProfile(b []byte) (Profile, error) {
 	var f ProfileFile
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return Profile{}, fmt.Errorf("scs: profile %s: %w", path, err)
+		return Profile{}, err
+	}
+	if dec.More() {
+		return Profile{}, errors.New("more than one JSON value")
 	}
 	return f.Profile(), nil
 }
