@@ -5,7 +5,7 @@
 // the SCS's client share it.
 //
 // AMT stores a Digest password as H(A1) = MD5(user ":" realm ":" password)
-// and receives it from an SCS as base64 of those 16 bytes (PROTOCOL.md §6);
+// and receives it from an SCS as base64 of those 16 bytes (docs/protocol.md §6);
 // HA1 and DigestPassword compute both forms.
 package digest
 

@@ -65,7 +65,7 @@ func (s *session) SetMEBxPassword(p string) ptstatus.Code {
 }
 
 // SetAdminACL sets the admin's Digest name and H(A1) (DigestPassword is
-// base64 of it, PROTOCOL.md §6).
+// base64 of it, docs/protocol.md §6).
 func (s *session) SetAdminACL(name, digestPassword string) ptstatus.Code {
 	if st := checkUserName(name); st != ptstatus.Success {
 		return st

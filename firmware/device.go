@@ -9,7 +9,7 @@
 // something (a DNS query, a Hello on the wire, an accepted connection). That
 // is what lets one process carry a hundred thousand of them.
 //
-// Where PROTOCOL.md marks a fact as unconfirmed, the behaviour is a field of
+// Where docs/protocol.md marks a fact as unconfirmed, the behaviour is a field of
 // Options with the MED reading as default: the Hello schedule and its 24 h
 // window (hello.DefaultSchedule), and the bare "ProvisionServer" query after
 // the domain-qualified ones (NoBareName turns it off).
@@ -40,7 +40,7 @@ import (
 	"github.com/amtsim/amtsim/nic"
 )
 
-// AMT's web service ports (PROTOCOL.md §1).
+// AMT's web service ports (docs/protocol.md §1).
 const (
 	PortHTTP  = 16992
 	PortHTTPS = 16993
@@ -78,7 +78,7 @@ type Options struct {
 	DNSTimeout  time.Duration
 	DNSAttempts int
 	// NoBareName leaves out the query for "ProvisionServer" with no domain
-	// that by default follows the domain-qualified names (PROTOCOL.md §2:
+	// that by default follows the domain-qualified names (docs/protocol.md §2:
 	// "also sent even when no domain is known").
 	NoBareName bool
 	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.

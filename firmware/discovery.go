@@ -17,7 +17,7 @@ import (
 	"github.com/amtsim/amtsim/mebx"
 )
 
-// ProvisionServer is the host name an SCS is published under (PROTOCOL.md
+// ProvisionServer is the host name an SCS is published under (docs/protocol.md
 // §2).
 const ProvisionServer = "ProvisionServer"
 

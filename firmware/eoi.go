@@ -15,7 +15,7 @@ import (
 
 // The EOI front end: the legacy SOAP services at their URLs, onto the
 // same session methods as WS-MAN. Parameter encodings the SDK pages leave
-// open (PROTOCOL.md §8) take both readings where they differ: PID and PPS
+// open (docs/protocol.md §8) take both readings where they differ: PID and PPS
 // as text or base64, booleans as true/false or 1/0.
 
 // iana is Intel's IANA enterprise number, which RemoteControl names.

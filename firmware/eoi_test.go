@@ -268,7 +268,7 @@ func TestAmttool(t *testing.T) {
 }
 
 // Provisioning through the EOI services alone, as tools of the AMT 2–5 era
-// did it: every SecurityAdministration and NetworkTime method PROTOCOL.md
+// did it: every SecurityAdministration and NetworkTime method docs/protocol.md
 // §8 names, then CommitChanges.
 func TestProvisionOverEOI(t *testing.T) {
 	r := newRig(t, 10)

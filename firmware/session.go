@@ -17,7 +17,7 @@ import (
 // session is one connection to an AMT port: who logged in on it and what
 // it has changed. Changes are staged in a copy of the settings until
 // CommitChanges; a connection that ends first takes them with it
-// (PROTOCOL.md §7).
+// (docs/protocol.md §7).
 type session struct {
 	d    *Device
 	id   uint64

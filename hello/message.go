@@ -2,7 +2,7 @@
 // mode sends to its Setup and Configuration Server (SCS), the schedule it
 // sends it on, and a receiver for the server side.
 //
-// Layout (PROTOCOL.md §3; Intel AMT SDK "Setup Mode Hello Messages",
+// Layout (docs/protocol.md §3; Intel AMT SDK "Setup Mode Hello Messages",
 // MeshCentral's parser): integers little-endian,
 //
 //	offset size field

@@ -35,7 +35,7 @@ func TestPSKHelloLayout(t *testing.T) {
 	assert.Equal(t, m, back)
 }
 
-// The PKI header seen from a real device (PROTOCOL.md §3).
+// The PKI header seen from a real device (docs/protocol.md §3).
 func TestPKIHeaderFromARealDevice(t *testing.T) {
 	hdr, err := hex.DecodeString("0100" + "0300" + "00000000" + "4b529b93d413181de4871c697a6b7a2b" + "17")
 	require.NoError(t, err)

@@ -16,7 +16,7 @@ type Step struct {
 // Schedule is when a device in setup mode sends its Hellos, counted from
 // power-on (or from the moment it has an address and enters setup).
 //
-// Intel has not published the exact intervals (PROTOCOL.md §3, MED). The
+// Intel has not published the exact intervals (docs/protocol.md §3, MED). The
 // default reads the description "at once, then 5 × every 12 s, 5 × every
 // 2 min, 5 × every 20 min" as one round of 15 Hellos whose retry field runs
 // 0–14, the first of the 12-second Hellos being the one sent at once. When

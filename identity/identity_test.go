@@ -81,7 +81,7 @@ func TestRange(t *testing.T) {
 }
 
 func TestUUIDSMBIOSOrder(t *testing.T) {
-	// The example Hello header in PROTOCOL.md: bytes 4b529b93 d413 181d ... are
+	// The example Hello header in docs/protocol.md: bytes 4b529b93 d413 181d ... are
 	// UUID 939b524b-13d4-1d18-e487-1c697a6b7a2b.
 	raw := [16]byte{0x4b, 0x52, 0x9b, 0x93, 0xd4, 0x13, 0x18, 0x1d, 0xe4, 0x87, 0x1c, 0x69, 0x7a, 0x6b, 0x7a, 0x2b}
 	u := UUIDFromSMBIOS(raw)

@@ -26,7 +26,7 @@ const DefaultSCSPort = 9971
 // ProvisioningState is AMT's ProvisioningState.
 type ProvisioningState int
 
-// The provisioning states (PROTOCOL.md §7).
+// The provisioning states (docs/protocol.md §7).
 const (
 	StatePre  ProvisioningState = 0 // factory: no PID/PPS yet
 	StateIn   ProvisioningState = 1 // setup: sends Hellos

@@ -26,7 +26,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// PCI identity of the 82566DM (PROTOCOL.md §1). 0x10BD is the 82566DM-2
+// PCI identity of the 82566DM (docs/protocol.md §1). 0x10BD is the 82566DM-2
 // variant some OptiPlex 960 boards carry.
 const (
 	PCIVendorIntel    = 0x8086

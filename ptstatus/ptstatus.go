@@ -1,4 +1,4 @@
-// Package ptstatus holds AMT's PT_STATUS codes (PROTOCOL.md §9): the
+// Package ptstatus holds AMT's PT_STATUS codes (docs/protocol.md §9): the
 // numbers both front ends (WS-MAN ReturnValue and EOI StatusCode) answer
 // with, and the SCS reads.
 package ptstatus

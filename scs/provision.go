@@ -1,6 +1,6 @@
 // Package scs is the reference Setup and Configuration Server: it takes an
 // AMT 5 device in setup mode from its Hello to provisioned, over TLS-PSK
-// (or Digest alone on 16992) and WS-Management, as PROTOCOL.md §8 lists.
+// (or Digest alone on 16992) and WS-Management, as docs/protocol.md §8 lists.
 package scs
 
 import (
@@ -203,7 +203,7 @@ func (s *Session) invoke(ctx context.Context, step, uri, method string, in *wsma
 	return out, nil
 }
 
-// Provision runs the provisioning transaction of PROTOCOL.md §8 over one
+// Provision runs the provisioning transaction of docs/protocol.md §8 over one
 // setup session and commits. onStep (may be nil) hears each step as it
 // ends.
 func Provision(ctx context.Context, t Target, p Profile, onStep func(StepResult)) (*Result, error) {

@@ -50,7 +50,7 @@ type Config struct {
 }
 
 // AMT5Config is the profile of an AMT 5 device's TLS-PSK server: TLS 1.0,
-// TLS_PSK_WITH_AES_128_CBC_SHA first (PROTOCOL.md §5), no RFC 5746.
+// TLS_PSK_WITH_AES_128_CBC_SHA first (docs/protocol.md §5), no RFC 5746.
 func AMT5Config(pid string, getKey func(identity string) ([]byte, error)) *Config {
 	return &Config{
 		MinVersion: VersionTLS10, MaxVersion: VersionTLS10,

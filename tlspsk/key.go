@@ -1,7 +1,7 @@
 package tlspsk
 
 // AMTKey is the pre-shared key of an AMT device in setup mode: the 32
-// characters of its PPS (no dashes) as ASCII bytes, unhashed (PROTOCOL.md
+// characters of its PPS (no dashes) as ASCII bytes, unhashed (docs/protocol.md
 // §5, MED). The identity is the PID. The firmware and the SCS both call
 // this, so the two sides cannot drift apart.
 func AMTKey(pps string) []byte { return []byte(pps) }

@@ -19,7 +19,7 @@ import (
 	"github.com/amtsim/amtsim/internal/peer"
 )
 
-// Intel's example pair (PROTOCOL.md §4).
+// Intel's example pair (docs/protocol.md §4).
 const (
 	testPID = "0000037M"
 	testPPS = "NKLDG5DCRRNQE9YZZIJL7LFLVJED69XJ"

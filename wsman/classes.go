@@ -1,7 +1,7 @@
 package wsman
 
 // Resource URIs of the AMT 5 and CIM classes a provisioning SCS and basic
-// management use (PROTOCOL.md §8), and the fixed InstanceIDs they address.
+// management use (docs/protocol.md §8), and the fixed InstanceIDs they address.
 // The device serves them and the SCS calls them; both name them here.
 const (
 	GeneralSettings              = AMTSchema + "AMT_GeneralSettings"
