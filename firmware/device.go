@@ -78,8 +78,8 @@ type Options struct {
 	DNSTimeout  time.Duration
 	DNSAttempts int
 	// NoBareName leaves out the query for "ProvisionServer" with no domain
-	// that by default follows the domain-qualified names (docs/protocol.md §2:
-	// "also sent even when no domain is known").
+	// that by default follows the domain-qualified names (docs/protocol.md
+	// §2).
 	NoBareName bool
 	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.
 	ConnectTimeout time.Duration
