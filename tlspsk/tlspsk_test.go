@@ -279,3 +279,33 @@ func TestWrongKeyAgainstOpenSSL(t *testing.T) {
 	require.ErrorAs(t, <-done, &ae)
 	assert.Equal(t, AlertBadRecordMAC, ae.Description)
 }
+
+// The README's OpenSSL 3 command against the device's own configuration
+// (AMT5Config: TLS 1.0, PSK-AES128-CBC-SHA, no RFC 5746): it works with
+// -legacy_server_connect, and OpenSSL 3 refuses the server without it.
+func TestOpenSSL3AgainstAMT5Config(t *testing.T) {
+	peer.Need(t, "openssl")
+	cfg := AMT5Config(testPID, func(id string) ([]byte, error) {
+		if id != testPID {
+			return nil, errors.New("unknown")
+		}
+		return AMTKey(testPPS), nil
+	})
+	client := func(addr string, extra ...string) *exec.Cmd {
+		args := append([]string{"s_client", "-connect", addr, "-tls1", "-cipher", "PSK-AES128-CBC-SHA@SECLEVEL=0",
+			"-psk_identity", testPID, "-psk", hex.EncodeToString([]byte(testPPS)), "-quiet"}, extra...)
+		cmd := exec.Command("openssl", args...)
+		cmd.Stdin = strings.NewReader("ping\n")
+		return cmd
+	}
+	addr, done := serveOnce(t, cfg, true)
+	out, _ := runWithTimeout(t, client(addr, "-legacy_server_connect"), 15*time.Second)
+	require.NoError(t, <-done, "openssl said: %s", out)
+	assert.Contains(t, out, "pong:ping")
+
+	addr, done = serveOnce(t, cfg, false)
+	out, err := runWithTimeout(t, client(addr), 15*time.Second)
+	assert.Error(t, err, "without -legacy_server_connect OpenSSL 3 refuses a server without RFC 5746: %s", out)
+	assert.Contains(t, out, "unsafe legacy renegotiation")
+	<-done
+}
