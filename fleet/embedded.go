@@ -150,6 +150,7 @@ type SCSSummary struct {
 	Sessions    uint64                    `json:"sessions"`
 	Provisioned uint64                    `json:"provisioned"`
 	Failed      uint64                    `json:"failed"`
+	Aborted     uint64                    `json:"aborted"` // cut short by the SCS's stop
 	Failures    map[string]map[string]int `json:"failures_by_step"`
 	Session     Latency                   `json:"session"`
 }
@@ -170,6 +171,7 @@ func (e *Embedded) SCSSummary() SCSSummary {
 		s.Sessions += st.Sessions.Load()
 		s.Provisioned += st.Provisioned.Load()
 		s.Failed += st.Failed.Load()
+		s.Aborted += st.Aborted.Load()
 		for step, m := range srv.Failures() {
 			if s.Failures[step] == nil {
 				s.Failures[step] = map[string]int{}

@@ -95,6 +95,7 @@ type ServerStats struct {
 	Sessions    atomic.Uint64 // sessions started
 	Provisioned atomic.Uint64 // sessions that ended provisioned (and verified)
 	Failed      atomic.Uint64 // sessions that failed
+	Aborted     atomic.Uint64 // sessions cut short by Stop
 }
 
 // Server is the reference SCS: it hears Hellos, queues them, and provisions
@@ -316,6 +317,13 @@ func (s *Server) session(j job) {
 		delete(s.inflight, j.key)
 		s.latency = append(s.latency, time.Since(start))
 		s.mu.Unlock()
+		return
+	}
+	if s.ctx.Err() != nil {
+		// The SCS is stopping: the session was cut, not failed. Its record
+		// says where it stood, and the next start settles or resumes it.
+		s.Stats.Aborted.Add(1)
+		s.release(j)
 		return
 	}
 	step, reason := failure(err)

@@ -333,8 +333,12 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 		r.HellosSent, r.HellosFailed, r.TLSFailures, r.AuthFailures, r.BadRequests)
 	if r.SCS != nil {
 		s := r.SCS
-		fmt.Fprintf(w, "SCS: %d Hellos (%d duplicate, %d unknown, %d dropped), %d sessions, %d provisioned, %d failed\n",
+		fmt.Fprintf(w, "SCS: %d Hellos (%d duplicate, %d unknown, %d dropped), %d sessions, %d provisioned, %d failed",
 			s.Hellos, s.Duplicates, s.Unknown, s.Dropped, s.Sessions, s.Provisioned, s.Failed)
+		if s.Aborted > 0 {
+			fmt.Fprintf(w, ", %d cut short by the stop", s.Aborted)
+		}
+		fmt.Fprintln(w)
 		steps := make([]string, 0, len(s.Failures))
 		for step := range s.Failures {
 			steps = append(steps, step)

@@ -141,6 +141,12 @@ func TestFleetSignals(t *testing.T) {
 		assert.Positive(t, r.Provisioned)
 		assert.Less(t, r.Provisioned, 1500)
 		require.NotNil(t, r.SCS, "the SCS's side is in the report")
+		for step, reasons := range r.SCS.Failures {
+			for reason := range reasons {
+				assert.NotContains(t, reason, "interrupt", "a session the stop cut short is not a failure (%s)", step)
+				assert.NotContains(t, reason, "context canceled", "a session the stop cut short is not a failure (%s)", step)
+			}
+		}
 	})
 }
 
