@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Every usage error exits 2 with one line naming the problem and then the
@@ -67,5 +68,36 @@ func TestHelp(t *testing.T) {
 		assert.Equal(t, exitOK, code, "%v: %s", args, stderr)
 		assert.Contains(t, stdout, "Usage", "%v", args)
 		assert.Empty(t, stderr, "%v", args)
+	}
+}
+
+// amtsim run and amtsim fleet with their defaults boot devices with
+// different MACs, UUIDs and PIDs, so the two side by side on one network
+// never collide.
+func TestRunAndFleetDefaultsDoNotCollide(t *testing.T) {
+	idsOf := func(args ...string) map[string]bool {
+		code, out, stderr := amtsim(t, args...)
+		require.Equal(t, exitOK, code, stderr)
+		ids := map[string]bool{}
+		for _, line := range strings.Split(out, "\n") {
+			if !strings.Contains(line, "msg=power.on") && !strings.Contains(line, "msg=hello.sent") {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				for _, k := range []string{"mac=", "uuid=", "pid="} {
+					if strings.HasPrefix(f, k) {
+						ids[f] = true
+					}
+				}
+			}
+		}
+		return ids
+	}
+	run := idsOf("run", "--devices", "3")
+	fleet := idsOf("fleet", "-n", "3", "--events")
+	require.Len(t, run, 9, "3 MACs, UUIDs and PIDs: %v", run)
+	require.GreaterOrEqual(t, len(fleet), 9)
+	for id := range run {
+		assert.False(t, fleet[id], "%s is in both", id)
 	}
 }
