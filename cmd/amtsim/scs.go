@@ -99,12 +99,8 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer db.Close()
 	if *generate != "" {
-		progress := func(done, total int) {
-			if total >= 10000 {
-				fmt.Fprintf(stderr, "amtsim scs: generating records %d/%d\n", done, total)
-			}
-		}
-		if err := db.Generate(ctx, seed, shards, count, "", progress); err != nil {
+		progress := setupProgress(stderr)
+		if err := db.Generate(ctx, seed, shards, count, "", func(done, total int) { progress("database", done, total) }); err != nil {
 			if ctx.Err() != nil {
 				return nil // interrupted: what was generated is on disk
 			}
