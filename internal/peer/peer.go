@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -120,6 +121,26 @@ func Root(t testing.TB, why string) {
 	skip(t, "needs root: "+why)
 }
 
+// pkgDir is the test's package directory relative to the module root
+// (go test runs a test binary in its package's directory).
+func pkgDir() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "?"
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if rel, err := filepath.Rel(dir, wd); err == nil {
+				return rel
+			}
+			return wd
+		}
+		if filepath.Dir(dir) == dir {
+			return wd
+		}
+	}
+}
+
 // InCI reports whether CI=true: missing peers are then failures.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
@@ -129,7 +150,7 @@ func skip(t testing.TB, msg string) {
 		// O_APPEND writes of one short line do not interleave, so test
 		// binaries running side by side may share the file.
 		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
-			fmt.Fprintf(f, "%s: %s\n", t.Name(), msg)
+			fmt.Fprintf(f, "%s %s: %s\n", pkgDir(), t.Name(), msg)
 			f.Close()
 		}
 	}

@@ -59,6 +59,7 @@ func TestNeedSkipsAndRecords(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, strings.Count(string(b), "\n"))
 	assert.Contains(t, string(b), "ghost-pkg")
+	assert.True(t, strings.HasPrefix(string(b), "internal/peer TestNeedSkipsAndRecords: "), "package and test name first: %s", b)
 
 	t.Setenv("CI", "true")
 	ft = &fakeT{T: t}
