@@ -115,8 +115,12 @@ func TestSCSRestartMidFleet(t *testing.T) {
 	assert.Less(t, stoppedAt, uint64(n), "the stop came before the end")
 	ss := e.SCSSummary()
 	t.Logf("SCS: %+v", ss)
-	assert.Positive(t, ss.Failed, "the stop cut sessions, and the summary counts them")
-	assert.NotEmpty(t, ss.Failures)
+	assert.Positive(t, ss.Aborted, "the stop cut sessions, and the summary counts them as aborted")
+	for step, reasons := range ss.Failures {
+		for reason := range reasons {
+			assert.NotContains(t, reason, "context canceled", "a cut session is not a failure (%s)", step)
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Len(t, commits, n)

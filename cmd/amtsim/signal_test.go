@@ -30,7 +30,14 @@ func start(t *testing.T, args ...string) *process {
 	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
-	p := &process{cmd: exec.Command(self, args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
+	return spawn(t, exec.Command(self, args...))
+}
+
+// spawn starts cmd, the test binary as amtsim (under mainEnv), and kills
+// it when the test ends, printing its output if the test failed.
+func spawn(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
@@ -39,7 +46,7 @@ func start(t *testing.T, args ...string) *process {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("amtsim %s:\n%s", strings.Join(args, " "), p.out.String())
+			t.Logf("%s:\n%s", strings.Join(p.cmd.Args, " "), p.out.String())
 		}
 	})
 	return p
@@ -82,6 +89,19 @@ func stopWithin() time.Duration {
 	return 2 * time.Second
 }
 
+// interrupt sends sig and checks the clean stop: exit 130 within
+// stopWithin, and a report at path that says it was interrupted.
+func (p *process) interrupt(t *testing.T, sig syscall.Signal, path string) report {
+	t.Helper()
+	code, took := p.stop(t, sig)
+	t.Logf("stopped %v after the signal", took)
+	assert.Equal(t, exitInterrupted, code)
+	assert.Less(t, took, stopWithin())
+	r := readReport(t, path)
+	assert.True(t, r.Interrupted)
+	return r
+}
+
 func readReport(t *testing.T, path string) report {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -102,12 +122,7 @@ func TestFleetSignals(t *testing.T) {
 		rep := filepath.Join(t.TempDir(), "report.json")
 		p := start(t, "fleet", "-n", "60000", "--report", rep, "--deadline", "10m")
 		p.waitFor(t, "setting up: database", 60*time.Second)
-		code, took := p.stop(t, syscall.SIGINT)
-		t.Logf("stopped %v after the signal", took)
-		assert.Equal(t, exitInterrupted, code)
-		assert.Less(t, took, stopWithin())
-		r := readReport(t, rep)
-		assert.True(t, r.Interrupted)
+		r := p.interrupt(t, syscall.SIGINT, rep)
 		assert.Equal(t, "setup", r.Phase)
 		assert.Equal(t, 60000, r.Devices)
 		assert.Zero(t, r.Provisioned)
@@ -118,12 +133,7 @@ func TestFleetSignals(t *testing.T) {
 		// 20 devices a second: the boot lasts 20 s.
 		p := start(t, "fleet", "-n", "400", "--rate", "20", "--report", rep, "--deadline", "10m")
 		p.waitFor(t, "s  off ", 30*time.Second) // a progress line with devices still off
-		code, took := p.stop(t, syscall.SIGTERM)
-		t.Logf("stopped %v after the signal", took)
-		assert.Equal(t, exitInterrupted, code)
-		assert.Less(t, took, stopWithin())
-		r := readReport(t, rep)
-		assert.True(t, r.Interrupted)
+		r := p.interrupt(t, syscall.SIGTERM, rep)
 		assert.Equal(t, "boot", r.Phase)
 		assert.Less(t, r.States["off"], int64(400), "some devices were on")
 		assert.Positive(t, r.States["off"], "some were not yet")
@@ -132,12 +142,7 @@ func TestFleetSignals(t *testing.T) {
 		rep := filepath.Join(t.TempDir(), "report.json")
 		p := start(t, "fleet", "-n", "1500", "--report", rep, "--deadline", "10m")
 		p.waitFor(t, "provisioned ", 60*time.Second) // a progress line with provisioned devices
-		code, took := p.stop(t, syscall.SIGINT)
-		t.Logf("stopped %v after the signal", took)
-		assert.Equal(t, exitInterrupted, code)
-		assert.Less(t, took, stopWithin())
-		r := readReport(t, rep)
-		assert.True(t, r.Interrupted)
+		r := p.interrupt(t, syscall.SIGINT, rep)
 		assert.Positive(t, r.Provisioned)
 		assert.Less(t, r.Provisioned, 1500)
 		require.NotNil(t, r.SCS, "the SCS's side is in the report")

@@ -80,19 +80,7 @@ func (l *lab) amtsim(t *testing.T, args ...string) *process {
 	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
-	p := &process{cmd: l.ns.Command(append([]string{self}, args...)...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	require.NoError(t, p.cmd.Start())
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("amtsim %s:\n%s", strings.Join(args, " "), p.out.String())
-		}
-	})
-	return p
+	return spawn(t, l.ns.Command(append([]string{self}, args...)...))
 }
 
 func (p *process) wait(t *testing.T, within time.Duration) int {
