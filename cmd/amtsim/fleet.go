@@ -180,6 +180,9 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		}
 		f.Stop()
 	} else {
+		if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err // the set-up failed: nothing ran to report on
+		}
 		rep.Summary = fleet.Summary{Devices: *n}
 	}
 	rep.OK = err == nil
@@ -354,6 +357,10 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 	case r.Interrupted:
 		fmt.Fprintf(w, "INTERRUPTED during %s\n", r.Phase)
 	case !r.OK:
-		fmt.Fprintf(w, "NOT all provisioned within %v (stopped during %s); not provisioned: %s\n", deadline, r.Phase, strings.Join(r.Unprovisioned, ", "))
+		fmt.Fprintf(w, "NOT all provisioned within %v (stopped during %s)", deadline, r.Phase)
+		if len(r.Unprovisioned) > 0 {
+			fmt.Fprintf(w, "; not provisioned: %s", strings.Join(r.Unprovisioned, ", "))
+		}
+		fmt.Fprintln(w)
 	}
 }
