@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/nic"
 )
 
 type countingPort struct {
@@ -70,4 +72,45 @@ func TestSegmentRefusesDuplicateMAC(t *testing.T) {
 	again, err := seg.Attach(&countingPort{mac: mac})
 	require.NoError(t, err)
 	again.Detach()
+}
+
+// Unicast to a MAC the switch has not learned goes to the unfiltered
+// ports and to the filtered port whose own MAC it is, not to every device:
+// a frame for a device that powered off costs nothing per other device.
+func TestSegmentUnknownUnicastSkipsOtherNICs(t *testing.T) {
+	seg := NewSegment(SegmentOptions{})
+	t.Cleanup(seg.Close)
+	mac := func(last byte) net.HardwareAddr { return net.HardwareAddr{0x00, 0x21, 0x9b, 0, 1, last} }
+	server := &countingPort{mac: mac(1)} // an infrastructure host: no filter
+	atServer, err := seg.Attach(server)
+	require.NoError(t, err)
+	open := &countingPort{mac: mac(2)}
+	_, err = seg.Attach(open)
+	require.NoError(t, err)
+	var devs []*countingPort
+	for i := range 50 {
+		d := &countingPort{mac: mac(byte(10 + i))}
+		at, err := seg.Attach(d)
+		require.NoError(t, err)
+		at.(nic.FilterAware).SetBroadcastFilter(&nic.BroadcastFilter{})
+		devs = append(devs, d)
+	}
+	frame := func(dst net.HardwareAddr) []byte {
+		f := make([]byte, 60)
+		copy(f[0:6], dst)
+		copy(f[6:12], server.mac)
+		return f
+	}
+	filtered := seg.Stats.Filtered.Load()
+	require.NoError(t, atServer.Send(frame(devs[7].mac))) // devs[7] never sent: not learned
+	require.Eventually(t, func() bool { return devs[7].got.Load() == 1 && open.got.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, atServer.Send(frame(mac(200)))) // nobody's
+	require.Eventually(t, func() bool { return open.got.Load() == 2 }, 5*time.Second, time.Millisecond)
+	for i, d := range devs {
+		if i != 7 {
+			assert.Zero(t, d.got.Load(), "device %d", i)
+		}
+	}
+	assert.Equal(t, filtered+49+50, seg.Stats.Filtered.Load(), "the skipped deliveries are counted")
+	assert.Equal(t, uint64(2), seg.Stats.Flooded.Load())
 }
