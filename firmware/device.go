@@ -155,7 +155,7 @@ type Device struct {
 	lease     dhcp.Lease
 	bound     bool
 	listeners []*nic.Listener
-	conns     map[net.Conn]struct{} // open AMT connections, closed by PowerOff; nil when none
+	conns     map[net.Conn]struct{} // open AMT connections and DNS queries, closed by PowerOff; nil when none
 	ready     bool                  // has had an address this power cycle
 	rand      *rand.Rand
 

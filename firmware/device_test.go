@@ -307,3 +307,24 @@ func TestHelloRefusedIsReportedAndRetried(t *testing.T) {
 	}
 	assert.Zero(t, d.Stats.HellosSent.Load())
 }
+
+// PowerOff ends a DNS query that waits for an answer that will not come
+// (the device's DNS server is silent): its socket is among the
+// connections PowerOff closes, and the query does not run out its minute.
+func TestPowerOffEndsDNSWait(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{NoSCSRecord: true})
+	id, _ := identity.Of(5, 0, 11)
+	s := setupSettings(t, id)
+	// 198.18.0.77 is on the segment's subnet, and nothing answers there.
+	require.NoError(t, s.Set("dhcp=false", "ip=198.18.0.61", "netmask=255.254.0.0", "dns1=198.18.0.77", "domain="+n.Domain()))
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, DNSTimeout: time.Minute, Clock: clock.Real()}, id, s)
+	require.Eventually(t, func() bool { return d.Stats.DNSQueries.Load() > 0 }, 10*time.Second, time.Millisecond, "a query went out")
+	off := make(chan struct{})
+	go func() { d.PowerOff(); close(off) }()
+	select {
+	case <-off:
+	case <-time.After(30 * time.Second):
+		t.Fatal("PowerOff waited for the DNS query's minute")
+	}
+	assert.NotEmpty(t, d.ev.named("power.off"))
+}

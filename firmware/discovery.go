@@ -145,9 +145,17 @@ func (d *Device) queryA(ctx context.Context, server netip.Addr, name string) (ne
 	if err != nil {
 		return netip.Addr{}, err
 	}
+	// PowerOff closes the query's socket with the device's other
+	// connections, ending the wait at once; an owner's ended context stops
+	// the Hello slot before the next query.
+	if !d.hold(c) {
+		return netip.Addr{}, errors.New("powered off")
+	}
+	defer d.release(c)
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+	if err := ctx.Err(); err != nil {
+		return netip.Addr{}, err
+	}
 
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), dns.TypeA)

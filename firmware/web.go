@@ -34,6 +34,37 @@ const (
 	idleTimeout    = 60 * time.Second
 )
 
+// holdLocked adds c to the connections PowerOff closes (d.mu held, the
+// device on).
+func (d *Device) holdLocked(c net.Conn) {
+	if d.conns == nil {
+		d.conns = make(map[net.Conn]struct{}, 1)
+	}
+	d.conns[c] = struct{}{}
+}
+
+// hold adds c to the connections PowerOff closes; when the device is off
+// it closes c and reports false.
+func (d *Device) hold(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.on {
+		c.Close()
+		return false
+	}
+	d.holdLocked(c)
+	return true
+}
+
+// release forgets c (closed or about to be).
+func (d *Device) release(c net.Conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if delete(d.conns, c); len(d.conns) == 0 {
+		d.conns = nil // an idle device keeps no map
+	}
+}
+
 // accept serves a connection on an AMT port: TLS first on 16993 (TLS-PSK
 // with PID/PPS in setup, the installed certificate once provisioned), then
 // HTTP/1.1 with Digest. Each connection is one session.
@@ -44,18 +75,11 @@ func (d *Device) accept(port uint16, c net.Conn) {
 		c.Close()
 		return
 	}
-	if d.conns == nil {
-		d.conns = make(map[net.Conn]struct{}, 1)
-	}
-	d.conns[c] = struct{}{}
+	d.holdLocked(c)
 	d.work.Add(1)
 	d.mu.Unlock()
 	defer func() {
-		d.mu.Lock()
-		if delete(d.conns, c); len(d.conns) == 0 {
-			d.conns = nil // an idle device keeps no map
-		}
-		d.mu.Unlock()
+		d.release(c)
 		d.work.Done()
 	}()
 	// The label makes the device's share of a CPU profile visible apart
