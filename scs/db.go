@@ -297,6 +297,14 @@ func (db *DB) Close() error {
 	return err
 }
 
+// RecordBytes is what one record costs the SCS in memory, rounded up from
+// its JSON line, its index entries and the maps' overhead.
+const RecordBytes = 2 << 10
+
+// MaxRecords is about how many records fit in memory bytes, under the
+// garbage collector's soft limit of three quarters of it.
+func MaxRecords(memory int64) int { return int(memory / 4 * 3 / RecordBytes) }
+
 // generateBatch is how many generated records go to disk in one write
 // and fsync: a 100,000-device fleet is 13 writes, not 100,000.
 const generateBatch = 8192

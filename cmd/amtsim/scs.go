@@ -193,15 +193,11 @@ func parseGenerate(s string) (uint64, []int, int, error) {
 	return seed, shards, count, nil
 }
 
-// recordBytes is what one database record costs the SCS in memory, rounded
-// up (JSON line, index entries, map overhead).
-const recordBytes = 2 << 10
-
 // maxRecords is about how many records this machine's memory holds.
 func maxRecords() int {
 	avail, err := gcpolicy.Available()
 	if err != nil {
 		return identity.MaxShards * identity.MaxIndex
 	}
-	return int(avail / recordBytes)
+	return scs.MaxRecords(avail)
 }
