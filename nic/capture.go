@@ -1,7 +1,7 @@
 package nic
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -17,15 +17,18 @@ import (
 // Wireshark read. One capture per device; a NIC records what it sends and
 // what passes its MAC filter.
 //
-// The file streams: frames go through a small buffer (bufSize per capture,
-// however long the run) that is flushed within FlushEvery of the first
-// frame it holds, so the file is a whole pcap that tshark reads at any
-// moment, and loses at most that much if the process is killed. A timer
-// exists only while the buffer holds frames.
+// The file streams: frames go through a small buffer (about bufSize per
+// capture, however long the run) that is written out when it fills and
+// within FlushEvery of the first frame it holds, always whole records, so
+// the file is a whole pcap that tshark reads at any moment (a writer that
+// cut a record across two writes left tshark a file "cut short in the
+// middle of a packet"), and a killed process loses at most FlushEvery of
+// frames. A timer exists only while the buffer holds frames.
 type Capture struct {
 	mu     sync.Mutex
 	w      *pcapgo.Writer
-	buf    *bufio.Writer
+	buf    bytes.Buffer // whole records not yet written
+	out    io.Writer
 	closer io.Closer
 	err    error
 	now    func() time.Time
@@ -36,24 +39,24 @@ type Capture struct {
 // FlushEvery bounds how long a frame waits in a capture's buffer.
 const FlushEvery = 500 * time.Millisecond
 
-// bufSize is each capture's buffer: a full one is written at once.
+// bufSize is each capture's buffer: once it holds this much it is written
+// at once.
 const bufSize = 16 << 10
 
 const snapLen = 65536
 
 // NewCapture writes a pcap header to w and returns a capture on it.
 func NewCapture(w io.Writer) (*Capture, error) {
-	bw := bufio.NewWriterSize(w, bufSize)
-	pw := pcapgo.NewWriter(bw)
-	if err := pw.WriteFileHeader(snapLen, layers.LinkTypeEthernet); err != nil {
+	c := &Capture{out: w, now: time.Now}
+	c.w = pcapgo.NewWriter(&c.buf)
+	if err := c.w.WriteFileHeader(snapLen, layers.LinkTypeEthernet); err != nil {
 		return nil, fmt.Errorf("pcap: header: %w", err)
 	}
-	c := &Capture{w: pw, buf: bw, now: time.Now}
 	if cl, ok := w.(io.Closer); ok {
 		c.closer = cl
 	}
 	// The header is on disk at once: an empty capture is a readable one.
-	if err := bw.Flush(); err != nil {
+	if err := c.flushLocked(); err != nil {
 		return nil, fmt.Errorf("pcap: header: %w", err)
 	}
 	return c, nil
@@ -81,8 +84,14 @@ func (c *Capture) write(frame []byte) {
 	}
 	n := min(len(frame), snapLen)
 	ci := gopacket.CaptureInfo{Timestamp: c.now(), CaptureLength: n, Length: len(frame)}
-	c.err = c.w.WritePacket(ci, frame[:n])
-	if c.err == nil && c.buf.Buffered() > 0 && c.flush == nil {
+	if c.err = c.w.WritePacket(ci, frame[:n]); c.err != nil {
+		return
+	}
+	if c.buf.Len() >= bufSize {
+		_ = c.flushLocked()
+		return
+	}
+	if c.flush == nil {
 		c.flush = time.AfterFunc(FlushEvery, func() { _ = c.Flush() })
 	}
 }
@@ -99,11 +108,16 @@ func (c *Capture) flushLocked() error {
 		c.flush.Stop()
 		c.flush = nil
 	}
-	if c.err != nil {
+	if c.err != nil || c.buf.Len() == 0 {
 		return c.err
 	}
-	c.err = c.buf.Flush()
-	return c.err
+	// One write of whole records.
+	if _, err := c.out.Write(c.buf.Bytes()); err != nil {
+		c.err = err
+		return err
+	}
+	c.buf.Reset()
+	return nil
 }
 
 // Close flushes and closes the underlying file, if it is one. It returns the

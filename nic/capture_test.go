@@ -2,6 +2,7 @@ package nic
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,10 +22,31 @@ func countFrames(t *testing.T, path string) int {
 	n := 0
 	for {
 		if _, _, err := r.ReadPacketData(); err != nil {
+			require.ErrorIs(t, err, io.EOF, "the file ends with a whole record (after %d)", n)
 			return n
 		}
 		n++
 	}
+}
+
+// Whatever the moment, the file on disk ends with a whole record: the
+// buffer goes out when full in one write of whole records, never cut
+// across a record as a byte-count buffer would.
+func TestCaptureFileIsAlwaysWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := CreateCapture(path)
+	require.NoError(t, err)
+	defer c.Close()
+	frame := make([]byte, 999) // records that do not divide the buffer
+	frame[12], frame[13] = 0x08, 0x00
+	last := 0
+	for range 200 {
+		c.write(frame)
+		n := countFrames(t, path)
+		require.GreaterOrEqual(t, n, last)
+		last = n
+	}
+	assert.Positive(t, last, "full buffers were written out")
 }
 
 // A capture streams: its header is on disk at once, and frames reach the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,20 +15,32 @@ import (
 	"github.com/amtsim/amtsim/internal/peer"
 )
 
-// tsharkFields reads a capture with tshark: one line per frame.
-func tsharkFields(t *testing.T, path, filter, field string) []string {
-	t.Helper()
+// tshark reads a capture: one line per frame. tshark fails on a file that
+// ends inside a record.
+func tshark(path, filter, field string) ([]string, error) {
 	args := []string{"-r", path, "-T", "fields", "-e", field}
 	if filter != "" {
 		args = append(args, "-Y", filter)
 	}
-	out, err := exec.Command("tshark", args...).Output()
-	require.NoError(t, err, "tshark -r %s", path)
+	var stderr strings.Builder
+	cmd := exec.Command("tshark", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("tshark -r %s: %w: %s", path, err, stderr.String())
+	}
 	s := strings.TrimSpace(string(out))
 	if s == "" {
-		return nil
+		return nil, nil
 	}
-	return strings.Split(s, "\n")
+	return strings.Split(s, "\n"), nil
+}
+
+func tsharkFields(t *testing.T, path, filter, field string) []string {
+	t.Helper()
+	lines, err := tshark(path, filter, field)
+	require.NoError(t, err)
+	return lines
 }
 
 // The running device's capture is a file tshark reads while amtsim run
@@ -37,9 +50,13 @@ func TestCaptureReadWhileRunning(t *testing.T) {
 	peer.Need(t, "tshark")
 	path := filepath.Join(t.TempDir(), "d0.pcap")
 	p := start(t, "run", "--devices", "2", "--until", "forever", "--pcap", path)
+	p.waitFor(t, "msg=hello.sent", 30*time.Second)
+	// From its creation on, the file is one tshark reads whole; the Hello
+	// is in it within the flush interval, while the device runs.
 	require.Eventually(t, func() bool {
-		return len(tsharkFields(t, path, "tcp.dstport == 9971 && tcp.len == 32", "tcp.payload")) > 0
-	}, 30*time.Second, 100*time.Millisecond, "the Hello is in the capture while the device runs")
+		hellos, err := tshark(path, "tcp.dstport == 9971 && tcp.len == 32", "tcp.payload")
+		return assert.NoError(t, err) && len(hellos) > 0
+	}, 30*time.Second, 50*time.Millisecond, "the Hello is in the capture while the device runs")
 	running := tsharkFields(t, path, "", "frame.protocols")
 	assert.Contains(t, strings.Join(running, "\n"), "eth:ethertype:ip:udp:dhcp")
 	assert.Contains(t, strings.Join(running, "\n"), "eth:ethertype:ip:udp:dns")
