@@ -6,6 +6,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"math"
@@ -158,55 +159,63 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 		wg.Wait()
 	}
 	for i := range o.Devices {
-		if i%setupEvery == 0 {
-			if err := ctx.Err(); err != nil {
-				f.closeCaptures()
-				return nil, err
-			}
-			if o.Setup != nil && i > 0 {
-				o.Setup("devices", i, o.Devices)
-			}
-		}
-		id, err := identity.Of(o.Seed, o.Shard, i)
-		if err != nil {
+		if err := f.add(ctx, i, pool); err != nil {
+			f.closeCaptures()
 			return nil, err
 		}
-		var st mebx.Store
-		if o.Store != nil {
-			st = o.Store(i)
-		}
-		if st == nil {
-			st = mebx.NewMemStore()
-		}
-		if err := ReadyStore(st, id, o.Password, o.Factory); err != nil {
-			return nil, fmt.Errorf("fleet: device %d: %w", i, err)
-		}
-		var capture *nic.Capture
-		if o.Capture != nil {
-			if capture, err = o.Capture(i, id); err != nil {
-				f.closeCaptures()
-				return nil, fmt.Errorf("fleet: device %d: %w", i, err)
-			}
-			if capture != nil {
-				f.captures = append(f.captures, capture)
-			}
-		}
-		fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock,
-			Schedule: o.Schedule, Events: f.sink(i), Capture: capture}
-		if o.KeyPool > 0 {
-			fo.KeyPairs = pool
-		}
-		d, err := firmware.New(fo)
-		if err != nil {
-			return nil, err
-		}
-		f.devs, f.ids = append(f.devs, d), append(f.ids, id)
-		f.track[i].state = StateOff
 	}
 	if o.Setup != nil {
 		o.Setup("devices", o.Devices, o.Devices)
 	}
 	return f, nil
+}
+
+// add makes device i: its identity, readied store, capture and firmware.
+func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, error)) error {
+	o := &f.o
+	if i%setupEvery == 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if o.Setup != nil && i > 0 {
+			o.Setup("devices", i, o.Devices)
+		}
+	}
+	id, err := identity.Of(o.Seed, o.Shard, i)
+	if err != nil {
+		return err
+	}
+	var st mebx.Store
+	if o.Store != nil {
+		st = o.Store(i)
+	}
+	if st == nil {
+		st = mebx.NewMemStore()
+	}
+	if err := ReadyStore(st, id, o.Password, o.Factory); err != nil {
+		return fmt.Errorf("fleet: device %d: %w", i, err)
+	}
+	var capture *nic.Capture
+	if o.Capture != nil {
+		if capture, err = o.Capture(i, id); err != nil {
+			return fmt.Errorf("fleet: device %d: %w", i, err)
+		}
+		if capture != nil {
+			f.captures = append(f.captures, capture)
+		}
+	}
+	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock,
+		Schedule: o.Schedule, Events: f.sink(i), Capture: capture}
+	if o.KeyPool > 0 {
+		fo.KeyPairs = pool
+	}
+	d, err := firmware.New(fo)
+	if err != nil {
+		return err
+	}
+	f.devs, f.ids = append(f.devs, d), append(f.ids, id)
+	f.track[i].state = StateOff
+	return nil
 }
 
 func (f *Fleet) count(state string) *atomic.Int64 {
@@ -291,6 +300,10 @@ func (f *Fleet) WaitHellos(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Helloed counts the devices that have sent a Hello or said they send
+// none.
+func (f *Fleet) Helloed() int { return int(f.helloed.Load()) }
 
 // Silent lists the devices that have not yet sent a Hello (first 20).
 func (f *Fleet) Silent() []string {

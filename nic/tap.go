@@ -98,11 +98,10 @@ func (t *TAP) Created() bool { return t.created }
 
 // TAPState is what the kernel says of a TAP's place in the network.
 type TAPState struct {
-	Up      bool
-	Bridge  string   // the bridge (master) it is a port of, if any
-	Addrs   []string // the kernel side's addresses
-	Routes  int      // IPv4 routes through it
-	Carrier bool     // the kernel sees the link (our fd is open)
+	Up     bool
+	Bridge string   // the bridge (master) it is a port of, if any
+	Addrs  []string // the kernel side's addresses
+	Routes int      // IPv4 routes through it
 }
 
 // Problems are what stands between the devices and a network: a TAP that
@@ -138,7 +137,7 @@ func (t *TAP) State() (TAPState, error) {
 	if err != nil {
 		return TAPState{}, fmt.Errorf("tap %s: %w", t.name, err)
 	}
-	st := TAPState{Up: ifi.Flags&net.FlagUp != 0, Carrier: ifi.Flags&net.FlagRunning != 0}
+	st := TAPState{Up: ifi.Flags&net.FlagUp != 0}
 	if m, err := os.Readlink(filepath.Join("/sys/class/net", t.name, "master")); err == nil {
 		st.Bridge = filepath.Base(m)
 	}

@@ -155,10 +155,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info(string(event.RunDone), "devices", *devices, "hellos_sent", sum.HellosSent, "hellos_failed", sum.HellosFailed)
 	switch {
 	case ctx.Err() != nil:
-		return interrupted(ctx, fmt.Sprintf("%d of %d devices sent a Hello", *devices-len(f.Silent()), *devices))
+		return interrupted(ctx, fmt.Sprintf("%d of %d devices sent a Hello (or said they send none)", f.Helloed(), *devices))
 	case *until == "hello" && err != nil:
-		silent := f.Silent()
-		return fmt.Errorf("%d of %d devices sent no Hello within %v: %s", len(silent), *devices, *timeout, strings.Join(silent, ", "))
+		return fmt.Errorf("%d of %d devices sent no Hello within %v: %s", *devices-f.Helloed(), *devices, *timeout, strings.Join(f.Silent(), ", "))
 	}
 	// With --until forever, the timeout is the normal end.
 	return nil
