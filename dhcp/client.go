@@ -99,6 +99,10 @@ type ClientOptions struct {
 	// OnEvent hears the steps in between (discover, offer, request,
 	// renewing, rebinding, malformed) with slog-style key/value pairs.
 	OnEvent func(name event.Name, args ...any)
+	// NoAnswerAfter is how many DISCOVERs go unanswered before the client
+	// says so once (dhcp.no_answer, a warning) while it goes on asking, as
+	// a real client does; default 4 (about a minute of RFC 2131 backoff).
+	NoAnswerAfter int
 }
 
 // ClientStats count what the client did.
@@ -123,6 +127,7 @@ type Client struct {
 	leaseGen uint64 // bumped on every bind and loss; stale lease timers check it
 	xid      uint32
 	attempt  int
+	selected time.Time // when the current SELECTING began
 	wait     time.Duration
 	timer    clock.Timer // retransmission
 	// leaseTimer is the lease's next event: T1, then T2, then expiry. One
@@ -149,6 +154,9 @@ func NewClient(o ClientOptions) *Client {
 	}
 	if o.RequestAttempts <= 0 {
 		o.RequestAttempts = 4
+	}
+	if o.NoAnswerAfter <= 0 {
+		o.NoAnswerAfter = 4
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
@@ -257,6 +265,7 @@ func (c *Client) event(name event.Name, args ...any) {
 // discoverLocked enters SELECTING and returns the send to do unlocked.
 func (c *Client) discoverLocked() func() {
 	c.enterLocked(StateSelecting)
+	c.selected = c.o.Clock.Now()
 	c.xid = c.o.Rand.Uint32()
 	c.wait = c.o.Retransmit
 	return c.transmitLocked()
@@ -314,6 +323,9 @@ func (c *Client) transmitLocked() func() {
 	}
 	attempt := c.attempt
 	state := c.state
+	// The DISCOVER after NoAnswerAfter unanswered ones: no server heard.
+	silent := state == StateSelecting && attempt == c.o.NoAnswerAfter+1
+	waited := c.o.Clock.Now().Sub(c.selected)
 	c.timer = c.afterLocked(wait, c.retransmit)
 	frame, err := Encode(Packet{
 		SrcMAC: c.o.Link.HardwareAddr(), DstMAC: dstMAC,
@@ -324,6 +336,10 @@ func (c *Client) transmitLocked() func() {
 		if err != nil {
 			c.event(event.DHCPError, "state", state.String(), "err", err.Error())
 			return
+		}
+		if silent {
+			c.event(event.DHCPNoAnswer, "discovers", attempt-1, "waited", waited.Round(time.Second).String(),
+				"why", "no DHCP server answered: is the uplink on a network with one? (the client keeps asking)")
 		}
 		c.Stats.Sent.Add(1)
 		c.event(name, append(args, "attempt", attempt)...)

@@ -248,3 +248,40 @@ func TestMalformedOffersAreCountedAndIgnored(t *testing.T) {
 	assert.Equal(t, n.Gateway(), l.ServerID)
 	assert.Contains(t, rec.seen(), "dhcp.malformed")
 }
+
+// With no DHCP server on the segment, the client says so once, after
+// NoAnswerAfter unanswered DISCOVERs, and keeps asking as a real client
+// does.
+func TestNoAnswerIsReportedOnce(t *testing.T) {
+	seg := lan.NewSegment(lan.SegmentOptions{})
+	t.Cleanup(seg.Close)
+	id, err := identity.Of(11, 0, 2)
+	require.NoError(t, err)
+	c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: seg})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	r := newRecorder()
+	cl := dhcp.NewClient(r.options(dhcp.ClientOptions{Link: c, HostName: id.HostName,
+		Retransmit: 5 * time.Millisecond, MaxRetransmit: 10 * time.Millisecond, MinWait: time.Millisecond, NoAnswerAfter: 3}))
+	c.SetRawHandler(cl.HandleFrame)
+	t.Cleanup(cl.Stop)
+	cl.Start()
+	require.Eventually(t, func() bool { return countOf(r.seen(), "dhcp.discover") >= 8 }, 20*time.Second, time.Millisecond, "it keeps asking")
+	ev := r.seen()
+	assert.Equal(t, 1, countOf(ev, "dhcp.no_answer"), "said once: %v", ev)
+	for i, e := range ev {
+		if e == "dhcp.no_answer" {
+			assert.Equal(t, 3, countOf(ev[:i], "dhcp.discover"), "after the third unanswered DISCOVER")
+		}
+	}
+}
+
+func countOf(events []string, name string) int {
+	n := 0
+	for _, e := range events {
+		if e == name {
+			n++
+		}
+	}
+	return n
+}

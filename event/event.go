@@ -30,6 +30,7 @@ const (
 	DHCPNak        Name = "dhcp.nak"
 	DHCPMalformed  Name = "dhcp.malformed"
 	DHCPError      Name = "dhcp.error"
+	DHCPNoAnswer   Name = "dhcp.no_answer"
 	AddressStatic  Name = "address.static"
 	AMTListening   Name = "amt.listening"
 	SCSConfigured  Name = "scs.configured"
@@ -103,6 +104,7 @@ func Known() []Info {
 		{DHCPNak, w, dev, "a server refused the request"},
 		{DHCPMalformed, w, dev, "a DHCP frame that could not be read (counted, dropped)"},
 		{DHCPError, w, dev, "a DHCP message could not be built"},
+		{DHCPNoAnswer, w, dev, "no offer after 4 DISCOVERs (about a minute): no DHCP server on this network? (it keeps asking)"},
 		{AddressStatic, i, dev, "the static address from MEBx is in use"},
 		{AMTListening, i, dev, "the AMT ports are open (16992, 16993)"},
 		{SCSConfigured, i, dev, "the SCS address typed into MEBx"},
@@ -156,7 +158,7 @@ func Known() []Info {
 // operator should fix, Info for the rest (and for names not in Known).
 func (n Name) Level() slog.Level {
 	switch n {
-	case DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, SCSUnresolved, DNSMalformed,
+	case DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
 		HelloFailed, HelloStopped, BootFailed, TLSFailed, HTTPBadRequest, WSMANMalformed, AuthFailed,
 		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, SCSFailed, SCSUnsettled,
 		TAPWarning, MACDuplicate:
