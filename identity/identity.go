@@ -75,14 +75,14 @@ func Of(seed uint64, shard, index int) (Identity, error) {
 	p := (ord*k.pidMul + k.pidAdd) % pow36(7)
 	id.PID = WithChecksum(base36(p, 7))
 
-	// UUID and PPS: keyed pseudo-random bytes; the UUID also carries the
-	// ordinal so that it cannot collide within a seed.
+	// UUID: Dell's scheme from the service tag, so as unique as the tag.
+	// PPS: keyed pseudo-random bytes.
 	mac := hmac.New(sha256.New, k.secret[:])
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], ord)
 	mac.Write(b[:])
 	sum := mac.Sum(nil)
-	id.UUID = dellUUID(ord, sum[:8])
+	id.UUID = DellUUID(id.ServiceTag)
 	id.PPS = ppsFrom(sum[8:32])
 	return id, nil
 }

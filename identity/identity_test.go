@@ -106,3 +106,21 @@ func TestNewPIDPPS(t *testing.T) {
 	_, _, err := NewPIDPPS(strings.NewReader("short"))
 	assert.Error(t, err)
 }
+
+// Dell's UUID carries the service tag: the published example, the round
+// trip for a fleet's identities, and refusals.
+func TestDellUUIDFromServiceTag(t *testing.T) {
+	assert.Equal(t, "4C4C4544-0033-3410-8036-C4C04F32334A", DellUUID("D34623J").String())
+	for i := range 200 {
+		id, err := Of(3, i%4, i)
+		require.NoError(t, err)
+		assert.True(t, strings.HasPrefix(id.UUID.String(), "4C4C4544-00"), id.UUID.String())
+		tag, ok := DellServiceTag(id.UUID)
+		require.True(t, ok)
+		assert.Equal(t, id.ServiceTag, tag)
+	}
+	assert.Equal(t, UUID{}, DellUUID("SHORT"))
+	assert.Equal(t, UUID{}, DellUUID("D34623\xff"))
+	_, ok := DellServiceTag(UUIDFromSMBIOS([16]byte{0x4b, 0x52, 0x9b, 0x93}))
+	assert.False(t, ok, "a UUID in another vendor's scheme has no tag")
+}
