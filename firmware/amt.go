@@ -386,6 +386,9 @@ func (s *session) Unprovision(partial bool) ptstatus.Code {
 		return ptstatus.InvalidProvisioningState
 	}
 	next := mebx.Defaults()
+	// The TLS PKI menu is MEBx's, not the SCS's: it survives (Intel: hashes
+	// an OEM or IT added outlive a return to factory state).
+	next.PKI = cur.PKI.Clone()
 	next.Password = cur.Password
 	next.AMTEnabled = cur.AMTEnabled
 	next.Mode = cur.Mode

@@ -29,9 +29,22 @@ var setters = map[string]setter{
 		s.SCSPort = uint16(p)
 		return nil
 	},
-	"scs.fqdn": func(s *Settings, v string) error { s.SCSFQDN = v; return checkName("scs.fqdn", v, 191) },
-	"hostname": func(s *Settings, v string) error { s.HostName = v; return checkName("hostname", v, 63) },
-	"domain":   func(s *Settings, v string) error { s.DomainName = v; return checkName("domain", v, 191) },
+	"scs.fqdn":          func(s *Settings, v string) error { s.SCSFQDN = v; return checkName("scs.fqdn", v, 191) },
+	"hostname":          func(s *Settings, v string) error { s.HostName = v; return checkName("hostname", v, 63) },
+	"domain":            func(s *Settings, v string) error { s.DomainName = v; return checkName("domain", v, 191) },
+	"pki.remote_config": boolSetter(func(s *Settings) *bool { return &s.PKI.RemoteConfig }),
+	"pki.dns_suffix":    func(s *Settings, v string) error { s.PKI.DNSSuffix = v; return checkName("pki.dns_suffix", v, 191) },
+	"pki.scs_fqdn":      func(s *Settings, v string) error { s.SCSFQDN = v; return checkName("pki.scs_fqdn", v, 191) },
+	"pki.hash": func(s *Settings, v string) error {
+		h, err := ParseRootHash(v)
+		if err != nil {
+			return err
+		}
+		return s.PKI.AddHash(h)
+	},
+	"pki.hash.active":   func(s *Settings, v string) error { return s.PKI.SetActive(strings.TrimSpace(v), true) },
+	"pki.hash.inactive": func(s *Settings, v string) error { return s.PKI.SetActive(strings.TrimSpace(v), false) },
+	"pki.hash.delete":   func(s *Settings, v string) error { return s.PKI.DeleteHash(strings.TrimSpace(v)) },
 	"mode": func(s *Settings, v string) error {
 		switch strings.ToLower(v) {
 		case "enterprise", "1":

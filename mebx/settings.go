@@ -106,12 +106,23 @@ type Settings struct {
 	// FlashWrites counts persisted changes, for the flash wear-out quirk.
 	FlashWrites uint64 `json:"flash_writes"`
 
+	// PKI is the TLS PKI menu: remote configuration and its certificate
+	// hashes. A store written before it existed loads with remote
+	// configuration off.
+	PKI PKI `json:"pki,omitzero"`
+
 	// AMT is what an SCS configured (empty until provisioned).
 	AMT AMTSettings `json:"amt,omitzero"`
 }
 
-// Defaults returns the settings of a machine fresh from the factory.
-func Defaults() Settings {
+// Defaults returns the settings of an AMT 5 machine fresh from the
+// factory: Enterprise mode, DHCP, remote configuration on with AMT 5's
+// factory certificate hashes (AMT 3.0 and later ship ready for it).
+func Defaults() Settings { return Factory(AMT5RootHashes()) }
+
+// Factory returns factory settings whose certificate hash table holds
+// roots (a firmware generation's own set).
+func Factory(roots []RootHash) Settings {
 	return Settings{
 		Password:   FactoryPassword,
 		AMTEnabled: true,
@@ -119,7 +130,15 @@ func Defaults() Settings {
 		State:      StatePre,
 		SCSPort:    DefaultSCSPort,
 		DHCP:       true,
+		PKI:        PKI{RemoteConfig: true, Hashes: roots},
 	}
+}
+
+// RemoteConfigReady reports whether the settings let the device offer PKI
+// remote configuration: AMT on, Enterprise mode, not provisioned, remote
+// configuration on with at least one active hash.
+func (s *Settings) RemoteConfigReady() bool {
+	return s.AMTEnabled && s.Mode == ModeEnterprise && s.State != StatePost && s.PKI.RemoteConfig && len(s.PKI.Active()) > 0
 }
 
 // PasswordChanged reports whether the factory password has been replaced;
@@ -215,6 +234,9 @@ func (s *Settings) Validate() error {
 		return err
 	}
 	if err := checkName("scs_fqdn", s.SCSFQDN, 191); err != nil {
+		return err
+	}
+	if err := s.PKI.validate(); err != nil {
 		return err
 	}
 	return s.AMT.validate()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,18 +150,42 @@ func show(w io.Writer, s mebx.Settings, asJSON bool) error {
 		{"hostname", orDash(s.HostName)},
 		{"domain", orDash(s.DomainName)},
 		{"flash_writes", fmt.Sprint(s.FlashWrites)},
+		{"pki.remote_config", onOff(s.PKI.RemoteConfig)},
+		{"pki.dns_suffix", orDash(s.PKI.DNSSuffix)},
 	}
 	if asJSON {
-		m := map[string]string{}
+		m := map[string]any{}
 		for _, r := range rows {
 			m[r[0]] = r[1]
 		}
+		type hashRow struct {
+			Name      string `json:"name"`
+			Algorithm string `json:"algorithm"`
+			Hash      string `json:"hash"`
+			Active    bool   `json:"active"`
+			Factory   bool   `json:"factory"`
+		}
+		hs := []hashRow{}
+		for _, h := range s.PKI.Hashes {
+			hs = append(hs, hashRow{h.Name, h.Algorithm.String(), hex.EncodeToString(h.Hash), h.Active, h.Default})
+		}
+		m["pki.hashes"] = hs
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(m)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-13s %s\n", r[0], r[1])
+		fmt.Fprintf(w, "%-17s %s\n", r[0], r[1])
+	}
+	for _, h := range s.PKI.Hashes {
+		state, origin := "active", "custom"
+		if !h.Active {
+			state = "inactive"
+		}
+		if h.Default {
+			origin = "factory"
+		}
+		fmt.Fprintf(w, "%-17s %-32s %-6s %-8s %-7s %s\n", "pki.hash", h.Name, h.Algorithm, state, origin, hex.EncodeToString(h.Hash))
 	}
 	return nil
 }
