@@ -75,7 +75,9 @@ func TestParseRootHash(t *testing.T) {
 func TestHashTableRules(t *testing.T) {
 	s := Defaults()
 	require.Len(t, s.PKI.Active(), 5)
-	custom := func(i int) string { return "c" + string(rune('0'+i)) + "=sha1:" + strings.Repeat(string(rune('a'+i)), 40) }
+	custom := func(i int) string {
+		return "c" + string(rune('0'+i)) + "=sha1:" + strings.Repeat(string(rune('a'+i)), 40)
+	}
 	for i := range MaxCustomHashes {
 		require.NoError(t, s.Set("pki.hash="+custom(i)))
 	}
