@@ -29,11 +29,22 @@ func DigestPassword(user, realm, password string) string {
 	return base64.StdEncoding.EncodeToString(HA1(user, realm, password))
 }
 
-// ParseDigestPassword decodes a DigestPassword parameter into HA1.
+// ParseDigestPassword decodes a DigestPassword parameter into HA1. The
+// documented form is base64 of the 16 bytes (Intel's class reference, and
+// Intel's own RPS sends it so); 32 hexadecimal characters of the same
+// bytes are taken too, as MeshCentral sends them and as AMT must accept,
+// since MeshCentral logs in with that password afterwards on real devices
+// (MED, docs/protocol.md §6). 32 characters of hex are also valid base64,
+// but of 24 bytes, never an HA1, so the two forms cannot be confused.
 func ParseDigestPassword(s string) ([]byte, error) {
+	if len(s) == 2*md5.Size {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("digest: DigestPassword is not base64: %w", err)
+		return nil, fmt.Errorf("digest: DigestPassword is neither base64 nor hex: %w", err)
 	}
 	if len(b) != md5.Size {
 		return nil, fmt.Errorf("digest: DigestPassword of %d bytes, want %d", len(b), md5.Size)

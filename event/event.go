@@ -44,6 +44,7 @@ const (
 	ConnAccepted   Name = "conn.accepted"
 	BootFailed     Name = "boot.failed"
 	TLSFailed      Name = "tls.failed"
+	PKIAccepted    Name = "pki.accepted"
 	HTTPBadRequest Name = "http.bad_request"
 	WSMANMalformed Name = "wsman.malformed"
 	AuthFailed     Name = "auth.failed"
@@ -111,13 +112,14 @@ func Known() []Info {
 		{SCSResolved, i, dev, "the SCS found by DNS: name, addr"},
 		{SCSUnresolved, w, dev, "no SCS found: why (the Hello slot still counts)"},
 		{DNSMalformed, w, dev, "a DNS answer that could not be read (counted, dropped)"},
-		{HelloSent, i, dev, "a Hello went out: retry, scs, pid"},
+		{HelloSent, i, dev, "a Hello went out: version (PSK or PKI), retry, scs, pid or hashes"},
 		{HelloFailed, w, dev, "a Hello could not be sent: err (the next follows the schedule)"},
 		{HelloStopped, w, dev, "the Hello window closed before any SCS provisioned the device"},
 		{HelloOff, i, dev, "the device sends no Hellos: reason (provisioned, factory mode, small business, no PID)"},
 		{ConnAccepted, i, dev, "a connection to an AMT port"},
 		{BootFailed, w, dev, "the boot could not go on: err"},
-		{TLSFailed, w, dev, "a TLS handshake on 16993 failed: err (no secret in it)"},
+		{TLSFailed, w, dev, "a TLS handshake on 16993 failed: err, and reason for a refused provisioning certificate (no secret in it)"},
+		{PKIAccepted, i, dev, "an SCS's provisioning certificate chain was accepted: cn, root (remote configuration)"},
 		{HTTPBadRequest, w, dev, "HTTP that could not be read: err (answered 400 or 413)"},
 		{WSMANMalformed, w, dev, "a WS-MAN envelope that could not be read (answered with a fault)"},
 		{AuthFailed, w, dev, "Digest credentials refused: user, reason"},

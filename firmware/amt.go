@@ -354,7 +354,7 @@ func (s *session) CommitChanges() ptstatus.Code {
 	if s.staged != nil {
 		next = *s.staged
 	}
-	if next.State != mebx.StateIn {
+	if !s.inSetup(&next) {
 		return ptstatus.InvalidProvisioningState
 	}
 	if next.AMT.TLSEnabled && next.AMT.TLSCert == "" {
@@ -362,7 +362,11 @@ func (s *session) CommitChanges() ptstatus.Code {
 	}
 	next.AMT = next.AMT.Clone()
 	next.State = mebx.StatePost
-	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.clock.Now().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id}
+	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.clock.Now().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id,
+		Method: s.method()}
+	if s.pki != nil {
+		next.AMT.Audit.CertCN, next.AMT.Audit.CertRoot = s.pki.CN, s.pki.RootName+" "+s.pki.RootHash
+	}
 	if err := s.d.persist(next); err != nil {
 		s.d.emit(event.CommitFailed, "err", err.Error())
 		return flashStatus(err)
@@ -370,7 +374,7 @@ func (s *session) CommitChanges() ptstatus.Code {
 	s.staged, s.committed, s.over = nil, true, true
 	s.after = s.d.rearm
 	s.d.primeTLS(&next, s.keys)
-	s.d.emit(event.Provisioned, "session", s.id, "peer", s.peer, "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
+	s.d.emit(event.Provisioned, "session", s.id, "peer", s.peer, "method", s.method(), "tls", next.AMT.TLSEnabled, "users", len(next.AMT.Users),
 		"changes", s.changes)
 	return ptstatus.Success
 }

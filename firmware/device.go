@@ -88,8 +88,10 @@ type Options struct {
 	// a pool of keys made once per run: a fidelity trade, since devices
 	// then share keys.
 	KeyPairs func() (*rsa.PrivateKey, error)
-	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993
-	// once provisioned; default TLS 1.0 only, as AMT 5.
+	// Profile is the firmware generation (AMT5, AMT11); zero value AMT5.
+	Profile Profile
+	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993;
+	// default the profile's (TLS 1.0 only on AMT 5).
 	TLSMinVersion, TLSMaxVersion uint16
 	// KeepMEOnHostReset keeps the device running through a RemoteControl
 	// power cycle or reset of the host; by default such a command restarts
@@ -122,6 +124,7 @@ type Stats struct {
 	DNSFailures   atomic.Uint64 // names that did not resolve
 	ConnsAccepted atomic.Uint64
 	TLSFailures   atomic.Uint64 // handshakes that failed on 16993
+	CertRefusals  atomic.Uint64 // of which provisioning certificate chains refused
 	AuthFailures  atomic.Uint64 // requests with bad Digest credentials
 	BadRequests   atomic.Uint64 // HTTP that could not be read
 }
@@ -174,6 +177,10 @@ type Device struct {
 	sessionIDs atomic.Uint64
 	tlsCert    *tls.Certificate
 	tlsCertID  string
+	setupCert  *tls.Certificate // served in PKI setup (setupCertificate)
+
+	prof   Profile
+	server string // the Server header
 }
 
 // New checks o and returns a powered-off device.
@@ -213,13 +220,17 @@ func New(o Options) (*Device, error) {
 			o.Seed = o.Seed<<8 | uint64(b)
 		}
 	}
+	if o.Profile.Name == "" {
+		o.Profile = AMT5()
+	}
 	if o.TLSMinVersion == 0 {
-		o.TLSMinVersion = tls.VersionTLS10
+		o.TLSMinVersion = o.Profile.TLSMin
 	}
 	if o.TLSMaxVersion == 0 {
-		o.TLSMaxVersion = tls.VersionTLS10
+		o.TLSMaxVersion = o.Profile.TLSMax
 	}
-	d := &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule, realm: realmFor([16]byte(o.Identity.UUID))}
+	d := &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule, realm: realmFor([16]byte(o.Identity.UUID)),
+		prof: o.Profile, server: o.Profile.ServerHeader()}
 	d.hostPower.Store(hostPowerOn)
 	d.digest = digest.NewServer(digest.ServerOptions{Realm: d.realm, AllowEmptyResponse: o.Quirks.EmptyDigestResponse})
 	return d, nil
@@ -264,7 +275,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	defer d.power.Unlock()
 	s, err := d.o.Store.Load()
 	if errors.Is(err, mebx.ErrNoSettings) {
-		s, err = mebx.Defaults(), nil
+		s, err = d.prof.Factory(), nil
 	}
 	if err != nil {
 		d.emit(event.BootFailed, "err", err.Error())
@@ -298,7 +309,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	d.emit(event.PowerOn, "uuid", d.o.Identity.UUID.String(), "service_tag", d.o.Identity.ServiceTag,
 		"mac", d.o.Identity.MAC.String(), "pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model)
 	d.emit(event.State, "provisioning_state", s.State.String(), "mode", s.Mode.String(),
-		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
+		"amt_enabled", s.AMTEnabled, "hello", d.helloName(&s), "firmware", d.prof.Name)
 	n.SetLink(true)
 	d.emit(event.LinkUp)
 	if !s.AMTEnabled {
@@ -335,9 +346,21 @@ func (d *Device) PowerOn(ctx context.Context) error {
 	return nil
 }
 
-// sendsHello reports whether settings put the device in setup mode with the
-// Enterprise (SCS) model: the one state that sends Hellos.
-func sendsHello(s mebx.Settings) bool {
+// helloName names the Hello settings s make the device send: psk, pki or
+// none.
+func (d *Device) helloName(s *mebx.Settings) string {
+	switch d.prof.helloVersion(s) {
+	case hello.VersionPSK:
+		return "psk"
+	case hello.VersionPKI:
+		return "pki"
+	}
+	return "none"
+}
+
+// sendsPSKHello reports whether settings put the device in PSK setup mode
+// with the Enterprise (SCS) model: PID/PPS entered, not yet provisioned.
+func sendsPSKHello(s mebx.Settings) bool {
 	return s.AMTEnabled && s.State == mebx.StateIn && s.Mode == mebx.ModeEnterprise && s.PID != ""
 }
 
@@ -443,15 +466,17 @@ func (d *Device) arm(h *nic.Host, s mebx.Settings) {
 	}
 	d.emit(event.AMTListening, "ports", strings.Join(list, ","))
 
-	if sendsHello(s) {
+	if d.prof.helloVersion(&s) != 0 {
 		d.startHello()
 		return
 	}
 	d.stopHello()
 	reason := "provisioned"
 	switch {
+	case s.State == mebx.StatePre && d.prof.PSK:
+		reason = "factory mode: change the MEBx password and enter PID/PPS, or turn remote configuration on with an active certificate hash"
 	case s.State == mebx.StatePre:
-		reason = "factory mode: change the MEBx password and enter PID/PPS to enter setup"
+		reason = "factory mode: turn remote configuration on with an active certificate hash"
 	case s.State == mebx.StateIn && s.Mode != mebx.ModeEnterprise:
 		reason = "small business mode: no SCS"
 	case s.State == mebx.StateIn:
@@ -497,7 +522,7 @@ func (d *Device) rearm() {
 	}
 	d.mu.Unlock()
 	d.emit(event.State, "provisioning_state", s.State.String(), "mode", s.Mode.String(),
-		"amt_enabled", s.AMTEnabled, "sends_hello", sendsHello(s))
+		"amt_enabled", s.AMTEnabled, "hello", d.helloName(&s), "firmware", d.prof.Name)
 	d.arm(h, s)
 }
 

@@ -182,22 +182,36 @@ func TestMalformedDNSAnswerIsCountedAndIgnored(t *testing.T) {
 	assert.Equal(t, "mebx-domain", src.String(), "the MEBx domain comes before DHCP's")
 }
 
-// A factory-fresh device gets an address and opens its ports but sends no
-// Hello: it is not in setup mode.
-func TestFactoryDeviceSendsNoHello(t *testing.T) {
+// A factory-fresh AMT 5 sends the PKI Hello: remote configuration is on
+// from the factory, with AMT 5's five SHA-1 root hashes, in one segment.
+// With remote configuration off it opens its ports but sends no Hello.
+func TestFactoryDeviceSendsPKIHello(t *testing.T) {
 	n, stacks := startLAN(t, lan.NetworkOptions{})
 	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
 	id, _ := identity.Of(5, 0, 10)
 	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id, mebx.Defaults())
-	off := d.ev.wait(t, "hello.off", 1, 10*time.Second)
+	r := srv.next(t, 10*time.Second)
+	assert.Equal(t, hello.VersionPKI, r.Version)
+	assert.Equal(t, id.UUID, r.UUID)
+	assert.False(t, r.AdminSet, "the MEBx password is the factory one")
+	require.Len(t, r.Hashes, 5)
+	for i, h := range mebx.AMT5RootHashes() {
+		assert.Equal(t, hello.HashSHA1, r.Hashes[i].Type)
+		assert.Equal(t, h.Hash, r.Hashes[i].Hash, h.Name)
+	}
+	sent := d.ev.wait(t, "hello.sent", 1, time.Second)
+	v, _ := sent[0].Attr("version")
+	assert.Equal(t, "PKI", v.String())
+
+	id2, _ := identity.Of(5, 0, 11)
+	s := mebx.Defaults()
+	require.NoError(t, s.Set("pki.remote_config=off"))
+	d2 := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks}, id2, s)
+	off := d2.ev.wait(t, "hello.off", 1, 10*time.Second)
 	why, _ := off[0].Attr("reason")
 	assert.Contains(t, why.String(), "factory mode")
-	assert.Len(t, d.ev.named("amt.listening"), 1)
-	select {
-	case r := <-srv.got:
-		t.Fatalf("factory device sent a Hello: %+v", r)
-	case <-time.After(200 * time.Millisecond):
-	}
+	assert.Len(t, d2.ev.named("amt.listening"), 1)
+	assert.Empty(t, d2.ev.named("hello.sent"))
 }
 
 // The window closes: the device falls silent, and a power cycle starts the

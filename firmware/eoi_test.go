@@ -157,7 +157,8 @@ func TestEOIServices(t *testing.T) {
 }
 
 // Full unprovision over WS-MAN: factory settings (the MEBx password kept),
-// no PID, no Hello.
+// no PID, and so, with remote configuration on as from the factory, the
+// PKI Hello instead of the PSK one.
 func TestFullUnprovision(t *testing.T) {
 	r := newRig(t, 7)
 	r.provisionPlain(t, 7)
@@ -167,9 +168,9 @@ func TestFullUnprovision(t *testing.T) {
 	rv, _ := out.Get("ReturnValue")
 	require.Equal(t, "0", rv)
 	r.d.ev.wait(t, "unprovisioned", 1, 10*time.Second)
-	off := r.d.ev.wait(t, "hello.off", 2, 10*time.Second) // after the commit, then after this
-	why, _ := off[1].Attr("reason")
-	assert.Contains(t, why.String(), "factory")
+	sent := r.d.ev.wait(t, "hello.sent", 2, 10*time.Second) // before the commit, then after this
+	v, _ := sent[1].Attr("version")
+	assert.Equal(t, "PKI", v.String())
 	stored, err := r.st.Load()
 	require.NoError(t, err)
 	assert.Equal(t, mebx.StatePre, stored.State)

@@ -10,6 +10,7 @@ import (
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 )
 
@@ -83,7 +84,7 @@ func (d *Device) helloSlotLabeled() {
 	}
 
 	retry := d.sched.Retry(k)
-	m := hello.Message{AdminSet: s.PasswordChanged(), Version: hello.VersionPSK, Retry: retry, UUID: d.o.Identity.UUID, PID: s.PID}
+	m := d.helloMessage(&s, retry)
 	err := func() error {
 		addr := h.Prefix()
 		if !addr.IsValid() {
@@ -153,9 +154,32 @@ func (d *Device) sendHello(ctx context.Context, scs netip.AddrPort, m hello.Mess
 		return fmt.Errorf("write Hello to SCS %s: %w", scs, err)
 	}
 	d.Stats.HellosSent.Add(1)
-	d.emit(event.HelloSent, "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
+	if m.Version == hello.VersionPKI {
+		d.emit(event.HelloSent, "version", m.Version.String(), "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
+			"from", c.LocalAddr().String(), "hashes", len(m.Hashes), "admin_set", m.AdminSet)
+		return nil
+	}
+	d.emit(event.HelloSent, "version", m.Version.String(), "retry", m.Retry, "n", k, "due", due, "scs", scs.String(),
 		"from", c.LocalAddr().String(), "pid", m.PID, "admin_set", m.AdminSet)
 	return nil
+}
+
+// helloMessage is the Hello settings s call for: the PSK Hello with the
+// PID, or the PKI Hello with the active certificate hashes in table order
+// (docs/protocol.md §11), whichever the profile picks.
+func (d *Device) helloMessage(s *mebx.Settings, retry uint32) hello.Message {
+	m := hello.Message{AdminSet: s.PasswordChanged(), Version: d.prof.helloVersion(s), Retry: retry, UUID: d.o.Identity.UUID}
+	if m.Version != hello.VersionPKI {
+		m.Version, m.PID = hello.VersionPSK, s.PID
+		return m
+	}
+	for _, h := range s.PKI.Active() {
+		if len(m.Hashes) == 255 {
+			break
+		}
+		m.Hashes = append(m.Hashes, hello.CertHash{Type: hello.HashType(h.Algorithm), Hash: h.Hash})
+	}
+	return m
 }
 
 func (d *Device) hostNow() *nic.Host {

@@ -24,6 +24,7 @@ type session struct {
 	port uint16
 	peer string
 	tls  bool
+	pki  *pkiPeer // set when the SCS logged in with a provisioning certificate
 
 	mu        sync.Mutex
 	user      string
@@ -66,7 +67,7 @@ func (s *session) change(f func(*mebx.Settings) ptstatus.Code) ptstatus.Code {
 	if st := f(&next); st != ptstatus.Success {
 		return st
 	}
-	if next.State != mebx.StateIn && s.staged == nil {
+	if !s.inSetup(&next) && s.staged == nil {
 		if err := s.d.persist(next); err != nil {
 			return flashStatus(err)
 		}
@@ -76,6 +77,14 @@ func (s *session) change(f func(*mebx.Settings) ptstatus.Code) ptstatus.Code {
 	s.staged = &next
 	s.changes++
 	return ptstatus.Success
+}
+
+// inSetup reports whether m is setup for this session, where changes are
+// staged until CommitChanges: setup mode, or, for an SCS that logged in
+// with a provisioning certificate, the factory state remote configuration
+// provisions from.
+func (s *session) inSetup(m *mebx.Settings) bool {
+	return m.State == mebx.StateIn || s.pki != nil && m.State == mebx.StatePre
 }
 
 // realmFor derives a device's Digest realm from its identity: stable for
@@ -88,12 +97,22 @@ func realmFor(uuid [16]byte) string {
 // lookupUser returns a user's H(A1) under settings s: in setup and factory
 // the admin logs in as "admin" with the MEBx password; once provisioned,
 // with the admin ACL entry if one was set, and users with theirs.
-func lookupUser(s *mebx.Settings, realm, user string) (ha1 []byte, admin, ok bool) {
+//
+// pki is a session whose SCS proved itself with a provisioning
+// certificate. On a device whose MEBx password is still the factory's, such
+// an SCS logs in as admin with an empty password (MED: the factory
+// password is never valid on the network, and MeshCentral's bare-metal
+// activation, written and run against real AMT by its Intel authors, logs
+// in so; docs/protocol.md §11).
+func lookupUser(s *mebx.Settings, realm, user string, pki bool) (ha1 []byte, admin, ok bool) {
 	if s.AMT.AdminName != "" {
 		if user == s.AMT.AdminName {
 			return s.AMT.AdminHA1, true, true
 		}
 	} else if user == "admin" {
+		if pki && s.State != mebx.StatePost && !s.PasswordChanged() {
+			return digest.HA1("admin", realm, ""), true, true
+		}
 		return digest.HA1("admin", realm, s.Password), true, true
 	}
 	for _, u := range s.AMT.Users {
@@ -102,4 +121,15 @@ func lookupUser(s *mebx.Settings, realm, user string) (ha1 []byte, admin, ok boo
 		}
 	}
 	return nil, false, false
+}
+
+// method names how the session's SCS proved itself (ProvisioningRecord).
+func (s *session) method() string {
+	switch {
+	case s.pki != nil:
+		return "pki"
+	case s.tls:
+		return "psk"
+	}
+	return "digest"
 }

@@ -23,8 +23,9 @@ import (
 	"github.com/amtsim/amtsim/wsman"
 )
 
-// ServerHeader is what AMT 5 puts on every HTTP answer.
-const ServerHeader = "Intel(R) Active Management Technology 5.0.32"
+// ServerHeader is what AMT 5 puts on every HTTP answer (Profile.ServerHeader
+// for the device's own generation).
+const ServerHeader = "Intel(R) Active Management Technology " + FirmwareVersion
 
 // Limits of the web server: a request line and headers, a body (an
 // envelope with a certificate is a few KiB; AMT takes up to 150 KiB), and
@@ -98,25 +99,35 @@ func (d *Device) serveConn(port uint16, c net.Conn) {
 	sess := &session{d: d, id: d.sessionIDs.Add(1), port: port, peer: c.RemoteAddr().String()}
 	var conn net.Conn = c
 	if port == PortHTTPS {
-		tc, err := d.tlsServer(c, s)
+		tc, peer, err := d.tlsServer(c, s)
 		if err != nil {
 			d.Stats.TLSFailures.Add(1)
+			if r, ok := errors.AsType[*CertRefusal](err); ok {
+				d.Stats.CertRefusals.Add(1)
+				d.emit(event.TLSFailed, "peer", sess.peer, "reason", r.Reason, "err", err.Error())
+				return
+			}
 			d.emit(event.TLSFailed, "peer", sess.peer, "err", err.Error())
 			return
 		}
-		conn, sess.tls = tc, true
+		conn, sess.tls, sess.pki = tc, true, peer
+		if peer != nil {
+			d.emit(event.PKIAccepted, "peer", sess.peer, "cn", peer.CN, "root", peer.RootName, "hash", peer.RootHash)
+		}
 	}
 	defer d.endSession(sess)
 	d.serveHTTP(conn, sess)
 }
 
-// tlsServer runs the handshake that the settings call for.
-func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, error) {
+// tlsServer runs the handshake that the settings call for: the installed
+// certificate once provisioned, else the setup handshake (TLS-PSK or
+// remote configuration, setupTLS). peer is set for remote configuration.
+func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, *pkiPeer, error) {
 	d.mu.Lock()
 	pctx := d.ctx
 	d.mu.Unlock()
 	if pctx == nil {
-		return nil, errors.New("the device is off")
+		return nil, nil, errors.New("the device is off")
 	}
 	// The handshake ends with the power cycle, or after 30 s.
 	ctx, cancel := context.WithTimeout(pctx, 30*time.Second)
@@ -124,22 +135,28 @@ func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, error) {
 	if s.State == mebx.StatePost && s.AMT.TLSEnabled {
 		cert, err := d.tlsCertificate(&s)
 		if err != nil {
-			return nil, fmt.Errorf("no TLS certificate: %w", err)
+			return nil, nil, fmt.Errorf("no TLS certificate: %w", err)
 		}
 		tc := tls.Server(c, &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   d.o.TLSMinVersion, MaxVersion: d.o.TLSMaxVersion,
-			// AMT 5's suites: RSA key exchange, AES-CBC with SHA-1.
-			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA},
+			// AMT's suites: RSA key exchange, AES-CBC with SHA-1 (and
+			// AES-GCM from TLS 1.2).
+			CipherSuites: rsaSuites(d.o.TLSMaxVersion),
 		})
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return tc, nil
+		return tc, nil, nil
 	}
-	if s.PID == "" {
-		return nil, errors.New("no PID/PPS: TLS-PSK is not set up")
+	if s.State == mebx.StatePost {
+		return nil, nil, errors.New("provisioned without TLS: 16993 is closed")
 	}
+	return d.setupTLS(ctx, c, &s)
+}
+
+// pskServer is the TLS-PSK handshake with the PID/PPS of settings s.
+func (d *Device) pskServer(ctx context.Context, c net.Conn, s *mebx.Settings) (net.Conn, error) {
 	pid, pps := s.PID, s.PPS
 	tc := tlspsk.Server(c, tlspsk.AMT5Config(pid, func(identity string) ([]byte, error) {
 		if identity != pid {
@@ -209,11 +226,12 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 				if errors.Is(err, errBodyTooLarge) {
 					status = http.StatusRequestEntityTooLarge
 				}
-				writeResponse(bw, response{status: status}, true)
+				writeResponse(bw, response{status: status, server: d.server}, true)
 			}
 			return
 		}
 		resp := d.handle(sess, req)
+		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
 		closing := req.close || sess.over
@@ -230,6 +248,7 @@ type response struct {
 	contentType  string
 	authenticate string // WWW-Authenticate, on a 401
 	body         []byte
+	server       string // the Server header: the firmware's version
 }
 
 func writeResponse(w *bufio.Writer, r response, closing bool) error {
@@ -251,7 +270,9 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 		w.WriteString(r.contentType)
 		w.WriteString("\r\n")
 	}
-	w.WriteString("Server: " + ServerHeader + "\r\n")
+	w.WriteString("Server: ")
+	w.WriteString(r.server)
+	w.WriteString("\r\n")
 	w.WriteString("Content-Length: ")
 	w.WriteString(strconv.Itoa(len(r.body)))
 	w.WriteString("\r\n\r\n")
@@ -274,7 +295,7 @@ func (d *Device) handle(sess *session, req *request) response {
 	}
 	var admin bool
 	err := d.digest.Verify(auth, req.method, req.target, func(user string) ([]byte, bool) {
-		ha1, isAdmin, ok := lookupUser(&cur, d.realm, user)
+		ha1, isAdmin, ok := lookupUser(&cur, d.realm, user, sess.pki != nil)
 		admin = isAdmin
 		return ha1, ok
 	})
@@ -322,7 +343,7 @@ func (d *Device) login(sess *session, user string, admin bool, cur mebx.Settings
 	sess.mu.Lock()
 	first := sess.user == ""
 	sess.user, sess.admin = user, admin
-	hold := first && admin && cur.State == mebx.StateIn
+	hold := first && admin && sess.inSetup(&cur)
 	sess.holding = sess.holding || hold
 	sess.mu.Unlock()
 	if !first {

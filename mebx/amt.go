@@ -75,8 +75,15 @@ type Certificate struct {
 type ProvisioningRecord struct {
 	Time    int64  `json:"time"` // AMT clock, seconds since 1970
 	Peer    string `json:"peer"` // the SCS's address
-	TLS     bool   `json:"tls"`  // over TLS-PSK (false: Digest on 16992)
+	TLS     bool   `json:"tls"`  // over TLS (false: Digest on 16992)
 	Session uint64 `json:"session"`
+	// Method is how the SCS proved itself: psk (PID/PPS), pki (a
+	// provisioning certificate) or digest (the MEBx password on 16992).
+	Method string `json:"method,omitempty"`
+	// CertCN and CertRoot name a pki SCS's certificate and the hash table
+	// entry its root matched.
+	CertCN   string `json:"cert_cn,omitempty"`
+	CertRoot string `json:"cert_root,omitempty"`
 }
 
 // Clone returns a deep copy, so that a staged copy never shares slices

@@ -205,10 +205,13 @@ func (s *Settings) Validate() error {
 			return fmt.Errorf("mebx: pps: %w", identity.ErrPPSFormat)
 		}
 	}
-	if s.State != StatePre && s.Mode == ModeEnterprise && s.PID == "" {
+	// Setup mode is entered by PID/PPS (a device provisioned by remote
+	// configuration went from factory straight to provisioned, and may
+	// have neither a PID nor a changed MEBx password).
+	if s.State == StateIn && s.Mode == ModeEnterprise && s.PID == "" {
 		return fmt.Errorf("mebx: %w: provisioning_state %s needs a PID and PPS in enterprise mode", ErrInvalidSetting, s.State)
 	}
-	if s.State != StatePre && !s.PasswordChanged() {
+	if s.State == StateIn && !s.PasswordChanged() {
 		return fmt.Errorf("mebx: %w: provisioning_state %s with the factory password", ErrInvalidSetting, s.State)
 	}
 	for name, a := range map[string]netip.Addr{"scs_address": s.SCSAddress, "ip": s.IP, "netmask": s.Netmask, "gateway": s.Gateway, "dns1": s.DNS1, "dns2": s.DNS2} {

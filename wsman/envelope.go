@@ -106,16 +106,29 @@ func selectors(ss *Node) map[string]string {
 func Marshal(h Header, body string) []byte {
 	var b bytes.Buffer
 	b.Grow(768 + len(body))
-	marshalTo(&b, h, func(b *bytes.Buffer) { b.WriteString(body) })
+	marshalTo(&b, h, "", func(b *bytes.Buffer) { b.WriteString(body) })
 	return b.Bytes()
 }
 
 // marshalTo appends an envelope to b, its body written by body (nil for
 // an empty one): a server writes its answer straight into the buffer
 // that goes on the wire.
-func marshalTo(b *bytes.Buffer, h Header, body func(*bytes.Buffer)) {
+//
+// As AMT does, the Envelope declares every prefix the answer uses (a SOAP,
+// b addressing, c WS-MAN, g enumeration, t transfer, and h the class
+// namespace ns when there is one), so that no element of the body carries
+// an attribute it did not need: consoles with hand-written XML readers
+// (MeshCentral's among them) take an element with attributes for a value
+// with attributes.
+func marshalTo(b *bytes.Buffer, h Header, ns string, body func(*bytes.Buffer)) {
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>`)
-	b.WriteString(`<a:Envelope xmlns:a="` + NSSoap + `" xmlns:b="` + NSAddressing + `" xmlns:c="` + NSWSMan + `"><a:Header>`)
+	b.WriteString(`<a:Envelope xmlns:a="` + NSSoap + `" xmlns:b="` + NSAddressing + `" xmlns:c="` + NSWSMan +
+		`" xmlns:g="` + NSEnumeration + `" xmlns:t="` + NSTransfer)
+	if ns != "" {
+		b.WriteString(`" xmlns:h="`)
+		escape(b, ns)
+	}
+	b.WriteString(`"><a:Header>`)
 	element(b, "b:To", h.To)
 	if h.ReplyTo != "" {
 		b.WriteString(`<b:ReplyTo><b:Address a:mustUnderstand="true">`)

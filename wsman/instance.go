@@ -112,19 +112,27 @@ func (in *Instance) Uint(name string) (uint64, error) {
 	return n, nil
 }
 
-// XML renders the instance with the prefix "h".
+// XML renders the instance with the prefix "h", declared on its element,
+// for the body of a request (Marshal declares only a, b, c, g and t).
 func (in *Instance) XML() string {
 	var b bytes.Buffer
-	in.write(&b)
-	return b.String()
-}
-
-func (in *Instance) write(b *bytes.Buffer) {
 	b.WriteString(`<h:`)
 	b.WriteString(in.Element)
 	b.WriteString(` xmlns:h="`)
-	escape(b, in.NS)
+	escape(&b, in.NS)
 	b.WriteString(`">`)
+	in.writeProps(&b)
+	return b.String()
+}
+
+// write renders the instance for an answer whose Envelope declares h as
+// the instance's namespace.
+func (in *Instance) write(b *bytes.Buffer) {
+	tag(b, `<h:`, in.Element)
+	in.writeProps(b)
+}
+
+func (in *Instance) writeProps(b *bytes.Buffer) {
 	for _, p := range in.Props {
 		if p.EPR != nil {
 			tag(b, `<h:`, p.Name)
@@ -141,14 +149,15 @@ func (in *Instance) write(b *bytes.Buffer) {
 	tag(b, `</h:`, in.Element)
 }
 
+// write renders the reference; b and c are declared on the Envelope.
 func (e *EPR) write(b *bytes.Buffer) {
-	b.WriteString(`<b:Address xmlns:b="` + NSAddressing + `">`)
+	b.WriteString(`<b:Address>`)
 	escape(b, e.Address)
-	b.WriteString(`</b:Address><b:ReferenceParameters xmlns:b="` + NSAddressing + `"><c:ResourceURI xmlns:c="` + NSWSMan + `">`)
+	b.WriteString(`</b:Address><b:ReferenceParameters><c:ResourceURI>`)
 	escape(b, e.ResourceURI)
 	b.WriteString(`</c:ResourceURI>`)
 	if len(e.Selectors) > 0 {
-		writeSelectors(b, `<c:SelectorSet xmlns:c="`+NSWSMan+`">`, e.Selectors)
+		writeSelectors(b, `<c:SelectorSet>`, e.Selectors)
 	}
 	b.WriteString(`</b:ReferenceParameters>`)
 }

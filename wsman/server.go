@@ -64,7 +64,7 @@ func (s *Server) ServeTo(w *bytes.Buffer, body []byte) bool {
 		s.fault(w, h, FaultInvalidHeader("The Action and MessageID headers are required."))
 		return true
 	}
-	action, out, err := s.dispatch(env)
+	action, ns, out, err := s.dispatch(env)
 	if err != nil {
 		var f *Fault
 		if !errors.As(err, &f) {
@@ -73,60 +73,61 @@ func (s *Server) ServeTo(w *bytes.Buffer, body []byte) bool {
 		s.fault(w, h, f)
 		return true
 	}
-	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id(), ResourceURI: h.ResourceURI}, out)
+	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id(), ResourceURI: h.ResourceURI}, ns, out)
 	return false
 }
 
-// dispatch runs the request and returns the response's action and what
-// writes its body (nil for an empty one).
-func (s *Server) dispatch(env *Envelope) (string, func(*bytes.Buffer), error) {
+// dispatch runs the request and returns the response's action, the
+// namespace of the instances in its body (declared as h on the Envelope)
+// and what writes its body (nil for an empty one).
+func (s *Server) dispatch(env *Envelope) (string, string, func(*bytes.Buffer), error) {
 	h := env.Header
 	uri := h.ResourceURI
 	if uri == "" && h.Action != ActionPull && h.Action != ActionRelease {
-		return "", nil, FaultDestinationUnreachable("No ResourceURI in the header.")
+		return "", "", nil, FaultDestinationUnreachable("No ResourceURI in the header.")
 	}
 	switch h.Action {
 	case ActionGet:
 		in, err := s.Handler.Get(uri, h.Selectors)
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
-		return ActionGet + "Response", in.write, nil
+		return ActionGet + "Response", in.NS, in.write, nil
 	case ActionPut:
 		if env.Body == nil {
-			return "", nil, FaultSchemaValidation("Put without an instance in the body.")
+			return "", "", nil, FaultSchemaValidation("Put without an instance in the body.")
 		}
 		in, err := s.Handler.Put(uri, h.Selectors, InstanceFromNode(env.Body))
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
-		return ActionPut + "Response", in.write, nil
+		return ActionPut + "Response", in.NS, in.write, nil
 	case ActionCreate:
 		if env.Body == nil {
-			return "", nil, FaultSchemaValidation("Create without an instance in the body.")
+			return "", "", nil, FaultSchemaValidation("Create without an instance in the body.")
 		}
 		e, err := s.Handler.Create(uri, InstanceFromNode(env.Body))
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
-		return ActionCreate + "Response", func(b *bytes.Buffer) {
-			b.WriteString(`<t:ResourceCreated xmlns:t="` + NSTransfer + `">`)
+		return ActionCreate + "Response", "", func(b *bytes.Buffer) {
+			b.WriteString(`<t:ResourceCreated>`)
 			e.write(b)
 			b.WriteString(`</t:ResourceCreated>`)
 		}, nil
 	case ActionDelete:
 		if err := s.Handler.Delete(uri, h.Selectors); err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
-		return ActionDelete + "Response", nil, nil
+		return ActionDelete + "Response", "", nil, nil
 	case ActionEnumerate:
 		items, err := s.Handler.Enumerate(uri)
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
 		ctx := s.openEnum(items)
-		return ActionEnumerate + "Response", func(b *bytes.Buffer) {
-			b.WriteString(`<g:EnumerateResponse xmlns:g="` + NSEnumeration + `"><g:EnumerationContext>`)
+		return ActionEnumerate + "Response", "", func(b *bytes.Buffer) {
+			b.WriteString(`<g:EnumerateResponse><g:EnumerationContext>`)
 			b.WriteString(ctx)
 			b.WriteString(`</g:EnumerationContext></g:EnumerateResponse>`)
 		}, nil
@@ -136,16 +137,20 @@ func (s *Server) dispatch(env *Envelope) (string, func(*bytes.Buffer), error) {
 		if v := env.Body.Value("MaxElements"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return "", nil, FaultSchemaValidation("MaxElements must be a positive integer.")
+				return "", "", nil, FaultSchemaValidation("MaxElements must be a positive integer.")
 			}
 			max = n
 		}
 		items, more, ok := s.pull(ctx, max)
 		if !ok {
-			return "", nil, FaultInvalidEnumerationContext()
+			return "", "", nil, FaultInvalidEnumerationContext()
 		}
-		return ActionPull + "Response", func(b *bytes.Buffer) {
-			b.WriteString(`<g:PullResponse xmlns:g="` + NSEnumeration + `">`)
+		ns := uri
+		if len(items) > 0 {
+			ns = items[0].NS
+		}
+		return ActionPull + "Response", ns, func(b *bytes.Buffer) {
+			b.WriteString(`<g:PullResponse>`)
 			if more {
 				element(b, "g:EnumerationContext", ctx)
 			}
@@ -161,25 +166,25 @@ func (s *Server) dispatch(env *Envelope) (string, func(*bytes.Buffer), error) {
 		}, nil
 	case ActionRelease:
 		s.pull(env.Body.Value("EnumerationContext"), -1)
-		return ActionRelease + "Response", nil, nil
+		return ActionRelease + "Response", "", nil, nil
 	}
 	method, ok := strings.CutPrefix(h.Action, uri+"/")
 	if !ok || method == "" || strings.Contains(method, "/") {
-		return "", nil, FaultActionNotSupported(h.Action)
+		return "", "", nil, FaultActionNotSupported(h.Action)
 	}
 	in := &Instance{Element: method + "_INPUT", NS: uri}
 	if env.Body != nil {
 		if env.Body.Name.Local != method+"_INPUT" {
-			return "", nil, FaultSchemaValidation(fmt.Sprintf("The body of %s must be %s_INPUT.", method, method))
+			return "", "", nil, FaultSchemaValidation(fmt.Sprintf("The body of %s must be %s_INPUT.", method, method))
 		}
 		in = InstanceFromNode(env.Body)
 	}
 	out, err := s.Handler.Invoke(uri, method, h.Selectors, in)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	out.Element, out.NS = method+"_OUTPUT", uri
-	return h.Action + "Response", out.write, nil
+	return h.Action + "Response", uri, out.write, nil
 }
 
 func (s *Server) fault(w *bytes.Buffer, h Header, f *Fault) {
@@ -188,7 +193,7 @@ func (s *Server) fault(w *bytes.Buffer, h Header, f *Fault) {
 		action = ActionFault
 	}
 	body := f.XML()
-	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id()}, func(b *bytes.Buffer) { b.WriteString(body) })
+	marshalTo(w, Header{To: Anonymous, RelatesTo: h.MessageID, Action: action, MessageID: s.id()}, "", func(b *bytes.Buffer) { b.WriteString(body) })
 }
 
 // id numbers responses the way AMT does: a fixed uuid with a counter.

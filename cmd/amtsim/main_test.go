@@ -127,13 +127,13 @@ func TestRunStaticFromStore(t *testing.T) {
 	assert.Contains(t, out, "pid=0000037M", "the Hello carries the PID from the store")
 }
 
-// A factory-fresh device leases and listens but sends no Hello; the run
-// ends when it says so.
+// A factory-fresh device has no PID/PPS but remote configuration on: it
+// sends the PKI Hello with AMT 5's five factory hashes.
 func TestRunFactory(t *testing.T) {
 	code, out, stderr := amtsim(t, "run", "--factory")
 	require.Equal(t, exitOK, code, stderr)
-	assert.Contains(t, out, "msg=hello.off")
-	assert.NotContains(t, out, "msg=hello.sent")
+	assert.Regexp(t, `msg=hello.sent .*version=PKI .*hashes=5 admin_set=false`, out)
+	assert.Regexp(t, `msg=hello.received .*version=PKI`, out)
 }
 
 // A store file that does not exist is created in setup mode, readable by

@@ -44,7 +44,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	timeout := fs.Duration("timeout", 0, "give up after this long (default 60s with --until hello, none with forever)")
 	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
 	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password set on devices whose store is empty")
-	factory := fs.Bool("factory", false, "devices with an empty store boot factory-fresh (no PID/PPS, no Hello)")
+	factory := fs.Bool("factory", false, "devices with an empty store boot factory-fresh (no PID/PPS: the PKI Hello of remote configuration)")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
