@@ -60,15 +60,15 @@ type CertRefusal struct {
 
 // The reasons of CertRefusal.
 const (
-	RefuseNoCert     = "no_client_certificate"
-	RefuseMalformed  = "malformed_certificate"
-	RefuseChain      = "chain_broken"
-	RefuseRootHash   = "root_hash_not_active"
-	RefuseUsage      = "not_a_setup_certificate"
-	RefuseDomain     = "cn_outside_domain"
-	RefuseExpired    = "certificate_expired"
-	RefuseNoDomain   = "no_domain_to_match"
-	RefusePKINotOn   = "remote_configuration_off"
+	RefuseNoCert    = "no_client_certificate"
+	RefuseMalformed = "malformed_certificate"
+	RefuseChain     = "chain_broken"
+	RefuseRootHash  = "root_hash_not_active"
+	RefuseUsage     = "not_a_setup_certificate"
+	RefuseDomain    = "cn_outside_domain"
+	RefuseExpired   = "certificate_expired"
+	RefuseNoDomain  = "no_domain_to_match"
+	RefusePKINotOn  = "remote_configuration_off"
 )
 
 func (e *CertRefusal) Error() string {
