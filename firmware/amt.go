@@ -282,6 +282,39 @@ func (s *session) SetTLSCertificate(certID string) ptstatus.Code {
 	})
 }
 
+// DeleteCredential removes a certificate (cert) or key pair by InstanceID;
+// the one TLS serves with, or its key, is refused (STORAGE_ACL_ENTRY_IN_USE
+// is AMT's "in use").
+func (s *session) DeleteCredential(cert bool, id string) ptstatus.Code {
+	return s.change(func(m *mebx.Settings) ptstatus.Code {
+		a := &m.AMT
+		if cert {
+			i := slices.IndexFunc(a.Certs, func(c mebx.Certificate) bool { return c.ID == id })
+			if i < 0 {
+				return ptstatus.InvalidHandle
+			}
+			if a.TLSCert == id {
+				return ptstatus.StorageACLEntryInUse
+			}
+			a.Certs = slices.Delete(a.Certs, i, i+1)
+			return ptstatus.Success
+		}
+		i := slices.IndexFunc(a.Keys, func(k mebx.KeyPair) bool { return k.ID == id })
+		if i < 0 {
+			return ptstatus.InvalidHandle
+		}
+		for _, c := range a.Certs {
+			if c.ID == a.TLSCert {
+				if kp, err := certKey(a, c.DER); err == nil && kp.ID == id {
+					return ptstatus.StorageACLEntryInUse
+				}
+			}
+		}
+		a.Keys = slices.Delete(a.Keys, i, i+1)
+		return ptstatus.Success
+	})
+}
+
 // ClearTLSCertificate removes the TLS credential context.
 func (s *session) ClearTLSCertificate() ptstatus.Code {
 	return s.change(func(m *mebx.Settings) ptstatus.Code {

@@ -112,17 +112,17 @@ func eoiMethodFor(key string) eoiMethod {
 	switch key {
 	case eoi.SecurityAdministration + ".GetCoreVersion":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {
-			return ok(eoi.F("Version", FirmwareVersion))
+			return ok(eoi.F("Version", s.d.prof.Version))
 		}
 	case eoi.GeneralInfo + ".GetCoreVersion":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {
-			return ok(eoi.F("Version", FirmwareVersion))
+			return ok(eoi.F("Version", s.d.prof.Version))
 		}
 	case eoi.GeneralInfo + ".GetCodeVersions":
 		return func(s *session, r *eoi.Request) (ptstatus.Code, []eoi.Field) {
 			return ok(eoi.F("BiosVersion", "A05"),
-				eoi.Field{Name: "Versions", Children: []eoi.Field{eoi.F("Description", "AMT"), eoi.F("Version", FirmwareVersion)}},
-				eoi.Field{Name: "Versions", Children: []eoi.Field{eoi.F("Description", "Flash"), eoi.F("Version", FirmwareVersion)}})
+				eoi.Field{Name: "Versions", Children: []eoi.Field{eoi.F("Description", "AMT"), eoi.F("Version", s.d.prof.Version)}},
+				eoi.Field{Name: "Versions", Children: []eoi.Field{eoi.F("Description", "Flash"), eoi.F("Version", s.d.prof.Version)}})
 		}
 	case eoi.GeneralInfo + ".GetProvisioningMode":
 		return getProvisioningMode

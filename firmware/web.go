@@ -319,7 +319,7 @@ func (d *Device) handle(sess *session, req *request) response {
 		}
 		r.body = sess.out.Bytes()
 		return r
-	case req.method == http.MethodPost && eoi.ServiceAt(req.path) != "":
+	case req.method == http.MethodPost && d.prof.EOI && eoi.ServiceAt(req.path) != "":
 		code, out := d.serveEOI(sess, req.path, req.body)
 		return response{status: code, contentType: "text/xml; charset=utf-8", body: out}
 	case req.method == http.MethodGet && (req.path == "/" || req.path == "/index.htm"):

@@ -14,7 +14,8 @@ import (
 	"github.com/amtsim/amtsim/wsman"
 )
 
-// FirmwareVersion is the AMT version the device reports.
+// FirmwareVersion is the AMT version an AMT 5 device reports
+// (Profile.Version for the device's own generation).
 const FirmwareVersion = "5.0.32"
 
 // wsmanHandler is the WS-MAN front end onto one session.
@@ -82,6 +83,11 @@ func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, 
 			return items[0], nil
 		}
 		return nil, wsman.FaultInvalidSelectors("No instance with InstanceID " + sel["InstanceID"])
+	case wsman.HostBasedSetupService:
+		if !d.prof.HostBasedSetup {
+			break // AMT 5 has no such class: DestinationUnreachable, as for any other
+		}
+		return d.hostBasedSetup(&v), nil
 	case wsman.AuthorizationService, wsman.TimeSynchronizationService, wsman.PublicKeyManagementService, wsman.PowerManagementService:
 		return wsman.NewInstance(uri).Set("CreationClassName", wsman.ClassName(uri)).Set("Name", "Intel(r) AMT "+wsman.ClassName(uri)[4:]).
 			Set("SystemCreationClassName", "CIM_ComputerSystem").Set("SystemName", "Intel(r) AMT"), nil
@@ -130,6 +136,28 @@ func (d *Device) generalSettings(v *mebx.Settings) *wsman.Instance {
 		Set("RmcpPingResponseEnabled", "true").
 		Set("SharedFQDN", "true").
 		Set("WsmanOnlyMode", "false")
+}
+
+// hostBasedSetup is IPS_HostBasedSetupService (AMT 6.2 and later). A
+// device provisioned by an SCS (PSK or a provisioning certificate) is in
+// Admin Control Mode, 2; 0 before provisioning.
+func (d *Device) hostBasedSetup(v *mebx.Settings) *wsman.Instance {
+	mode := "0"
+	if v.State == mebx.StatePost {
+		mode = "2"
+	}
+	return wsman.NewInstance(wsman.HostBasedSetupService).
+		Set("AllowedControlModes", "2", "1").
+		Set("CertChainStatus", "0").
+		Set("ConfigurationNonce", "").
+		Set("CreationClassName", "IPS_HostBasedSetupService").
+		Set("CurrentControlMode", mode).
+		Set("ElementName", "Intel(r) AMT Host Based Setup Service").
+		Set("EnabledState", "5").
+		Set("Name", "Intel(r) AMT Host Based Setup Service").
+		Set("RequestedState", "12").
+		Set("SystemCreationClassName", "CIM_ComputerSystem").
+		Set("SystemName", "Intel(r) AMT")
 }
 
 func tlsSettings(v *mebx.Settings, id string) *wsman.Instance {
@@ -357,10 +385,24 @@ func (h *wsmanHandler) Delete(uri string, sel map[string]string) error {
 	if err := h.denied(); err != nil {
 		return err
 	}
-	if uri == wsman.TLSCredentialContext {
+	switch uri {
+	case wsman.TLSCredentialContext:
 		st := h.s.ClearTLSCertificate()
 		if st != ptstatus.Success {
 			return wsman.FaultInvalidSelectors("No TLS credential context")
+		}
+		return nil
+	case wsman.PublicKeyCertificate, wsman.PublicPrivateKeyPair:
+		if _, err := h.Get(uri, sel); err != nil {
+			return err
+		}
+		st := h.s.DeleteCredential(uri == wsman.PublicKeyCertificate, sel["InstanceID"])
+		h.s.d.call(h.s, "Delete "+wsman.ClassName(uri), st)
+		if st != ptstatus.Success {
+			// AMT refuses to delete what TLS uses (consoles rely on it:
+			// MeshCentral's clean-up tries every certificate).
+			return &wsman.Fault{Code: "Sender", Subcode: "c:AccessDenied", Reason: "The credential is in use: " + st.String(),
+				Detail: fmt.Sprint(uint32(st))}
 		}
 		return nil
 	}
@@ -375,9 +417,10 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 	switch uri {
 	case wsman.SoftwareIdentity:
 		var out []*wsman.Instance
-		for _, p := range [][2]string{{"Flash", FirmwareVersion}, {"Netstack", FirmwareVersion}, {"AMTApps", FirmwareVersion},
-			{"AMT", FirmwareVersion}, {"Sku", "8"}, {"VendorID", "8086"}, {"Build Number", "1152"}, {"Recovery Version", FirmwareVersion},
-			{"Recovery Build Num", "1152"}, {"Legacy Mode", "False"}} {
+		prof := &h.s.d.prof
+		for _, p := range [][2]string{{"Flash", prof.Version}, {"Netstack", prof.Version}, {"AMTApps", prof.Version},
+			{"AMT", prof.Version}, {"Sku", "8"}, {"VendorID", "8086"}, {"Build Number", prof.Build}, {"Recovery Version", prof.Version},
+			{"Recovery Build Num", prof.Build}, {"Legacy Mode", "False"}} {
 			out = append(out, wsman.NewInstance(uri).Set("InstanceID", p[0]).Set("IsEntity", "true").Set("VersionString", p[1]))
 		}
 		return out, nil

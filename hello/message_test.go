@@ -2,6 +2,7 @@ package hello
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -157,6 +158,82 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 		if s.Version != m.Version || s.Retry != m.Retry || s.PID != m.PID || len(s.Hashes) != len(m.Hashes) {
 			t.Fatalf("Read %+v, Unmarshal %+v", s, m)
+		}
+	})
+}
+
+// FuzzPKIHello holds the version 3 decoder to the layout as an SCS reads
+// it (MeshCentral's parser, docs/protocol.md §11), written out here a
+// second time: u16 admin ≤ 1, u16 version 3, u32 retry, 16-byte UUID, u8 N,
+// N × {type 1/2/3, length 20/32/48, hash}. Where that reading takes the
+// bytes whole, Unmarshal must take them and agree; where Unmarshal takes a
+// version 3 Hello, that reading must too.
+func FuzzPKIHello(f *testing.F) {
+	id, _ := identity.Of(1, 0, 0)
+	seed := func(hs ...CertHash) {
+		m := Message{AdminSet: true, Version: VersionPKI, UUID: id.UUID, Hashes: hs}
+		b, err := m.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	var sha1s, sha256s []CertHash
+	for i := range 5 {
+		sha1s = append(sha1s, CertHash{Type: HashSHA1, Hash: bytes.Repeat([]byte{byte(i)}, 20)})
+	}
+	for i := range 23 {
+		sha256s = append(sha256s, CertHash{Type: HashSHA256, Hash: bytes.Repeat([]byte{byte(i)}, 32)})
+	}
+	seed(sha1s...)
+	seed(sha256s...)
+	seed(CertHash{Type: HashSHA384, Hash: make([]byte, 48)}, CertHash{Type: HashSHA1, Hash: make([]byte, 20)})
+	seed()
+	f.Add(append(make([]byte, 2), 3, 0, 0, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		type entry struct {
+			typ  byte
+			hash []byte
+		}
+		reference := func() ([]entry, bool) {
+			if len(b) < 25 || binary.LittleEndian.Uint16(b[0:]) > 1 || binary.LittleEndian.Uint16(b[2:]) != 3 ||
+				binary.LittleEndian.Uint32(b[4:]) > MaxRetry {
+				return nil, false
+			}
+			var out []entry
+			p := 25
+			for range int(b[24]) {
+				if p+2 > len(b) {
+					return nil, false
+				}
+				size := map[byte]int{1: 20, 2: 32, 3: 48}[b[p]]
+				if size == 0 || int(b[p+1]) != size || p+2+size > len(b) {
+					return nil, false
+				}
+				out = append(out, entry{b[p], b[p+2 : p+2+size]})
+				p += 2 + size
+			}
+			return out, p == len(b)
+		}
+		want, whole := reference()
+		var m Message
+		err := m.Unmarshal(b)
+		if whole != (err == nil && m.Version == VersionPKI) {
+			t.Fatalf("reference whole=%v, Unmarshal %+v, %v", whole, m, err)
+		}
+		if !whole {
+			return
+		}
+		if len(m.Hashes) != len(want) {
+			t.Fatalf("%d hashes, the reference reads %d", len(m.Hashes), len(want))
+		}
+		for i, h := range m.Hashes {
+			if byte(h.Type) != want[i].typ || !bytes.Equal(h.Hash, want[i].hash) {
+				t.Fatalf("hash %d: %v, the reference reads %v", i, h, want[i])
+			}
+		}
+		if got := m.UUID.SMBIOSBytes(); !bytes.Equal(got[:], b[8:24]) {
+			t.Fatalf("UUID %s is not bytes 8–24 in SMBIOS order", m.UUID)
 		}
 	})
 }

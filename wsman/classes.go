@@ -20,6 +20,7 @@ const (
 	AssociatedPowerManagement    = CIMSchema + "CIM_AssociatedPowerManagementService"
 	PowerManagementService       = CIMSchema + "CIM_PowerManagementService"
 	ComputerSystem               = CIMSchema + "CIM_ComputerSystem"
+	HostBasedSetupService        = IPSSchema + "IPS_HostBasedSetupService"
 
 	TLSSettingsNetwork    = "Intel(r) AMT 802.3 TLS Settings"
 	TLSSettingsLocal      = "Intel(r) AMT LMS TLS Settings"

@@ -26,6 +26,7 @@ const (
 	// Resource URI prefixes of the AMT and CIM classes.
 	AMTSchema = "http://intel.com/wbem/wscim/1/amt-schema/1/"
 	CIMSchema = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
+	IPSSchema = "http://intel.com/wbem/wscim/1/ips-schema/1/"
 )
 
 // Actions.
