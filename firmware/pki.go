@@ -272,7 +272,13 @@ func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func (d *Device) setupTLS(ctx context.Context, c net.Conn, s *mebx.Settings) (net.Conn, *pkiPeer, error) {
 	br := bufio.NewReaderSize(c, 4096)
 	pc := &peekedConn{Conn: c, r: br}
+	// The wait for the ClientHello has the handshake's bound; PowerOff
+	// closes the connection, which ends it too.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(dl)
+	}
 	suites, perr := tlspsk.PeekSuites(br)
+	_ = c.SetReadDeadline(time.Time{})
 	psk := d.prof.PSK && s.PID != ""
 	wantsPSK := perr == nil && slices.ContainsFunc(suites, tlspsk.IsPSKSuite)
 	switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -574,8 +575,9 @@ func (s *Server) settle(j job) {
 // 16993, or Digest on 16992 without TLS. The device re-arms its ports just
 // after the commit, so a refused or reset connection is tried again, with
 // a growing pause, for VerifyWindow. A Digest 401 ends it at once; so does
-// a TLS alert when alertIsFinal (settling, long after any commit, when an
-// alert means the device still speaks TLS-PSK: it never committed).
+// a TLS alert or a certificate not of our CA when alertIsFinal (settling,
+// long after any commit, when either means the device is still in setup:
+// it never committed).
 func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, alertIsFinal bool) error {
 	var last error
 	end := time.Now().Add(s.o.VerifyWindow)
@@ -613,8 +615,11 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, a
 		last = err
 		// The device answered, and not as a provisioned one: no point
 		// trying again.
+		// So has a device that shows a certificate our CA did not issue: a
+		// device in setup serves its own for remote configuration.
 		var op *net.OpError
-		if strings.Contains(err.Error(), "401") || alertIsFinal && errors.As(err, &op) && op.Op == "remote error" {
+		var cv *tls.CertificateVerificationError
+		if strings.Contains(err.Error(), "401") || alertIsFinal && (errors.As(err, &op) && op.Op == "remote error" || errors.As(err, &cv)) {
 			return fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 	}
