@@ -15,9 +15,11 @@ run:
 ## unit and integration tests; tests whose peer is missing or that need root skip, listed at the end
 test: fmt-check vet peers unit
 
-## peers: install the programs the tests talk to (internal/peer/peers.txt) when missing
+## peers: install the programs the tests talk to (internal/peer/peers.txt) when missing, and MeshCentral into a cache (scripts/meshcentral)
 peers:
 	@bash scripts/peers
+	@bash scripts/meshcentral
+	@bash scripts/meshcentral
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

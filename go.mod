@@ -2,6 +2,12 @@ module github.com/amtsim/amtsim
 
 go 1.26.3
 
+// AMT, like OpenSSL, takes certificates whose serial number is negative
+// (a DER INTEGER with its top bit set), and SCSs issue them: MeshCentral
+// writes a decimal serial where node-forge reads hex, so a few of its
+// device certificates in a hundred have one. Go refuses them by default.
+godebug x509negativeserial=1
+
 require (
 	github.com/google/gopacket v1.1.19
 	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b

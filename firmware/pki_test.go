@@ -26,6 +26,7 @@ import (
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/ptstatus"
 	"github.com/amtsim/amtsim/wsman"
 )
 
@@ -225,4 +226,23 @@ func TestFitsDomain(t *testing.T) {
 	} {
 		assert.Equal(t, tc.ok, fitsDomain(tc.cn, tc.domain), "%q under %q", tc.cn, tc.domain)
 	}
+}
+
+// AddCertificate takes a certificate with a negative serial number, as
+// AMT does and as MeshCentral issues a few in a hundred (go.mod's godebug).
+func TestAddCertificateNegativeSerial(t *testing.T) {
+	rk, _ := pkiKeys(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x1234), Subject: pkix.Name{CommonName: "IntelAMT-0123456789ab"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rk.PublicKey, rk)
+	require.NoError(t, err)
+	i := strings.Index(string(der), "\x02\x02\x12\x34")
+	require.Positive(t, i)
+	der[i+2], der[i+3] = 0x99, 0x99 // serial -26215: the signature no longer matches, which AddCertificate does not check
+	c, err := x509.ParseCertificate(der)
+	require.NoError(t, err, "negative serials parse")
+	assert.Negative(t, c.SerialNumber.Sign())
+	s := &session{d: &Device{}, staged: &mebx.Settings{State: mebx.StateIn}}
+	_, st := s.AddCertificate(der)
+	assert.Equal(t, ptstatus.Success, st)
 }

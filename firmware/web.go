@@ -233,9 +233,12 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		resp := d.handle(sess, req)
 		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
-		// over: say so, so that the client does not reuse the connection.
-		closing := req.close || sess.over
-		if err := writeResponse(bw, resp, closing); err != nil || closing {
+		// over and the device closes the connection once the answer is out.
+		// The answer itself says nothing of it, as AMT's does not:
+		// MeshCentral ignores the body of an answer marked
+		// "Connection: close" that is not chunked, and would read the
+		// commit as failed (601).
+		if err := writeResponse(bw, resp, req.close); err != nil || req.close || sess.over {
 			return
 		}
 	}

@@ -54,9 +54,15 @@ type Options struct {
 	// in-memory one. An empty store is readied as ReadyStore does; one that
 	// holds settings boots with them.
 	Store func(i int) mebx.Store
-	// Factory readies empty stores factory-fresh (no PID/PPS, no Hello)
-	// instead of for the SCS.
+	// Factory readies empty stores factory-fresh (no PID/PPS: with remote
+	// configuration on, as from the factory, the PKI Hello) instead of with
+	// PID/PPS for a PSK SCS.
 	Factory bool
+	// MEBx are KEY=VALUE entries (mebx.Settings.Set) typed into every
+	// readied store after that: a custom root hash, a PKI DNS suffix.
+	MEBx []string
+	// Profile is the devices' firmware generation; zero value firmware.AMT5.
+	Profile firmware.Profile
 	// Capture gives device i a capture of its frames; nil, or a nil
 	// capture, records nothing. The fleet closes what it is given at Stop.
 	Capture func(i int, id identity.Identity) (*nic.Capture, error)
@@ -142,6 +148,15 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 	if err := mebx.CheckPassword(o.Password); err != nil && !o.Factory {
 		return nil, fmt.Errorf("fleet: MEBx password: %w", err)
 	}
+	if o.Profile.Name == "" {
+		o.Profile = firmware.AMT5()
+	}
+	if len(o.MEBx) > 0 {
+		s := o.Profile.Factory()
+		if err := s.Set(o.MEBx...); err != nil {
+			return nil, fmt.Errorf("fleet: MEBx settings: %w", err)
+		}
+	}
 	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{})}
 	for _, s := range States {
 		f.counts.Store(s, new(atomic.Int64))
@@ -192,7 +207,7 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, er
 	if st == nil {
 		st = mebx.NewMemStore()
 	}
-	if err := ReadyStore(st, id, o.Password, o.Factory); err != nil {
+	if err := ReadyStore(st, id, ReadyOptions{Password: o.Password, Factory: o.Factory, Profile: o.Profile, MEBx: o.MEBx}); err != nil {
 		return fmt.Errorf("fleet: device %d: %w", i, err)
 	}
 	var capture *nic.Capture
@@ -204,7 +219,7 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, er
 			f.captures = append(f.captures, capture)
 		}
 	}
-	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock,
+	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock, Profile: o.Profile,
 		Schedule: o.Schedule, Events: f.sink(i), Capture: capture}
 	if o.KeyPool > 0 {
 		fo.KeyPairs = pool
@@ -320,24 +335,42 @@ func (f *Fleet) Silent() []string {
 	return out
 }
 
+// ReadyOptions say how ReadyStore readies a store.
+type ReadyOptions struct {
+	// Password is the MEBx password set when not Factory.
+	Password string
+	// Factory leaves the settings factory-fresh.
+	Factory bool
+	// Profile gives the factory settings (its root hash table).
+	Profile firmware.Profile
+	// MEBx are entries typed in afterwards.
+	MEBx []string
+}
+
 // ReadyStore gives an empty store the settings of a device an IT
 // department has readied for the SCS, as its USB setup key would: MEBx
 // password changed and the identity's PID/PPS entered (setup mode).
-// factory leaves it factory-fresh. A store that holds settings is left as
-// it is.
-func ReadyStore(st mebx.Store, id identity.Identity, password string, factory bool) error {
+// o.Factory leaves it factory-fresh. o.MEBx entries follow. A store that
+// holds settings is left as it is.
+func ReadyStore(st mebx.Store, id identity.Identity, o ReadyOptions) error {
 	_, err := st.Load()
 	if !errors.Is(err, mebx.ErrNoSettings) {
 		return err // existing settings (or a store that cannot be read)
 	}
-	s := mebx.Defaults()
-	if !factory {
-		if err := s.SetPassword(password); err != nil {
+	if o.Profile.Name == "" {
+		o.Profile = firmware.AMT5()
+	}
+	s := o.Profile.Factory()
+	if !o.Factory {
+		if err := s.SetPassword(o.Password); err != nil {
 			return err
 		}
 		if err := s.SetPIDPPS(id.PID, id.PPS); err != nil {
 			return err
 		}
+	}
+	if err := s.Set(o.MEBx...); err != nil {
+		return err
 	}
 	return st.Save(s)
 }

@@ -8,6 +8,9 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/amtsim/amtsim/firmware"
+	"github.com/amtsim/amtsim/fleet"
 )
 
 // usageError marks a wrong command line: exit 2, one line, then the
@@ -127,3 +130,37 @@ const (
 	minTimeScale = 0.01
 	maxTimeScale = 100000
 )
+
+// deviceFlags are the flags run and fleet share to shape the devices:
+// their firmware generation and MEBx entries typed into readied stores.
+type deviceFlags struct {
+	firmware string
+	mebx     []string
+}
+
+func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
+	d := &deviceFlags{}
+	fs.StringVar(&d.firmware, "firmware", "amt5", "firmware profile: "+strings.Join(firmware.ProfileNames(), " | ")+" (amt5: the OptiPlex 960's AMT 5.0)")
+	fs.Func("mebx", "KEY=VALUE typed into every readied MEBx store (repeatable; keys of amtsim mebx set), e.g. --mebx 'pki.hash=Lab Root=sha256:HEX'", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		d.mebx = append(d.mebx, v)
+		return nil
+	})
+	return d
+}
+
+// apply checks the flags and sets them on fleet options.
+func (d *deviceFlags) apply(fs *flag.FlagSet, fo *fleet.Options) error {
+	p, err := firmware.ProfileByName(d.firmware)
+	if err != nil {
+		return bad(fs, "--firmware: %v", err)
+	}
+	s := p.Factory()
+	if err := s.Set(d.mebx...); err != nil {
+		return bad(fs, "--mebx: %v", err)
+	}
+	fo.Profile, fo.MEBx = p, d.mebx
+	return nil
+}

@@ -58,6 +58,8 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	dir := fs.String("scs-dir", "", "keep the embedded SCS's database and CA here (default: a temporary directory)")
 	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
 	password := fs.String("mebx-password", defaultMEBxPassword, "the MEBx password the devices are readied with")
+	provisioning := fs.String("provisioning", "psk", "psk: devices readied with PID/PPS for a PSK SCS | pki: factory-fresh devices with remote configuration, for a PKI SCS (MeshCentral)")
+	dev := addDeviceFlags(fs)
 	steps := fs.Bool("steps", false, "print each device's milestones: power-on, address, SCS found, Hello, provisioned (default for up to 50 devices)")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -69,6 +71,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	c.durationIn("deadline", *deadline, time.Millisecond, 100*365*24*time.Hour)
 	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)
 	c.oneOf("log-format", *logFormat, "text", "json")
+	c.oneOf("provisioning", *provisioning, "psk", "pki")
 	if c.err != nil {
 		return c.err
 	}
@@ -107,7 +110,11 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 			}
 		}()
 	}
-	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale)}
+	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale),
+		Factory: *provisioning == "pki"}
+	if err := dev.apply(fs, &fo); err != nil {
+		return err
+	}
 	stepsSet := false
 	fs.Visit(func(f *flag.Flag) { stepsSet = stepsSet || f.Name == "steps" })
 	switch {

@@ -45,6 +45,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scale := fs.Float64("time-scale", 1, "run the firmware's schedules this many times faster than real time")
 	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password set on devices whose store is empty")
 	factory := fs.Bool("factory", false, "devices with an empty store boot factory-fresh (no PID/PPS: the PKI Hello of remote configuration)")
+	dev := addDeviceFlags(fs)
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -95,6 +96,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	fo := fleet.Options{Devices: *devices, Seed: *seed, Shard: *shard, Password: *password, Factory: *factory,
 		Clock: clk, Events: firmware.LogSink(handler)}
+	if err := dev.apply(fs, &fo); err != nil {
+		return err
+	}
 	if *storePath != "" {
 		fo.Store = func(i int) mebx.Store {
 			if i == 0 {
