@@ -51,7 +51,7 @@ type chain struct {
 	rootDER []byte
 }
 
-func newChain(t *testing.T) chain {
+func newChain(t testing.TB) chain {
 	t.Helper()
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
@@ -90,7 +90,7 @@ type lab struct {
 	certs  string // MeshCentral's own certificates, made by the first start
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	netns.Need(t, "dnsmasq")
 	Need(t)
 	ns := netns.New(t)
@@ -117,7 +117,7 @@ func newLab(t *testing.T) *lab {
 	return &lab{ns: ns, tap: tap, stacks: stacks, chain: newChain(t), certs: t.TempDir()}
 }
 
-func (l *lab) meshcentral(t *testing.T, unpatched, secLevel0 bool) *Server {
+func (l *lab) meshcentral(t testing.TB, unpatched, secLevel0 bool) *Server {
 	t.Helper()
 	certs := ""
 	if m, _ := filepath.Glob(filepath.Join(l.certs, "*.key")); len(m) > 0 {
@@ -158,9 +158,31 @@ func (r *record) named(dev, name string) []firmware.Event {
 	return out
 }
 
+// loggedInAfterCommit reports whether dev had a login after its commit.
+func (r *record) loggedInAfterCommit(dev string) bool {
+	prov := r.named(dev, "provisioned")
+	if len(prov) == 0 {
+		return false
+	}
+	for _, e := range r.named(dev, "session.login") {
+		if e.Time.After(prov[0].Time) {
+			return true
+		}
+	}
+	return false
+}
+
 // bootFleet powers on n factory-fresh devices of profile p that trust the
 // lab's root, on the lab's TAP.
-func (l *lab) bootFleet(t *testing.T, ctx context.Context, n, shard int, p firmware.Profile, st func(int) mebx.Store) (*fleet.Fleet, *record) {
+func (l *lab) bootFleet(t testing.TB, ctx context.Context, n, shard int, p firmware.Profile, st func(int) mebx.Store) (*fleet.Fleet, *record) {
+	t.Helper()
+	f, rec := l.newFleet(t, ctx, n, shard, p, st)
+	require.NoError(t, f.Start(ctx))
+	return f, rec
+}
+
+// newFleet makes the devices of bootFleet, powered off.
+func (l *lab) newFleet(t testing.TB, ctx context.Context, n, shard int, p firmware.Profile, st func(int) mebx.Store) (*fleet.Fleet, *record) {
 	t.Helper()
 	rec := &record{}
 	f, err := fleet.New(ctx, fleet.Options{Devices: n, Seed: 4901, Shard: shard, Uplink: l.tap, Stacks: l.stacks,
@@ -180,7 +202,6 @@ func (l *lab) bootFleet(t *testing.T, ctx context.Context, n, shard int, p firmw
 			}
 		}
 	})
-	require.NoError(t, f.Start(ctx))
 	return f, rec
 }
 
@@ -287,18 +308,8 @@ func TestMeshCentralBareMetalActivation(t *testing.T) {
 			// password, which reached the device only as the
 			// DigestPassword of SetAdminAclEntryEx: a login after the
 			// commit is proof it took.
-			require.Eventually(t, func() bool {
-				prov := rec.named(dev.ID(), "provisioned")
-				if len(prov) == 0 {
-					return false
-				}
-				for _, e := range rec.named(dev.ID(), "session.login") {
-					if e.Time.After(prov[0].Time) {
-						return true
-					}
-				}
-				return false
-			}, time.Minute, 100*time.Millisecond, "%s: MeshCentral's management login after the activation", dev.ID())
+			require.Eventually(t, func() bool { return rec.loggedInAfterCommit(dev.ID()) },
+				time.Minute, 100*time.Millisecond, "%s: MeshCentral's management login after the activation", dev.ID())
 		}
 	})
 }
