@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
@@ -26,6 +28,11 @@ type EmbeddedOptions struct {
 	// Password are set already).
 	SCS func(*scs.ServerOptions)
 	LAN lan.NetworkOptions
+	// PKI provisions by remote configuration instead of PSK: the SCS's CA
+	// issues a provisioning certificate for ProvisionServer.<domain>, the
+	// devices boot factory-fresh with the CA's hash in their table, and
+	// they send the PKI Hello.
+	PKI bool
 }
 
 // Embedded is a running embedded default.
@@ -42,6 +49,7 @@ type Embedded struct {
 	mu      sync.Mutex
 	srv     *scs.Server
 	ln      *nic.Listener
+	pki     *tls.Certificate
 	servers []*scs.Server // every SCS run, for the summary
 }
 
@@ -79,6 +87,13 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	}
 	fo := o.Fleet
 	fo.Uplink, fo.Stacks = e.Net.Segment, e.Stacks
+	if o.PKI {
+		if e.pki, err = e.CA.ProvisioningCertificate(firmware.ProvisionServer + "." + e.Net.Domain()); err != nil {
+			return nil, err
+		}
+		fo.Factory = true
+		fo.MEBx = append([]string{"pki.hash=" + e.CA.RootHashEntry()}, fo.MEBx...)
+	}
 	var progress func(done, total int)
 	if fo.Setup != nil {
 		progress = func(done, total int) { fo.Setup("database", done, total) }
@@ -108,7 +123,7 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 	// puts minutes away once its first five have gone unanswered (a
 	// 20,000-device run sat idle for 80 s at a time with the default).
 	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: scs.DefaultProfile(e.Net.Domain()),
-		Dial: e.host.DialContext, Queue: e.o.Fleet.Devices}
+		Dial: e.host.DialContext, Queue: e.o.Fleet.Devices, PKI: e.pki}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)
 	}

@@ -238,3 +238,59 @@ func TestVerifyRetriesAlertsAfterCommit(t *testing.T) {
 	assert.Zero(t, ss.Failed, "%+v", ss.Failures)
 	assert.Equal(t, uint64(1), ss.Provisioned)
 }
+
+// Remote configuration end to end: factory-fresh devices of both
+// generations that trust the SCS's CA send the PKI Hello, and the SCS
+// provisions them with its provisioning certificate; the same transaction
+// follows the login as on the PSK path, the devices keep no PID, and the
+// SCS's record is found by UUID.
+func TestEmbeddedFleetPKI(t *testing.T) {
+	for _, p := range []firmware.Profile{firmware.AMT5(), firmware.AMT11()} {
+		t.Run(p.Name, func(t *testing.T) {
+			const n = 40
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(), PKI: true,
+				Fleet: Options{Devices: n, Seed: 14, Password: testPassword, Profile: p}})
+			require.NoError(t, err)
+			t.Cleanup(e.Close)
+			require.NoError(t, e.Fleet.Start(ctx))
+			if err := e.Wait(ctx); err != nil {
+				t.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
+			}
+			for i, d := range e.Fleet.Devices() {
+				st, err := d.Settings()
+				require.NoError(t, err)
+				assert.Equal(t, mebx.StatePost, st.State, "device %d", i)
+				require.NotNil(t, st.AMT.Audit)
+				assert.Equal(t, "pki", st.AMT.Audit.Method)
+				assert.Equal(t, "ProvisionServer."+e.Net.Domain(), st.AMT.Audit.CertCN)
+				assert.Empty(t, st.PID, "remote configuration gives no PID/PPS")
+				assert.True(t, st.AMT.TLSEnabled)
+				assert.Equal(t, "Amtsim-Mebx5!", st.Password, "the SCS set the MEBx password")
+				r, ok := e.DB.ByUUID(e.Fleet.Identities()[i].UUID.String())
+				require.True(t, ok)
+				assert.Equal(t, scs.StateProvisioned, r.State)
+				assert.Equal(t, e.Fleet.Identities()[i].PID, r.PID, "the record keeps its key")
+			}
+			ss := e.SCSSummary()
+			assert.Equal(t, uint64(n), ss.Provisioned)
+			assert.Zero(t, ss.Unknown)
+		})
+	}
+}
+
+// A PSK-only SCS hears PKI Hellos and leaves them: counted as unknown,
+// no session.
+func TestPSKSCSLeavesPKIHellos(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(), Fleet: Options{Devices: 3, Seed: 15, Factory: true}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NoError(t, e.Fleet.Start(ctx))
+	require.Eventually(t, func() bool { return e.SCSSummary().Unknown >= 3 }, 30*time.Second, 10*time.Millisecond)
+	ss := e.SCSSummary()
+	assert.Zero(t, ss.Sessions)
+	assert.Zero(t, ss.Provisioned)
+}

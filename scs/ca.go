@@ -3,8 +3,12 @@ package scs
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -116,4 +120,43 @@ func (ca *CA) Issue(pub *rsa.PublicKey, host, domain string) ([]byte, error) {
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(v),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	return x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
+}
+
+// clientSetupEKU is Intel's extended key usage for remote configuration
+// (docs/protocol.md §11).
+var clientSetupEKU = asn1.ObjectIdentifier{2, 16, 840, 1, 113741, 1, 2, 3}
+
+// ProvisioningCertificate issues the SCS's own provisioning certificate for
+// remote configuration: CN fqdn (the name devices find the SCS by, under
+// their PKI DNS suffix or DHCP domain), OU "Intel(R) Client Setup
+// Certificate" and the Intel EKU, with a fresh RSA-2048 key; the chain is
+// [leaf, CA], so a device whose hash table holds the CA's hash
+// (RootHashEntry) takes it.
+func (ca *CA) ProvisioningCertificate(fqdn string) (*tls.Certificate, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial,
+		Subject:   pkix.Name{CommonName: fqdn, OrganizationalUnit: []string{"Intel(R) Client Setup Certificate"}, Organization: []string{"amtsim"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{clientSetupEKU}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("scs: provisioning certificate: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key}, nil
+}
+
+// RootHashEntry is the MEBx entry (amtsim mebx set pki.hash=…) that makes a
+// device trust this CA for remote configuration: its SHA-256.
+func (ca *CA) RootHashEntry() string {
+	s := sha256.Sum256(ca.Cert.Raw)
+	return "amtsim SCS CA=sha256:" + hex.EncodeToString(s[:])
 }

@@ -63,6 +63,7 @@ type DB struct {
 
 	mu      sync.Mutex
 	recs    map[string]*Record // by PID and by NewPID
+	byUUID  map[string]*Record // by UUID (upper case), for PKI Hellos, which carry no PID
 	f       *os.File
 	pending []byte
 	waiters []chan error
@@ -78,7 +79,7 @@ var ErrCorruptDB = errors.New("scs: corrupt database")
 
 // OpenDB opens (or creates) the database at path.
 func OpenDB(path string) (*DB, error) {
-	db := &DB{path: path, recs: map[string]*Record{}}
+	db := &DB{path: path, recs: map[string]*Record{}, byUUID: map[string]*Record{}}
 	b, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("scs: open database: %w", err)
@@ -133,7 +134,13 @@ func (db *DB) index(r *Record) {
 			if old.NewPID != "" {
 				delete(db.recs, old.NewPID)
 			}
+			if u := strings.ToUpper(old.UUID); db.byUUID[u] == old {
+				delete(db.byUUID, u)
+			}
 		}
+	}
+	if r.UUID != "" {
+		db.byUUID[strings.ToUpper(r.UUID)] = r
 	}
 	db.recs[r.PID] = r
 	if r.NewPID != "" {
@@ -196,6 +203,17 @@ func (db *DB) Get(pid string) (Record, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	r, ok := db.recs[pid]
+	if !ok {
+		return Record{}, false
+	}
+	return *r, true
+}
+
+// ByUUID finds a record by the device's UUID (any case).
+func (db *DB) ByUUID(uuid string) (Record, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	r, ok := db.byUUID[strings.ToUpper(uuid)]
 	if !ok {
 		return Record{}, false
 	}

@@ -41,6 +41,9 @@ type Target struct {
 	Password string
 	// NoTLS provisions over plain 16992 with Digest only.
 	NoTLS bool
+	// PKI is remote configuration: certificate TLS on 16993 presenting this
+	// provisioning chain, in place of TLS-PSK (PID and PPS unused).
+	PKI *tls.Certificate
 }
 
 // User is a user ACL entry to add.
@@ -127,6 +130,9 @@ type Session struct {
 	WSMAN  *wsman.Client
 	Digest *digest.Client
 	tr     *http.Transport
+	// pki: remote configuration, which provisions from the factory state
+	// (ProvisioningState 0) as well as from setup.
+	pki bool
 }
 
 // Close drops the connection.
@@ -152,6 +158,17 @@ func OpenSetup(t Target) *Session {
 		tr.DialContext = dial
 	} else {
 		url = fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
+		if t.PKI != nil {
+			// The device's setup certificate is its own, self-signed: there
+			// is nothing to check it against (MeshCentral does not either).
+			// The proof runs the other way, in the chain we present.
+			tr.DialContext = dial
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*t.PKI},
+				MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
+			dc := &digest.Client{Username: "admin", Password: t.Password}
+			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true}
+		}
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			raw, err := dial(ctx, network, addr)
@@ -249,7 +266,7 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 		if err != nil {
 			return err
 		}
-		if st, _ := sc.Get("ProvisioningState"); st != "1" {
+		if st, _ := sc.Get("ProvisioningState"); st != "1" && !(s.pki && st == "0") {
 			return fmt.Errorf("device is not in setup (ProvisioningState %s)", st)
 		}
 		ids, err := s.WSMAN.Enumerate(ctx, wsman.SoftwareIdentity)

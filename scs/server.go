@@ -1,9 +1,12 @@
 package scs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -41,6 +44,10 @@ type ServerOptions struct {
 	Password string
 	// NoTLS provisions over plain 16992 with Digest only.
 	NoTLS bool
+	// PKI, when set, answers PKI Hellos (version 3) too: remote
+	// configuration with this provisioning certificate chain (CA's
+	// ProvisioningCertificate). PSK Hellos are answered as ever.
+	PKI *tls.Certificate
 	// Dial opens connections to devices (default net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Workers is how many sessions run at once (default 16 per core); Queue
@@ -127,6 +134,10 @@ type job struct {
 	// ended without the SCS learning its outcome (an SCS restart): a login
 	// with the new credentials says whether the device committed.
 	settle bool
+	// pki is a PKI Hello's job: the session proves itself with the
+	// provisioning certificate, not PID/PPS; adminSet is the Hello's flag
+	// (the MEBx password has been changed from the factory's).
+	pki, adminSet bool
 }
 
 // NewServer checks o and returns a stopped server.
@@ -256,11 +267,24 @@ func (s *Server) emit(name event.Name, pid string, args ...any) {
 func (s *Server) onHello(r hello.Received) {
 	s.Stats.Hellos.Add(1)
 	pid := r.Message.PID
-	rec, ok := s.o.DB.Get(pid)
+	var rec Record
+	var ok bool
+	if r.Version == hello.VersionPKI {
+		if why := s.refusePKI(r.Message); why != "" {
+			s.Stats.Unknown.Add(1)
+			s.m.hello("unknown")
+			s.emit(event.HelloUnknown, "", "from", r.From.String(), "uuid", r.UUID.String(), "reason", why)
+			return
+		}
+		rec, ok = s.o.DB.ByUUID(r.UUID.String())
+		pid = rec.PID
+	} else {
+		rec, ok = s.o.DB.Get(pid)
+	}
 	if !ok {
 		s.Stats.Unknown.Add(1)
 		s.m.hello("unknown")
-		s.emit(event.HelloUnknown, pid, "from", r.From.String())
+		s.emit(event.HelloUnknown, pid, "from", r.From.String(), "uuid", r.UUID.String(), "reason", "not in the database")
 		return
 	}
 	s.mu.Lock()
@@ -276,7 +300,7 @@ func (s *Server) onHello(r hello.Received) {
 		s.m.hello("duplicate")
 		return
 	}
-	j := job{pid: pid, key: rec.PID, addr: r.From.Addr()}
+	j := job{pid: pid, key: rec.PID, addr: r.From.Addr(), pki: r.Version == hello.VersionPKI, adminSet: r.AdminSet}
 	select {
 	case s.queue <- j:
 		s.inflight[rec.PID] = true
@@ -289,6 +313,23 @@ func (s *Server) onHello(r hello.Received) {
 		s.m.hello("dropped")
 		s.emit(event.HelloDropped, pid, "reason", "queue full")
 	}
+}
+
+// refusePKI says why a PKI Hello is not for this SCS ("" when it is): no
+// provisioning certificate, or none of the device's trusted root hashes is
+// our root's.
+func (s *Server) refusePKI(m hello.Message) string {
+	if s.o.PKI == nil || len(s.o.PKI.Certificate) == 0 {
+		return "a PKI Hello, and this SCS has no provisioning certificate (amtsim scs --pki)"
+	}
+	root := s.o.PKI.Certificate[len(s.o.PKI.Certificate)-1]
+	s1, s256 := sha1.Sum(root), sha256.Sum256(root)
+	for _, h := range m.Hashes {
+		if h.Type == hello.HashSHA1 && bytes.Equal(h.Hash, s1[:]) || h.Type == hello.HashSHA256 && bytes.Equal(h.Hash, s256[:]) {
+			return ""
+		}
+	}
+	return "the device trusts no root of this SCS's provisioning certificate"
 }
 
 func (s *Server) worker() {
@@ -340,7 +381,7 @@ func (s *Server) session(j job) {
 	// Past the commit the device may hold the new pair and be provisioned:
 	// it sends no more Hellos and refuses the old PSK, so the retry is a
 	// login with the new credentials, not a new session.
-	j.settle = (step == "commit" || step == "verify") && !errors.Is(err, errNotCommitted)
+	j.settle = (step == "commit" || step == "verify") && !errors.Is(err, errNotCommitted) && !j.pki
 	s.retry(j)
 }
 
@@ -420,7 +461,7 @@ func (s *Server) provision(j job) error {
 		curPID, curPPS = rec.NewPID, rec.NewPPS
 		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	}
-	if rec.NewPID == "" {
+	if rec.NewPID == "" && !j.pki {
 		var err error
 		if rec.NewPID, rec.NewPPS, err = identity.NewPIDPPS(rand.Reader); err != nil {
 			return err
@@ -441,6 +482,15 @@ func (s *Server) provision(j job) error {
 		password = s.o.Password
 	}
 	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS}
+	if j.pki {
+		// Remote configuration: the certificate proves the SCS, and a
+		// device whose MEBx password is still the factory's takes the
+		// admin with an empty one (docs/protocol.md §11).
+		target.PKI, target.NoTLS = s.o.PKI, false
+		if !j.adminSet {
+			target.Password = ""
+		}
+	}
 	p := s.o.Profile
 	p.NewPID, p.NewPPS = rec.NewPID, rec.NewPPS
 	if p.HostName == "" {
@@ -503,7 +553,9 @@ func (s *Server) provision(j job) error {
 	} else if err != nil {
 		return err
 	}
-	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	if rec.NewPID != "" {
+		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	}
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
 	rec.Host, rec.Domain = res.Host, res.Domain
 	if p.NewMEBxPassword != "" {
@@ -558,7 +610,9 @@ func (s *Server) settle(j job) {
 		return
 	}
 	defer s.release(j)
-	rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	if rec.NewPID != "" {
+		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
+	}
 	rec.State, rec.Provisioned, rec.LastError = StateProvisioned, time.Now(), ""
 	if p.NewMEBxPassword != "" {
 		rec.Password = p.NewMEBxPassword

@@ -142,7 +142,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		wait func(context.Context) error
 	)
 	if up.embedded {
-		eo := fleet.EmbeddedOptions{Fleet: fo, Dir: *dir}
+		eo := fleet.EmbeddedOptions{Fleet: fo, Dir: *dir, PKI: *provisioning == "pki"}
 		if *events {
 			eo.SCS = func(o *scs.ServerOptions) { o.Events = scs.LogSink(handler) }
 		}

@@ -5,18 +5,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/amtsim/amtsim/internal/peer"
+	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/mebx"
 )
 
@@ -249,4 +252,42 @@ func TestFleetCPUProfile(t *testing.T) {
 	p, err := profile.Parse(f)
 	require.NoError(t, err)
 	assert.Equal(t, "cpu", p.SampleType[len(p.SampleType)-1].Type)
+}
+
+// The PKI path from the command line: the embedded SCS provisions by
+// remote configuration, for either firmware generation, and says so in its
+// events; the standalone SCS prints the hash entry devices need.
+func TestFleetPKI(t *testing.T) {
+	for _, fw := range []string{"amt5", "amt11"} {
+		code, out, errs := amtsim(t, "fleet", "-n", "4", "--provisioning", "pki", "--firmware", fw, "--events")
+		require.Equal(t, exitOK, code, errs)
+		assert.Contains(t, out, "4 of 4 devices provisioned")
+		assert.Regexp(t, `msg=hello.sent .*version=PKI`, out)
+		assert.Regexp(t, `msg=pki.accepted .*cn=ProvisionServer.amtsim.example`, out)
+		assert.Regexp(t, `msg=provisioned .*method=pki`, out)
+		assert.Contains(t, out, "firmware="+fw)
+	}
+	code, _, errs := amtsim(t, "fleet", "--firmware", "amt99")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errs, "amt11, amt5")
+	code, _, errs = amtsim(t, "fleet", "--provisioning", "kerberos")
+	assert.Equal(t, exitUsage, code, errs)
+}
+
+func TestSCSPKIPrintsRootEntry(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	var out syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"scs", "--db", filepath.Join(dir, "scs.db"), "--listen", "127.0.0.1:0", "--pki", "--domain", "lab.example"}, &out, io.Discard)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "msg=scs.listening") }, 20*time.Second, 10*time.Millisecond)
+	cancel()
+	<-done
+	assert.Regexp(t, `pki: provisioning certificate CN=ProvisionServer.lab.example; devices trust it with: amtsim mebx set --store FILE 'pki.hash=amtsim SCS CA=sha256:[0-9a-f]{64}'`, out.String())
+	assert.Contains(t, out.String(), "pki=true")
+	code, _, _ := amtsim(t, "scs", "--db", filepath.Join(dir, "x.db"), "--pki")
+	assert.Equal(t, exitUsage, code, "--pki without a name for the certificate")
 }

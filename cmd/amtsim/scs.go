@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,8 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	printProfile := fs.Bool("print-profile", false, "print the profile in force (built-in, or --profile's) as JSON and exit")
 	domain := fs.String("domain", "", "domain the devices are given, unless the profile names one (default: each device keeps its own, from DHCP or MEBx)")
 	noTLS := fs.Bool("no-tls", false, "provision over plain 16992 with Digest only, and leave TLS off")
+	pki := fs.Bool("pki", false, "answer PKI Hellos too (remote configuration): the CA issues a provisioning certificate for --pki-fqdn,\nand the devices must trust the CA (the pki.hash entry it prints, for amtsim mebx set or --mebx)")
+	pkiFQDN := fs.String("pki-fqdn", "", "with --pki: the provisioning certificate's CN, under the devices' PKI DNS suffix or DHCP domain\n(default ProvisionServer.<--domain>)")
 	workers := fs.Int("workers", 0, "sessions at once (default 16 per core)")
 	queue := fs.Int("queue", 0, "Hellos that may wait for a worker; one that finds the queue full is dropped and the device\nis heard again only at its next Hello, minutes later (default 4096; set it to the fleet's size)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address")
@@ -52,6 +55,15 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c.oneOf("log-format", *logFormat, "text", "json")
 	if c.err != nil {
 		return c.err
+	}
+	if *pki && *noTLS {
+		return bad(fs, "--pki needs TLS: drop --no-tls")
+	}
+	if *pki && *pkiFQDN == "" {
+		if *domain == "" {
+			return bad(fs, "--pki needs --pki-fqdn, or --domain to name ProvisionServer.<domain>")
+		}
+		*pkiFQDN = "ProvisionServer." + *domain
 	}
 	profile := scs.DefaultProfile(*domain)
 	if *profilePath != "" {
@@ -128,9 +140,16 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
+	var provisioning *tls.Certificate
+	if *pki {
+		if provisioning, err = ca.ProvisioningCertificate(*pkiFQDN); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "pki: provisioning certificate CN=%s; devices trust it with: amtsim mebx set --store FILE 'pki.hash=%s'\n", *pkiFQDN, ca.RootHashEntry())
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := scs.NewServer(scs.ServerOptions{DB: db, CA: ca, Profile: profile, Password: *password, NoTLS: *noTLS,
+	srv, err := scs.NewServer(scs.ServerOptions{DB: db, CA: ca, Profile: profile, Password: *password, NoTLS: *noTLS, PKI: provisioning,
 		Workers: *workers, Queue: *queue, Events: scs.LogSink(handler), Metrics: reg})
 	if err != nil {
 		return err
@@ -150,7 +169,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		go func() { _ = hs.Serve(mln) }()
 		defer hs.Close()
 	}
-	slog.New(handler).Info(string(event.SCSListening), "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "metrics", *metricsAddr, "gc", gc)
+	slog.New(handler).Info(string(event.SCSListening), "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "pki", *pki, "metrics", *metricsAddr, "gc", gc)
 	srv.Start(ctx)
 	defer srv.Stop()
 	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
