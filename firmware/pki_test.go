@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -245,4 +246,43 @@ func TestAddCertificateNegativeSerial(t *testing.T) {
 	s := &session{d: &Device{}, staged: &mebx.Settings{State: mebx.StateIn}}
 	_, st := s.AddCertificate(der)
 	assert.Equal(t, ptstatus.Success, st)
+}
+
+// The certificate TLS serves, and its key, cannot be deleted (MeshCentral's
+// management tries every certificate and relies on the refusal); others
+// can.
+func TestDeleteRefusesCredentialInUse(t *testing.T) {
+	rk, lk := pkiKeys(t)
+	cert := func(k *rsa.PrivateKey, serial int64) []byte {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "IntelAMT-" + fmt.Sprint(serial)},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+		require.NoError(t, err)
+		return der
+	}
+	s := &session{d: &Device{}, staged: &mebx.Settings{State: mebx.StateIn}}
+	inUse, err := s.addKey(rk)
+	require.Equal(t, ptstatus.Success, err)
+	spare, st := s.addKey(lk)
+	require.Equal(t, ptstatus.Success, st)
+	c1, st := s.AddCertificate(cert(rk, 1))
+	require.Equal(t, ptstatus.Success, st)
+	c2, st := s.AddCertificate(cert(lk, 2))
+	require.Equal(t, ptstatus.Success, st)
+	require.Equal(t, ptstatus.Success, s.SetTLSCertificate(c1))
+
+	h := &wsmanHandler{s: s}
+	s.admin = true
+	err2 := h.Delete(wsman.PublicKeyCertificate, map[string]string{"InstanceID": c1})
+	var f *wsman.Fault
+	require.ErrorAs(t, err2, &f, "deleting the certificate in use is a fault")
+	assert.Contains(t, f.Reason, "STORAGE_ACL_ENTRY_IN_USE")
+	assert.Equal(t, ptstatus.StorageACLEntryInUse, s.DeleteCredential(false, inUse))
+	assert.Equal(t, ptstatus.Success, s.DeleteCredential(true, c2))
+	assert.Equal(t, ptstatus.Success, s.DeleteCredential(false, spare))
+	assert.Equal(t, ptstatus.InvalidHandle, s.DeleteCredential(true, c2), "gone")
+	v := s.view()
+	assert.Len(t, v.AMT.Certs, 1)
+	assert.Len(t, v.AMT.Keys, 1)
+	assert.Equal(t, c1, v.AMT.TLSCert)
 }
