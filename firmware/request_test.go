@@ -168,3 +168,23 @@ func BenchmarkReadRequest(b *testing.B) {
 		}
 	})
 }
+
+// The answer that ends a connection says so and comes chunked; others carry
+// Content-Length. net/http reads both back whole.
+func TestResponseFraming(t *testing.T) {
+	for _, closing := range []bool{false, true} {
+		var b bytes.Buffer
+		w := bufio.NewWriter(&b)
+		require.NoError(t, writeResponse(w, response{status: 200, contentType: "application/soap+xml", body: []byte("<a:Envelope/>"), server: ServerHeader}, closing))
+		raw := b.String()
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, "<a:Envelope/>", string(body))
+		assert.Equal(t, closing, resp.Close)
+		assert.Equal(t, closing, strings.Contains(raw, "Transfer-Encoding: chunked\r\n"), raw)
+		assert.Equal(t, !closing, strings.Contains(raw, "Content-Length: 13\r\n"), raw)
+		assert.Contains(t, raw, "Server: "+ServerHeader+"\r\n")
+	}
+}

@@ -233,12 +233,9 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		resp := d.handle(sess, req)
 		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
-		// over and the device closes the connection once the answer is out.
-		// The answer itself says nothing of it, as AMT's does not:
-		// MeshCentral ignores the body of an answer marked
-		// "Connection: close" that is not chunked, and would read the
-		// commit as failed (601).
-		if err := writeResponse(bw, resp, req.close); err != nil || req.close || sess.over {
+		// over: say so, so that the client does not reuse the connection.
+		closing := req.close || sess.over
+		if err := writeResponse(bw, resp, closing); err != nil || closing {
 			return
 		}
 	}
@@ -276,6 +273,20 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 	w.WriteString("Server: ")
 	w.WriteString(r.server)
 	w.WriteString("\r\n")
+	if closing {
+		// The last answer on a connection comes chunked: MeshCentral
+		// ignores the body of a "Connection: close" answer framed by
+		// Content-Length, and read the commit's as failed (601).
+		w.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		if len(r.body) > 0 {
+			w.WriteString(strconv.FormatInt(int64(len(r.body)), 16))
+			w.WriteString("\r\n")
+			w.Write(r.body)
+			w.WriteString("\r\n")
+		}
+		w.WriteString("0\r\n\r\n")
+		return w.Flush()
+	}
 	w.WriteString("Content-Length: ")
 	w.WriteString(strconv.Itoa(len(r.body)))
 	w.WriteString("\r\n\r\n")
