@@ -113,6 +113,9 @@ type Server struct {
 	Stats ServerStats
 	rx    *hello.Receiver
 	m     *metrics
+	// rootSHA1 and rootSHA256 are the provisioning root's hashes, which a
+	// PKI Hello must carry one of; nil without PKI.
+	rootSHA1, rootSHA256 []byte
 
 	mu       sync.Mutex
 	inflight map[string]bool // record PIDs queued or in session
@@ -174,6 +177,11 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.Profile.AdminUser = "admin"
 	}
 	s := &Server{o: o, inflight: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
+	if o.PKI != nil && len(o.PKI.Certificate) > 0 {
+		root := o.PKI.Certificate[len(o.PKI.Certificate)-1]
+		s1, s256 := sha1.Sum(root), sha256.Sum256(root)
+		s.rootSHA1, s.rootSHA256 = s1[:], s256[:]
+	}
 	s.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: s.onHello, OnError: func(from netip.AddrPort, err error) {
 		s.Stats.Malformed.Add(1)
 		s.m.hello("malformed")
@@ -319,13 +327,11 @@ func (s *Server) onHello(r hello.Received) {
 // provisioning certificate, or none of the device's trusted root hashes is
 // our root's.
 func (s *Server) refusePKI(m hello.Message) string {
-	if s.o.PKI == nil || len(s.o.PKI.Certificate) == 0 {
+	if s.rootSHA1 == nil {
 		return "a PKI Hello, and this SCS has no provisioning certificate (amtsim scs --pki)"
 	}
-	root := s.o.PKI.Certificate[len(s.o.PKI.Certificate)-1]
-	s1, s256 := sha1.Sum(root), sha256.Sum256(root)
 	for _, h := range m.Hashes {
-		if h.Type == hello.HashSHA1 && bytes.Equal(h.Hash, s1[:]) || h.Type == hello.HashSHA256 && bytes.Equal(h.Hash, s256[:]) {
+		if h.Type == hello.HashSHA1 && bytes.Equal(h.Hash, s.rootSHA1) || h.Type == hello.HashSHA256 && bytes.Equal(h.Hash, s.rootSHA256) {
 			return ""
 		}
 	}
