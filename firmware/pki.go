@@ -238,6 +238,8 @@ func (d *Device) pkiServer(ctx context.Context, c net.Conn, s *mebx.Settings) (n
 		Certificates: []tls.Certificate{*cert},
 		MinVersion:   d.o.TLSMinVersion, MaxVersion: d.o.TLSMaxVersion,
 		CipherSuites: rsaSuites(d.o.TLSMaxVersion),
+		// No session tickets, as on 16993 once provisioned (tlsServer).
+		SessionTicketsDisabled: true,
 		// Requested rather than required, so that a missing chain is our
 		// refusal with our reason (the alert is bad_certificate either way).
 		ClientAuth: tls.RequestClientCert,

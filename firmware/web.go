@@ -143,6 +143,10 @@ func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, *pkiPeer, err
 			// AMT's suites: RSA key exchange, AES-CBC with SHA-1 (and
 			// AES-GCM from TLS 1.2).
 			CipherSuites: rsaSuites(d.o.TLSMaxVersion),
+			// No RFC 5077 tickets: nothing we have read says AMT issues
+			// them, no SCS we know resumes, and each one costs the device
+			// a key derivation and an encryption per handshake.
+			SessionTicketsDisabled: true,
 		})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, nil, err
