@@ -19,7 +19,6 @@ test: fmt-check vet peers unit
 peers:
 	@bash scripts/peers
 	@bash scripts/meshcentral
-	@bash scripts/meshcentral
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
