@@ -19,6 +19,8 @@ const (
 	PowerCycle     Name = "power.cycle"
 	State          Name = "state"
 	LinkUp         Name = "link.up"
+	LinkDown       Name = "link.down"
+	FaultInjected  Name = "fault.injected"
 	DHCPDiscover   Name = "dhcp.discover"
 	DHCPOffer      Name = "dhcp.offer"
 	DHCPRequest    Name = "dhcp.request"
@@ -94,6 +96,8 @@ func Known() []Info {
 		{PowerOn, i, dev, "the device powers on: uuid, service_tag, mac, pci, nic"},
 		{State, i, dev, "provisioning state and mode read from MEBx (at power-on and after a commit)"},
 		{LinkUp, i, dev, "the NIC's link is up"},
+		{LinkDown, w, dev, "the NIC's link went down (the cable pulled: a scenario's fault)"},
+		{FaultInjected, w, dev, "a fault changed the device's answer to one call: call, answer (delay, empty, fault, drop)"},
 		{DHCPDiscover, i, dev, "DHCPDISCOVER sent (attempt)"},
 		{DHCPOffer, i, dev, "an offer taken"},
 		{DHCPRequest, i, dev, "DHCPREQUEST sent"},
@@ -160,7 +164,7 @@ func Known() []Info {
 // operator should fix, Info for the rest (and for names not in Known).
 func (n Name) Level() slog.Level {
 	switch n {
-	case DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
+	case LinkDown, FaultInjected, DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
 		HelloFailed, HelloStopped, BootFailed, TLSFailed, HTTPBadRequest, WSMANMalformed, AuthFailed,
 		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, SCSFailed, SCSUnsettled,
 		TAPWarning, MACDuplicate:

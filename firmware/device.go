@@ -171,9 +171,12 @@ type Device struct {
 	helloOffset time.Duration // offset of the next Hello from helloStart
 	lastSCS     netip.AddrPort
 
-	realm      string
-	digest     *digest.Server
-	hostPower  atomic.Uint32 // the simulated host's power state (2 on, 8 off)
+	realm  string
+	digest *digest.Server
+
+	cableOut   atomic.Bool                // SetLink(false)
+	callFault  atomic.Pointer[armedFault] // SetCallFault
+	hostPower  atomic.Uint32              // the simulated host's power state (2 on, 8 off)
 	sessionIDs atomic.Uint64
 	tlsCert    *tls.Certificate
 	tlsCertID  string
@@ -281,8 +284,11 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		d.emit(event.BootFailed, "err", err.Error())
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
+	d.mu.Lock()
+	egress, ingress := d.o.Egress, d.o.Ingress
+	d.mu.Unlock()
 	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
-		Egress: d.o.Egress, Ingress: d.o.Ingress, Down: true, MEFilter: true, OwnARP: true})
+		Egress: egress, Ingress: ingress, Down: true, MEFilter: true, OwnARP: true})
 	if err != nil {
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
@@ -310,8 +316,12 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		"mac", d.o.Identity.MAC.String(), "pci", fmt.Sprintf("%04x:%04x", vendor, device), "nic", nic.Model)
 	d.emit(event.State, "provisioning_state", s.State.String(), "mode", s.Mode.String(),
 		"amt_enabled", s.AMTEnabled, "hello", d.helloName(&s), "firmware", d.prof.Name)
-	n.SetLink(true)
-	d.emit(event.LinkUp)
+	if d.cableOut.Load() {
+		d.emit(event.LinkDown)
+	} else {
+		n.SetLink(true)
+		d.emit(event.LinkUp)
+	}
 	if !s.AMTEnabled {
 		return nil // the ME stays off the network
 	}

@@ -235,6 +235,9 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 			return
 		}
 		resp := d.handle(sess, req)
+		if resp.drop {
+			return
+		}
 		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
@@ -253,6 +256,7 @@ type response struct {
 	authenticate string // WWW-Authenticate, on a 401
 	body         []byte
 	server       string // the Server header: the firmware's version
+	drop         bool   // no answer: the connection closes (AnswerDrop)
 }
 
 func writeResponse(w *bufio.Writer, r response, closing bool) error {
@@ -328,6 +332,9 @@ func (d *Device) handle(sess *session, req *request) response {
 
 	switch {
 	case req.path == "/wsman" && req.method == http.MethodPost:
+		if f, h, ok := d.faultFor(req.body); ok {
+			return d.serveFaulted(sess, req, f, h)
+		}
 		// The answer is written into the session's buffer, which is free
 		// again once it has gone out.
 		sess.out.Reset()

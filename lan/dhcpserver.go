@@ -91,6 +91,14 @@ func StartDHCP(o DHCPOptions) (*DHCPServer, error) {
 // Leases returns the server's lease table.
 func (s *DHCPServer) Leases() *Leases { return s.o.Leases }
 
+// Resume serves again after Stop, from the same lease table, as dnsmasq
+// restarted over its lease file does.
+func (s *DHCPServer) Resume() {
+	if s.stopped.Swap(false) {
+		s.o.Host.NIC().SetRawHandler(s.handleFrame)
+	}
+}
+
 // Stop stops serving; the lease table stays with its owner.
 func (s *DHCPServer) Stop() {
 	if !s.stopped.Swap(true) {

@@ -105,8 +105,10 @@ type NIC struct {
 	mtu       atomic.Uint32
 	up        atomic.Bool
 	capture   *Capture
-	egress    *impairer
-	ingress   *impairer
+	// egress and ingress are nil for a perfect link; SetNetem swaps them
+	// while frames flow.
+	egress    atomic.Pointer[impairer]
+	ingress   atomic.Pointer[impairer]
 	raw       atomic.Pointer[RawHandler]
 	wire      Attachment
 	meFilter  bool
@@ -151,13 +153,10 @@ func New(o Options) (*NIC, error) {
 		mtu = defaultMTU
 	}
 	n.mtu.Store(mtu)
+	if err := n.SetNetem(o.Egress, o.Ingress); err != nil {
+		return nil, err
+	}
 	var err error
-	if n.egress, err = newImpairer(o.Egress, o.MAC, 0); err != nil {
-		return nil, fmt.Errorf("nic %v: egress: %w", o.MAC, err)
-	}
-	if n.ingress, err = newImpairer(o.Ingress, o.MAC, 1); err != nil {
-		return nil, fmt.Errorf("nic %v: ingress: %w", o.MAC, err)
-	}
 	n.up.Store(!o.Down)
 	if n.wire, err = o.Uplink.Attach(n); err != nil {
 		return nil, fmt.Errorf("nic %v: attach: %w", o.MAC, err)
@@ -196,6 +195,25 @@ func (n *NIC) PCIID() (vendor, device uint16) { return PCIVendorIntel, n.pciDevi
 // ways, as with the cable pulled.
 func (n *NIC) SetLink(up bool) { n.up.Store(up) }
 
+// SetNetem replaces the impairments of both directions, as tc qdisc
+// change does: frames already held keep their delay, the next ones meet
+// the new settings. Each direction's draws restart from the seed, so a
+// scenario that switches impairments at the same points draws the same
+// fates.
+func (n *NIC) SetNetem(egress, ingress Netem) error {
+	eg, err := newImpairer(egress, n.hw, 0)
+	if err != nil {
+		return fmt.Errorf("nic %v: egress: %w", n.hw, err)
+	}
+	in, err := newImpairer(ingress, n.hw, 1)
+	if err != nil {
+		return fmt.Errorf("nic %v: ingress: %w", n.hw, err)
+	}
+	n.egress.Store(eg)
+	n.ingress.Store(in)
+	return nil
+}
+
 // LinkUp reports the link state.
 func (n *NIC) LinkUp() bool { return n.up.Load() }
 
@@ -232,19 +250,20 @@ func (n *NIC) transmit(frame []byte) error {
 	if n.capture != nil {
 		n.capture.write(frame)
 	}
-	if n.egress == nil {
+	eg := n.egress.Load()
+	if eg == nil {
 		return n.send(frame)
 	}
-	copies, delay := n.egress.decide()
+	copies, delay := eg.decide()
 	switch copies {
 	case 0:
 		n.Stats.TxImpairDrops.Add(1)
 		return nil
 	case 2:
 		n.Stats.TxDuplicates.Add(1)
-		n.egress.after(delay, func() { _ = n.send(frame) })
+		eg.after(delay, func() { _ = n.send(frame) })
 	}
-	n.egress.after(delay, func() { _ = n.send(frame) })
+	eg.after(delay, func() { _ = n.send(frame) })
 	return nil
 }
 
@@ -277,11 +296,12 @@ func (n *NIC) DeliverFrame(frame []byte) {
 		n.Stats.RxFiltered.Add(1)
 		return
 	}
-	if n.ingress == nil {
+	in := n.ingress.Load()
+	if in == nil {
 		n.receive(frame)
 		return
 	}
-	copies, delay := n.ingress.decide()
+	copies, delay := in.decide()
 	if copies == 0 {
 		n.Stats.RxImpairDrops.Add(1)
 		return
@@ -297,7 +317,7 @@ func (n *NIC) DeliverFrame(frame []byte) {
 	}
 	own := append([]byte(nil), frame...)
 	for range copies {
-		n.ingress.after(delay, func() { n.receive(own) })
+		in.after(delay, func() { n.receive(own) })
 	}
 }
 

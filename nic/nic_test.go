@@ -120,6 +120,39 @@ func TestDelayReorderJitter(t *testing.T) {
 	assert.False(t, inOrder, "reordered frames overtake delayed ones")
 }
 
+// SetNetem changes a running NIC's impairments: from none to all frames
+// lost and back, and the same switch at the same point draws the same fates.
+func TestSetNetemWhileRunning(t *testing.T) {
+	run := func() []int {
+		w := &wire{}
+		c, err := New(Options{MAC: testMAC, Uplink: w})
+		require.NoError(t, err)
+		for i := range 100 {
+			require.NoError(t, c.WriteRaw(numbered(i)))
+		}
+		require.NoError(t, c.SetNetem(Netem{Loss: 0.5, Seed: 9}, Netem{}))
+		for i := 100; i < 1100; i++ {
+			require.NoError(t, c.WriteRaw(numbered(i)))
+		}
+		require.NoError(t, c.SetNetem(Netem{}, Netem{}))
+		for i := 1100; i < 1200; i++ {
+			require.NoError(t, c.WriteRaw(numbered(i)))
+		}
+		assert.Error(t, c.SetNetem(Netem{Loss: 2}, Netem{}), "a bad setting is refused")
+		var got []int
+		for _, f := range w.frames {
+			got = append(got, index(f))
+		}
+		return dropped(1200, got)
+	}
+	a := run()
+	require.NotEmpty(t, a)
+	assert.GreaterOrEqual(t, a[0], 100, "nothing is lost before the switch")
+	assert.Less(t, a[len(a)-1], 1100, "nothing is lost after the switch back")
+	assert.InDelta(t, 500, len(a), 60)
+	assert.Equal(t, a, run(), "the same switches draw the same fates")
+}
+
 func TestNetemValidate(t *testing.T) {
 	for _, bad := range []Netem{{Loss: 1.5}, {Loss: -0.1}, {Reorder: 0.1}, {Jitter: time.Millisecond}, {Delay: -1}} {
 		_, err := New(Options{MAC: testMAC, Uplink: &wire{}, Egress: bad})

@@ -192,3 +192,30 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// CallName names the call a request makes, as scenarios and logs name
+// it: the method of an invoke ("CommitChanges"), or the verb and the class
+// of a transfer or an enumeration ("Get:AMT_GeneralSettings",
+// "Enumerate:AMT_PublicKeyCertificate").
+func (h Header) CallName() string {
+	verb := ""
+	switch h.Action {
+	case ActionGet:
+		verb = "Get"
+	case ActionPut:
+		verb = "Put"
+	case ActionCreate:
+		verb = "Create"
+	case ActionDelete:
+		verb = "Delete"
+	case ActionEnumerate:
+		verb = "Enumerate"
+	case ActionPull:
+		verb = "Pull"
+	case ActionRelease:
+		verb = "Release"
+	default:
+		return h.Action[strings.LastIndexByte(h.Action, '/')+1:]
+	}
+	return verb + ":" + ClassName(h.ResourceURI)
+}

@@ -187,6 +187,10 @@ func (s *Server) dispatch(env *Envelope) (string, string, func(*bytes.Buffer), e
 	return h.Action + "Response", uri, out.write, nil
 }
 
+// FaultTo writes the fault answer to the request whose header is h, as
+// ServeTo does for a refused request.
+func (s *Server) FaultTo(w *bytes.Buffer, h Header, f *Fault) { s.fault(w, h, f) }
+
 func (s *Server) fault(w *bytes.Buffer, h Header, f *Fault) {
 	action := f.Action
 	if action == "" {

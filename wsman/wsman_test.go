@@ -239,3 +239,18 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+func TestCallName(t *testing.T) {
+	for _, c := range []struct {
+		h    Header
+		want string
+	}{
+		{Header{Action: ActionGet, ResourceURI: AMTSchema + "AMT_GeneralSettings"}, "Get:AMT_GeneralSettings"},
+		{Header{Action: ActionPut, ResourceURI: AMTSchema + "AMT_TLSSettingData"}, "Put:AMT_TLSSettingData"},
+		{Header{Action: ActionEnumerate, ResourceURI: AMTSchema + "AMT_PublicKeyCertificate"}, "Enumerate:AMT_PublicKeyCertificate"},
+		{Header{Action: AMTSchema + "AMT_SetupAndConfigurationService/CommitChanges", ResourceURI: AMTSchema + "AMT_SetupAndConfigurationService"}, "CommitChanges"},
+		{Header{Action: "Setup"}, "Setup"},
+	} {
+		assert.Equal(t, c.want, c.h.CallName())
+	}
+}

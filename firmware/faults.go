@@ -1,0 +1,195 @@
+package firmware
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/amtsim/amtsim/event"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/wsman"
+)
+
+// Faults switched while a device runs: what a scenario does to one device
+// in mid-run. Each lasts until changed, power cycles included (a pulled
+// cable stays pulled), and each is safe to call from any goroutine.
+
+// SetNetem impairs the device's frames from now on (Options.Egress and
+// Ingress are the impairments it powers on with).
+func (d *Device) SetNetem(egress, ingress nic.Netem) error {
+	if err := egress.Validate(); err != nil {
+		return fmt.Errorf("firmware %s: egress: %w", d.id, err)
+	}
+	if err := ingress.Validate(); err != nil {
+		return fmt.Errorf("firmware %s: ingress: %w", d.id, err)
+	}
+	d.mu.Lock()
+	d.o.Egress, d.o.Ingress = egress, ingress
+	n := d.nic
+	on := d.on
+	d.mu.Unlock()
+	if on && n != nil {
+		return n.SetNetem(egress, ingress)
+	}
+	return nil
+}
+
+// SetLink plugs the cable in or pulls it out. With it out the NIC drops
+// every frame both ways; the device's timers run on (DHCP renewals fail,
+// Hellos fail to connect) as on the hardware.
+func (d *Device) SetLink(up bool) {
+	if d.cableOut.Swap(!up) == !up {
+		return
+	}
+	d.mu.Lock()
+	n, on := d.nic, d.on
+	d.mu.Unlock()
+	if !on || n == nil {
+		return
+	}
+	n.SetLink(up)
+	if up {
+		d.emit(event.LinkUp)
+	} else {
+		d.emit(event.LinkDown)
+	}
+}
+
+// Answer is how a call fault changes the device's answer to a call.
+type Answer string
+
+const (
+	// AnswerDelay holds the answer back for CallFault.Delay; the call is
+	// carried out.
+	AnswerDelay Answer = "delay"
+	// AnswerEmpty carries the call out and answers 200 with no body.
+	AnswerEmpty Answer = "empty"
+	// AnswerFault refuses the call with a WS-MAN fault (wsman:InternalError)
+	// without carrying it out.
+	AnswerFault Answer = "fault"
+	// AnswerDrop carries the call out and closes the connection without
+	// an answer.
+	AnswerDrop Answer = "drop"
+)
+
+// Answers lists the call faults' answers.
+var Answers = []Answer{AnswerDelay, AnswerEmpty, AnswerFault, AnswerDrop}
+
+// CallFault changes the device's answer to one named WS-MAN call
+// (wsman.Header.CallName: "CommitChanges", "Get:AMT_GeneralSettings").
+type CallFault struct {
+	Call   string
+	Answer Answer
+	Delay  time.Duration // for AnswerDelay
+	// Times is how many answers it changes before it disarms; 0 is every
+	// one.
+	Times int
+}
+
+// Validate says what is wrong with f.
+func (f CallFault) Validate() error {
+	if f.Call == "" {
+		return errors.New("a call fault needs the call's name")
+	}
+	switch f.Answer {
+	case AnswerDelay:
+		if f.Delay <= 0 {
+			return errors.New("a delayed answer needs a positive delay")
+		}
+	case AnswerEmpty, AnswerFault, AnswerDrop:
+	default:
+		return fmt.Errorf("answer %q is none of delay, empty, fault, drop", f.Answer)
+	}
+	if f.Times < 0 {
+		return errors.New("times must not be negative")
+	}
+	return nil
+}
+
+// armedFault is a CallFault with the answers it has left.
+type armedFault struct {
+	CallFault
+	left atomic.Int64 // for Times > 0
+}
+
+// SetCallFault arms f (replacing any armed fault); a zero CallFault
+// disarms.
+func (d *Device) SetCallFault(f CallFault) error {
+	if f == (CallFault{}) {
+		d.callFault.Store(nil)
+		return nil
+	}
+	if err := f.Validate(); err != nil {
+		return fmt.Errorf("firmware %s: %w", d.id, err)
+	}
+	a := &armedFault{CallFault: f}
+	a.left.Store(int64(f.Times))
+	d.callFault.Store(a)
+	return nil
+}
+
+// faultFor returns the armed fault that body's call meets, if any, and
+// uses up one of its answers. The envelope is parsed a second time only
+// while a fault is armed.
+func (d *Device) faultFor(body []byte) (CallFault, wsman.Header, bool) {
+	a := d.callFault.Load()
+	if a == nil {
+		return CallFault{}, wsman.Header{}, false
+	}
+	env, err := wsman.ParseEnvelope(body)
+	if err != nil || env.Header.CallName() != a.Call {
+		return CallFault{}, wsman.Header{}, false
+	}
+	if a.Times > 0 && a.left.Add(-1) < 0 {
+		return CallFault{}, wsman.Header{}, false
+	}
+	d.emit(event.FaultInjected, "call", a.Call, "answer", string(a.Answer))
+	return a.CallFault, env.Header, true
+}
+
+// serveFaulted answers a /wsman request under call fault f.
+func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.Header) response {
+	r := response{status: http.StatusOK, contentType: wsman.ContentType}
+	sess.out.Reset()
+	if f.Answer == AnswerFault {
+		sess.wsman().FaultTo(&sess.out, h, wsman.FaultInternal("The call failed (a fault injected by a scenario)."))
+		r.status, r.body = http.StatusBadRequest, sess.out.Bytes()
+		return r
+	}
+	if sess.wsman().ServeTo(&sess.out, req.body) {
+		r.status = http.StatusBadRequest
+	}
+	r.body = sess.out.Bytes()
+	switch f.Answer {
+	case AnswerDelay:
+		d.mu.Lock()
+		ctx := d.ctx
+		d.mu.Unlock()
+		t := time.NewTimer(f.Delay)
+		defer t.Stop()
+		if ctx != nil {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+	case AnswerEmpty:
+		r.body = nil
+	case AnswerDrop:
+		r.drop = true
+	}
+	return r
+}
+
+// NICStats are the counters of the NIC of this power cycle (nil while
+// off): frames, and those lost to impairments or a pulled cable.
+func (d *Device) NICStats() *nic.Counters {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nic == nil {
+		return nil
+	}
+	return &d.nic.Stats
+}

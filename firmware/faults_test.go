@@ -1,0 +1,112 @@
+package firmware
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amtsim/amtsim/event"
+	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/wsman"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Each answer a call fault gives, on the call it names and no other, for
+// as many answers as it was armed for.
+func TestCallFaults(t *testing.T) {
+	r := newRig(t, 7)
+	ws := r.wsmanAs("admin", testPassword)
+	ctx := context.Background()
+	get := func() (*http.Response, []byte, error) {
+		body := wsman.Marshal(wsman.Header{Action: wsman.ActionGet, MessageID: "1", To: wsman.Anonymous,
+			ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"}, "")
+		resp, err := ws.HTTP.Post(ws.URL, wsman.ContentType, strings.NewReader(string(body)))
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	_, ok, err := get()
+	require.NoError(t, err)
+	require.Contains(t, string(ok), "DigestRealm")
+
+	assert.Error(t, r.d.SetCallFault(CallFault{Call: "CommitChanges", Answer: "slow"}))
+	assert.Error(t, r.d.SetCallFault(CallFault{Call: "CommitChanges", Answer: AnswerDelay}))
+
+	require.NoError(t, r.d.SetCallFault(CallFault{Call: "Get:AMT_GeneralSettings", Answer: AnswerEmpty, Times: 1}))
+	_, err = ws.Get(ctx, wsman.AMTSchema+"AMT_EthernetPortSettings", map[string]string{"InstanceID": "Intel(r) AMT Ethernet Port Settings 0"})
+	require.NoError(t, err, "another call is answered as ever")
+	resp, b, err := get()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Empty(t, b, "empty: 200 and no body")
+	_, b, err = get()
+	require.NoError(t, err)
+	assert.Equal(t, ok[:100], b[:100], "armed for one answer only")
+
+	require.NoError(t, r.d.SetCallFault(CallFault{Call: "Get:AMT_GeneralSettings", Answer: AnswerFault}))
+	for range 2 {
+		resp, b, err = get()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		env, err := wsman.ParseEnvelope(b)
+		require.NoError(t, err)
+		assert.Equal(t, "Fault", env.Body.Name.Local)
+	}
+
+	require.NoError(t, r.d.SetCallFault(CallFault{Call: "Get:AMT_GeneralSettings", Answer: AnswerDrop}))
+	_, _, err = get()
+	assert.Error(t, err, "drop: the connection closes without an answer")
+
+	require.NoError(t, r.d.SetCallFault(CallFault{Call: "Get:AMT_GeneralSettings", Answer: AnswerDelay, Delay: 300 * time.Millisecond}))
+	start := time.Now()
+	_, b, err = get()
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	assert.Contains(t, string(b), "DigestRealm", "delay: the answer itself is whole")
+
+	require.NoError(t, r.d.SetCallFault(CallFault{}))
+	_, b, err = get()
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "DigestRealm", "disarmed")
+	assert.Len(t, r.d.ev.named(string(event.FaultInjected)), 5)
+}
+
+// A pulled cable drops every frame and stays pulled through a power
+// cycle; plugged in, the device answers again.
+func TestSetLinkAndNetem(t *testing.T) {
+	r := newRig(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws := r.wsmanAs("admin", testPassword)
+	_, err := ws.Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	require.NoError(t, err)
+
+	r.d.SetLink(false)
+	r.d.ev.wait(t, string(event.LinkDown), 1, time.Second)
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = r.wsmanAs("admin", testPassword).Get(short, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	cancelShort()
+	assert.Error(t, err, "no answer with the cable out")
+	r.d.SetLink(true)
+	r.d.ev.wait(t, string(event.LinkUp), 2, time.Second)
+	_, err = r.wsmanAs("admin", testPassword).Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	require.NoError(t, err)
+
+	assert.Error(t, r.d.SetNetem(nic.Netem{Loss: 3}, nic.Netem{}))
+	require.NoError(t, r.d.SetNetem(nic.Netem{Loss: 1, Seed: 1}, nic.Netem{}))
+	short, cancelShort = context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = r.wsmanAs("admin", testPassword).Get(short, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	cancelShort()
+	assert.Error(t, err, "every frame the device sends is lost")
+	assert.NotZero(t, r.d.NICStats().TxImpairDrops.Load())
+	require.NoError(t, r.d.SetNetem(nic.Netem{}, nic.Netem{}))
+	_, err = r.wsmanAs("admin", testPassword).Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+	require.NoError(t, err)
+}
