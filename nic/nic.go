@@ -107,15 +107,15 @@ type NIC struct {
 	capture   *Capture
 	// egress and ingress are nil for a perfect link; SetNetem swaps them
 	// while frames flow.
-	egress    atomic.Pointer[impairer]
-	ingress   atomic.Pointer[impairer]
-	raw       atomic.Pointer[RawHandler]
-	wire      Attachment
-	meFilter  bool
-	mePorts   []uint16
-	filter    atomic.Pointer[BroadcastFilter]
-	ownARP    bool
-	arp       arpTable
+	egress   atomic.Pointer[impairer]
+	ingress  atomic.Pointer[impairer]
+	raw      atomic.Pointer[RawHandler]
+	wire     Attachment
+	meFilter bool
+	mePorts  []uint16
+	filter   atomic.Pointer[BroadcastFilter]
+	ownARP   bool
+	arp      arpTable
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
