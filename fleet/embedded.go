@@ -33,6 +33,20 @@ type EmbeddedOptions struct {
 	// devices boot factory-fresh with the CA's hash in their table, and
 	// they send the PKI Hello.
 	PKI bool
+	// Groups are more fleets on the same LAN and SCS, each under its own
+	// Fleet.Shard (so no identity is shared). Their Uplink and Stacks are
+	// set too.
+	Groups []Group
+}
+
+// Group is one more fleet of the embedded default.
+type Group struct {
+	Fleet Options
+	// PKI readies the group for remote configuration, as EmbeddedOptions.PKI.
+	PKI bool
+	// Unlisted leaves the group out of the SCS's database: its Hellos carry
+	// PIDs (or UUIDs) the SCS does not know.
+	Unlisted bool
 }
 
 // Embedded is a running embedded default.
@@ -42,6 +56,7 @@ type Embedded struct {
 	DB     *scs.DB
 	CA     *scs.CA
 	Fleet  *Fleet
+	Groups []*Fleet // EmbeddedOptions.Groups' fleets, in order
 
 	o       EmbeddedOptions
 	host    *nic.Host
@@ -85,24 +100,37 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if e.CA, err = scs.LoadOrCreateCA(o.Dir); err != nil {
 		return nil, err
 	}
-	fo := o.Fleet
-	fo.Uplink, fo.Stacks = e.Net.Segment, e.Stacks
-	if o.PKI {
-		if e.pki, err = e.CA.ProvisioningCertificate(firmware.ProvisionServer + "." + e.Net.Domain()); err != nil {
+	groups := append([]Group{{Fleet: o.Fleet, PKI: o.PKI}}, o.Groups...)
+	for i, g := range groups {
+		fo := g.Fleet
+		fo.Uplink, fo.Stacks = e.Net.Segment, e.Stacks
+		if g.PKI {
+			if e.pki == nil {
+				if e.pki, err = e.CA.ProvisioningCertificate(firmware.ProvisionServer + "." + e.Net.Domain()); err != nil {
+					return nil, err
+				}
+			}
+			fo.Factory = true
+			fo.MEBx = append([]string{"pki.hash=" + e.CA.RootHashEntry()}, fo.MEBx...)
+		}
+		if !g.Unlisted {
+			var progress func(done, total int)
+			if fo.Setup != nil {
+				progress = func(done, total int) { fo.Setup("database", done, total) }
+			}
+			if err := e.DB.Generate(ctx, fo.Seed, []int{fo.Shard}, fo.Devices, "", progress); err != nil {
+				return nil, err
+			}
+		}
+		f, err := New(ctx, fo)
+		if err != nil {
 			return nil, err
 		}
-		fo.Factory = true
-		fo.MEBx = append([]string{"pki.hash=" + e.CA.RootHashEntry()}, fo.MEBx...)
-	}
-	var progress func(done, total int)
-	if fo.Setup != nil {
-		progress = func(done, total int) { fo.Setup("database", done, total) }
-	}
-	if err := e.DB.Generate(ctx, fo.Seed, []int{fo.Shard}, fo.Devices, "", progress); err != nil {
-		return nil, err
-	}
-	if e.Fleet, err = New(ctx, fo); err != nil {
-		return nil, err
+		if i == 0 {
+			e.Fleet = f
+		} else {
+			e.Groups = append(e.Groups, f)
+		}
 	}
 	if err := e.StartSCS(ctx); err != nil {
 		return nil, err
@@ -123,7 +151,7 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 	// puts minutes away once its first five have gone unanswered (a
 	// 20,000-device run sat idle for 80 s at a time with the default).
 	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: scs.DefaultProfile(e.Net.Domain()),
-		Dial: e.host.DialContext, Queue: e.o.Fleet.Devices, PKI: e.pki}
+		Dial: e.host.DialContext, Queue: e.devices(), PKI: e.pki}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)
 	}
@@ -201,8 +229,20 @@ func (e *Embedded) SCSSummary() SCSSummary {
 	return s
 }
 
+// devices counts the devices of every group.
+func (e *Embedded) devices() int {
+	n := e.o.Fleet.Devices
+	for _, g := range e.o.Groups {
+		n += g.Fleet.Devices
+	}
+	return n
+}
+
 // Close stops everything and removes a temporary directory.
 func (e *Embedded) Close() {
+	for _, f := range e.Groups {
+		f.Stop()
+	}
 	if e.Fleet != nil {
 		e.Fleet.Stop()
 	}

@@ -63,6 +63,11 @@ type Options struct {
 	MEBx []string
 	// Profile is the devices' firmware generation; zero value firmware.AMT5.
 	Profile firmware.Profile
+	// Preset changes device i's readied settings after MEBx, for what
+	// differs per device: a static address, a PID/PPS entered wrong.
+	Preset func(i int, id identity.Identity, s *mebx.Settings) error
+	// Quirks are every device's firmware bugs (firmware.Quirks).
+	Quirks firmware.Quirks
 	// Capture gives device i a capture of its frames; nil, or a nil
 	// capture, records nothing. The fleet closes what it is given at Stop.
 	Capture func(i int, id identity.Identity) (*nic.Capture, error)
@@ -207,7 +212,11 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, er
 	if st == nil {
 		st = mebx.NewMemStore()
 	}
-	if err := ReadyStore(st, id, ReadyOptions{Password: o.Password, Factory: o.Factory, Profile: o.Profile, MEBx: o.MEBx}); err != nil {
+	ro := ReadyOptions{Password: o.Password, Factory: o.Factory, Profile: o.Profile, MEBx: o.MEBx}
+	if o.Preset != nil {
+		ro.Preset = func(s *mebx.Settings) error { return o.Preset(i, id, s) }
+	}
+	if err := ReadyStore(st, id, ro); err != nil {
 		return fmt.Errorf("fleet: device %d: %w", i, err)
 	}
 	var capture *nic.Capture
@@ -220,7 +229,7 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, er
 		}
 	}
 	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock, Profile: o.Profile,
-		Schedule: o.Schedule, Events: f.sink(i), Capture: capture}
+		Schedule: o.Schedule, Events: f.sink(i), Capture: capture, Quirks: o.Quirks}
 	if o.KeyPool > 0 {
 		fo.KeyPairs = pool
 	}
@@ -345,6 +354,8 @@ type ReadyOptions struct {
 	Profile firmware.Profile
 	// MEBx are entries typed in afterwards.
 	MEBx []string
+	// Preset changes the settings last; they are validated after it.
+	Preset func(*mebx.Settings) error
 }
 
 // ReadyStore gives an empty store the settings of a device an IT
@@ -371,6 +382,14 @@ func ReadyStore(st mebx.Store, id identity.Identity, o ReadyOptions) error {
 	}
 	if err := s.Set(o.MEBx...); err != nil {
 		return err
+	}
+	if o.Preset != nil {
+		if err := o.Preset(&s); err != nil {
+			return err
+		}
+		if err := s.Validate(); err != nil {
+			return err
+		}
 	}
 	return st.Save(s)
 }

@@ -71,6 +71,18 @@ type ServerOptions struct {
 	Events func(Event)
 	// Metrics, if set, gets the SCS's Prometheus collectors.
 	Metrics prometheus.Registerer
+	// Flaws are bugs put in on purpose, to show that a scenario catches
+	// an SCS that has them; all off in any real use.
+	Flaws Flaws
+}
+
+// Flaws are deliberate SCS bugs, each one that field SCSs have had.
+type Flaws struct {
+	// ForgetCommit treats a failure at or after CommitChanges like one
+	// before it: the retry is a whole new TLS-PSK session, which a device
+	// that did commit refuses, instead of a login with the new
+	// credentials that settles the record.
+	ForgetCommit bool
 }
 
 // Event is one thing the SCS did.
@@ -387,7 +399,7 @@ func (s *Server) session(j job) {
 	// Past the commit the device may hold the new pair and be provisioned:
 	// it sends no more Hellos and refuses the old PSK, so the retry is a
 	// login with the new credentials, not a new session.
-	j.settle = (step == "commit" || step == "verify") && !errors.Is(err, errNotCommitted) && !j.pki
+	j.settle = (step == "commit" || step == "verify") && !errors.Is(err, errNotCommitted) && !j.pki && !s.o.Flaws.ForgetCommit
 	s.retry(j)
 }
 
