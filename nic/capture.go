@@ -2,6 +2,7 @@ package nic
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,6 +35,58 @@ type Capture struct {
 	now    func() time.Time
 	flush  *time.Timer // armed while buf holds frames
 	closed bool
+	ring   *ring // NewRingCapture's: frames kept, nothing written
+}
+
+// ring holds the newest frames of a RingCapture within limit bytes.
+type ring struct {
+	limit, size int
+	frames      []ringFrame
+}
+
+type ringFrame struct {
+	at   time.Time
+	data []byte
+	len  int
+}
+
+// NewRingCapture keeps the newest frames, at most limit bytes of them, in
+// memory and writes nothing until WriteTo: a capture of every device of a
+// fleet whose memory stays bounded, written out for the devices that
+// turn out to matter.
+func NewRingCapture(limit int) *Capture {
+	return &Capture{now: time.Now, ring: &ring{limit: limit}}
+}
+
+// WriteTo writes a ring capture's frames as a pcap file to w.
+func (c *Capture) WriteTo(w io.Writer) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ring == nil {
+		return 0, errors.New("pcap: WriteTo needs a ring capture")
+	}
+	cw := &countingWriter{w: w}
+	pw := pcapgo.NewWriter(cw)
+	if err := pw.WriteFileHeader(snapLen, layers.LinkTypeEthernet); err != nil {
+		return cw.n, fmt.Errorf("pcap: header: %w", err)
+	}
+	for _, f := range c.ring.frames {
+		if err := pw.WritePacket(gopacket.CaptureInfo{Timestamp: f.at, CaptureLength: len(f.data), Length: f.len}, f.data); err != nil {
+			return cw.n, fmt.Errorf("pcap: %w", err)
+		}
+	}
+	return cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // FlushEvery bounds how long a frame waits in a capture's buffer.
@@ -83,6 +136,19 @@ func (c *Capture) write(frame []byte) {
 		return
 	}
 	n := min(len(frame), snapLen)
+	if r := c.ring; r != nil {
+		r.frames = append(r.frames, ringFrame{at: c.now(), data: append([]byte(nil), frame[:n]...), len: len(frame)})
+		r.size += n
+		drop := 0
+		for r.size > r.limit && drop < len(r.frames)-1 {
+			r.size -= len(r.frames[drop].data)
+			drop++
+		}
+		if drop > 0 {
+			r.frames = append(r.frames[:0], r.frames[drop:]...)
+		}
+		return
+	}
 	ci := gopacket.CaptureInfo{Timestamp: c.now(), CaptureLength: n, Length: len(frame)}
 	if c.err = c.w.WritePacket(ci, frame[:n]); c.err != nil {
 		return

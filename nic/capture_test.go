@@ -74,3 +74,33 @@ func TestCaptureStreams(t *testing.T) {
 	assert.NoError(t, c.Close())
 	assert.Equal(t, 1002, countFrames(t, path))
 }
+
+// A ring capture keeps the newest frames within its limit and writes them
+// as a pcap only when asked.
+func TestRingCaptureKeepsTheNewest(t *testing.T) {
+	c := NewRingCapture(10 * 64)
+	w := &wire{}
+	n, err := New(Options{MAC: testMAC, Uplink: w, Capture: c})
+	require.NoError(t, err)
+	for i := range 100 {
+		require.NoError(t, n.WriteRaw(numbered(i)))
+	}
+	var out bytes.Buffer
+	size, err := c.WriteTo(&out)
+	require.NoError(t, err)
+	assert.Equal(t, int64(out.Len()), size)
+	r, err := pcapgo.NewReader(&out)
+	require.NoError(t, err)
+	var got []int
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+		got = append(got, index(data))
+	}
+	assert.Equal(t, []int{90, 91, 92, 93, 94, 95, 96, 97, 98, 99}, got)
+	_, err = (&Capture{}).WriteTo(io.Discard)
+	assert.Error(t, err, "only a ring capture writes on demand")
+}
