@@ -78,10 +78,11 @@ type ServerOptions struct {
 
 // Flaws are deliberate SCS bugs, each one that field SCSs have had.
 type Flaws struct {
-	// ForgetCommit treats a failure at or after CommitChanges like one
-	// before it: the retry is a whole new TLS-PSK session, which a device
-	// that did commit refuses, instead of a login with the new
-	// credentials that settles the record.
+	// ForgetCommit takes a lost answer to CommitChanges, or a failure
+	// after it, for a session that failed before it: the retry is a whole
+	// new TLS-PSK session with the old pair, which a device that did
+	// commit refuses, instead of a login with the new credentials that
+	// finds it provisioned.
 	ForgetCommit bool
 }
 
@@ -545,7 +546,7 @@ func (s *Server) provision(j job) error {
 	})
 	if err != nil {
 		var se *StepError
-		if !errors.As(err, &se) || se.Step != "commit" {
+		if !errors.As(err, &se) || se.Step != "commit" || s.o.Flaws.ForgetCommit {
 			rec.LastError = err.Error()
 			_ = s.o.DB.Put(rec)
 			return err
