@@ -164,3 +164,10 @@ func (d *deviceFlags) apply(fs *flag.FlagSet, fo *fleet.Options) error {
 	fo.Profile, fo.MEBx = p, d.mebx
 	return nil
 }
+
+// isSet reports whether the command line gave flag name.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

@@ -93,6 +93,7 @@ Usage:
   amtsim scs     --db FILE [flags]             the reference SCS on a real network or TAP
   amtsim run     [flags]                       boot devices and follow them to their Hello
   amtsim mebx    init|show|set|reset --store FILE [KEY=VALUE...]
+  amtsim scenario list|validate|run [flags] FILE|NAME...   scenarios: suites, faults, verdicts, JUnit
   amtsim version
 
 Run 'amtsim COMMAND -h' for the flags of a command.
@@ -144,6 +145,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdSCS(ctx, args[1:], stdout, stderr)
 	case "mebx":
 		err = cmdMEBx(args[1:], stdout)
+	case "scenario":
+		err = cmdScenario(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 	case "-h", "--help", "help":
