@@ -64,7 +64,9 @@ const (
 	// AnswerDelay holds the answer back for CallFault.Delay; the call is
 	// carried out.
 	AnswerDelay Answer = "delay"
-	// AnswerEmpty carries the call out and answers 200 with no body.
+	// AnswerEmpty carries the call out and answers with no body: 200, or
+	// CallFault.Status (AMT has been seen answering 400 with
+	// Content-Length: 0).
 	AnswerEmpty Answer = "empty"
 	// AnswerFault refuses the call with a WS-MAN fault (wsman:InternalError)
 	// without carrying it out.
@@ -83,6 +85,7 @@ type CallFault struct {
 	Call   string
 	Answer Answer
 	Delay  time.Duration // for AnswerDelay
+	Status int           // for AnswerEmpty: the HTTP status (default 200)
 	// Times is how many answers it changes before it disarms; 0 is every
 	// one.
 	Times int
@@ -98,7 +101,11 @@ func (f CallFault) Validate() error {
 		if f.Delay <= 0 {
 			return errors.New("a delayed answer needs a positive delay")
 		}
-	case AnswerEmpty, AnswerFault, AnswerDrop:
+	case AnswerEmpty:
+		if f.Status != 0 && (f.Status < 200 || f.Status > 599) {
+			return fmt.Errorf("status %d is not an HTTP status", f.Status)
+		}
+	case AnswerFault, AnswerDrop:
 	default:
 		return fmt.Errorf("answer %q is none of delay, empty, fault, drop", f.Answer)
 	}
@@ -177,6 +184,9 @@ func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.
 		}
 	case AnswerEmpty:
 		r.body = nil
+		if f.Status != 0 {
+			r.status = f.Status
+		}
 	case AnswerDrop:
 		r.drop = true
 	}

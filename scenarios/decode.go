@@ -95,7 +95,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) error {
 				return d.errorf(k, "%q is given twice", k.Value)
 			}
 			e := reflect.New(v.Type().Elem()).Elem()
-			if err := d.decode(val, e); err != nil {
+			if e.Kind() == reflect.String && val.Kind == yaml.ScalarNode && val.Tag != "!!null" {
+				// Attribute values are compared as text: status: 2054
+				// and status: "2054" are one.
+				e.SetString(val.Value)
+			} else if err := d.decode(val, e); err != nil {
 				return err
 			}
 			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)

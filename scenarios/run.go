@@ -175,6 +175,9 @@ func (r *run) build(ctx context.Context, dir string) error {
 		if r.s.SCS.AdminPassword != "" {
 			so.Profile.AdminPassword = r.s.SCS.AdminPassword
 		}
+		if r.s.SCS.MEBxPassword != "" {
+			so.Profile.NewMEBxPassword = r.s.SCS.MEBxPassword
+		}
 	}
 	static := 0
 	for gi := range r.s.Groups {
@@ -273,6 +276,7 @@ func (r *run) preset(g *Group, gi, k int, id identity.Identity, s *mebx.Settings
 	if g.SCSInMEBx {
 		s.SCSAddress = lanSCS
 	}
+	s.FlashWrites = g.FlashWrites
 	if g.Address == "static" {
 		// From the top of the subnet down, away from the DHCP pool that
 		// leases from the bottom up.

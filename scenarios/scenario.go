@@ -24,6 +24,9 @@ type Scenario struct {
 	Description string `yaml:"description"`
 	// Source links the field report a field-bug scenario reproduces.
 	Source string `yaml:"source"`
+	// Catches are the SCS flaws the scenario exists to catch: with any of
+	// them it must fail (the suite's own tests hold it to that).
+	Catches []Flaw `yaml:"catches"`
 	Seed   uint64 `yaml:"seed"`
 	// Deadline bounds the whole run (default 2m): what has not happened by
 	// then has failed.
@@ -52,6 +55,9 @@ type SCS struct {
 	// AdminPassword is the new admin password the SCS sets (its profile's;
 	// default the reference profile's).
 	AdminPassword string `yaml:"admin_password"`
+	// MEBxPassword is the new MEBx password the SCS sets (default the
+	// reference profile's).
+	MEBxPassword string `yaml:"mebx_password"`
 	// MaxAttempts is how often the SCS retries a device (default 5).
 	MaxAttempts int `yaml:"max_attempts"`
 }
@@ -95,6 +101,9 @@ type Group struct {
 	// MEBx are more settings, KEY=VALUE as `amtsim mebx set` takes them.
 	MEBx   []MEBxEntry `yaml:"mebx"`
 	Quirks Quirks      `yaml:"quirks"`
+	// FlashWrites is how often the devices' flash has been written before
+	// the run (with quirks.flash_write_limit: a worn flash).
+	FlashWrites uint64 `yaml:"flash_writes"`
 }
 
 // Firmware names a firmware profile (firmware.ProfileByName).
@@ -196,6 +205,7 @@ type CallFault struct {
 	Name   string        `yaml:"name"`
 	Answer string        `yaml:"answer" choice:"delay,empty,fault,drop"`
 	Delay  time.Duration `yaml:"delay"`
+	Status int           `yaml:"status"` // for answer: empty
 	Times  int           `yaml:"times"`
 }
 
@@ -559,7 +569,7 @@ func (n *Netem) nic(seed uint64) nic.Netem {
 }
 
 func (c *CallFault) firmware() firmware.CallFault {
-	return firmware.CallFault{Call: c.Name, Answer: firmware.Answer(c.Answer), Delay: c.Delay, Times: c.Times}
+	return firmware.CallFault{Call: c.Name, Answer: firmware.Answer(c.Answer), Delay: c.Delay, Status: c.Status, Times: c.Times}
 }
 
 // groupState maps a device's persisted state to an expectation's.

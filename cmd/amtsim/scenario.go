@@ -74,7 +74,7 @@ func cmdScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var list []*scenarios.Scenario
 	if len(pos) == 0 {
-		if verb == "validate" || fs.Lookup("suite").Value.String() == "" {
+		if !isSet(fs, "suite") {
 			return bad(fs, "name a scenario file, a shipped scenario, or --suite")
 		}
 		if list, err = scenarios.Shipped(*suite); err != nil {
