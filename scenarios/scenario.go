@@ -27,7 +27,7 @@ type Scenario struct {
 	// Catches are the SCS flaws the scenario exists to catch: with any of
 	// them it must fail (the suite's own tests hold it to that).
 	Catches []Flaw `yaml:"catches"`
-	Seed   uint64 `yaml:"seed"`
+	Seed    uint64 `yaml:"seed"`
 	// Deadline bounds the whole run (default 2m): what has not happened by
 	// then has failed.
 	Deadline time.Duration `yaml:"deadline"`
