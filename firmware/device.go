@@ -175,6 +175,7 @@ type Device struct {
 	digest *digest.Server
 
 	cableOut   atomic.Bool                // SetLink(false)
+	live       atomic.Pointer[nic.NIC]    // this power cycle's NIC, for CutPower
 	callFault  atomic.Pointer[armedFault] // SetCallFault
 	hostPower  atomic.Uint32              // the simulated host's power state (2 on, 8 off)
 	sessionIDs atomic.Uint64
@@ -305,6 +306,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		return fmt.Errorf("firmware %s: already powered on", d.id)
 	}
 	d.on, d.settings, d.nic, d.host = true, s, n, h
+	d.live.Store(n)
 	d.ready, d.bound, d.helloOn, d.helloK, d.lastSCS = false, false, false, 0, netip.AddrPort{}
 	d.rand = rand.New(rand.NewPCG(d.o.Seed, d.Stats.PowerOns.Add(1)))
 	d.ctx, d.cancel = context.WithCancel(ctx)
@@ -566,6 +568,7 @@ func (d *Device) PowerOff() {
 		return
 	}
 	d.on = false
+	d.live.Store(nil)
 	d.cancel()
 	if d.helloTimer != nil {
 		d.helloTimer.Stop()

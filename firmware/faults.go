@@ -57,6 +57,16 @@ func (d *Device) SetLink(up bool) {
 	}
 }
 
+// CutPower is the plug pulled: from its return the NIC passes no frame
+// either way, so the device's peers see it gone at that instant. The
+// owner's PowerOff (and PowerOn, for a cycle) follows; CutPower takes no
+// lock, so an event sink may call it on the device's own goroutine.
+func (d *Device) CutPower() {
+	if n := d.live.Load(); n != nil {
+		n.SetLink(false)
+	}
+}
+
 // Answer is how a call fault changes the device's answer to a call.
 type Answer string
 

@@ -23,6 +23,8 @@ type Entry struct {
 	At    time.Duration     `json:"at"` // from the start of the run
 	Name  event.Name        `json:"name"`
 	Attrs map[string]string `json:"attrs,omitempty"`
+	// SCS marks the SCS's events about the device.
+	SCS bool `json:"scs,omitempty"`
 }
 
 func (e Entry) String() string {
@@ -117,11 +119,14 @@ func noisy(n event.Name) bool {
 }
 
 // story is the device's events in order, by name (and the call for
-// amt.call): what two runs of one seed must share.
+// amt.call), then the SCS's about it, in their order: what two runs of
+// one seed must share. The two are kept apart because they come from
+// two actors, whose interleaving is the scheduler's (the SCS logs a step
+// as the device re-arms its ports).
 func (l *deviceLog) story() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []string
+	var dev, scs []string
 	for _, e := range l.entries {
 		if noisy(e.Name) {
 			continue
@@ -130,9 +135,13 @@ func (l *deviceLog) story() []string {
 		if op := e.Attrs["op"]; op != "" {
 			s += " " + op
 		}
-		out = append(out, s)
+		if e.SCS {
+			scs = append(scs, "scs "+s)
+		} else {
+			dev = append(dev, s)
+		}
 	}
-	return out
+	return append(dev, scs...)
 }
 
 func attrMap(attrs []slog.Attr) map[string]string {
@@ -171,7 +180,7 @@ func (r *recorder) device(e firmware.Event) {
 }
 
 func (r *recorder) scs(e scs.Event) {
-	en := Entry{At: time.Since(r.start), Name: e.Name, Attrs: attrMap(e.Attrs)}
+	en := Entry{At: time.Since(r.start), Name: e.Name, Attrs: attrMap(e.Attrs), SCS: true}
 	r.mu.Lock()
 	dev := r.byPID[e.PID]
 	if dev == "" && en.Attrs["old_pid"] != "" {

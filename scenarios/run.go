@@ -380,6 +380,17 @@ func (r *run) onEvent(dev string, e *Entry) {
 			if a.targets[dev] {
 				delete(a.targets, dev)
 				d := r.byID[dev]
+				// What must take hold before the device's next frame is
+				// done here, on its goroutine: the plug pulled, the call
+				// fault armed. The rest follows off it.
+				switch kind {
+				case "power":
+					d.dev.CutPower()
+				case "call":
+					if err := d.dev.SetCallFault(a.f.Call.firmware()); err != nil {
+						r.faultErr = append(r.faultErr, fmt.Sprintf("%s: %v", a.f.Name, err))
+					}
+				}
 				fire = append(fire, func() { r.apply(a.f, kind, []*device{d}) })
 			}
 			continue

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/amtsim/amtsim/digest"
@@ -44,6 +45,10 @@ type Target struct {
 	// PKI is remote configuration: certificate TLS on 16993 presenting this
 	// provisioning chain, in place of TLS-PSK (PID and PPS unused).
 	PKI *tls.Certificate
+	// CallTimeout bounds each request and its answer (0: none). A device
+	// that loses power after acknowledging a request never answers it, and
+	// no TCP segment tells the SCS so.
+	CallTimeout time.Duration
 }
 
 // User is a user ACL entry to add.
@@ -151,7 +156,7 @@ func (t *Target) dialer() func(ctx context.Context, network, addr string) (net.C
 // plain 16992), Digest as admin with the MEBx password. One TCP connection
 // carries the whole session, as the device stages changes per connection.
 func OpenSetup(t Target) *Session {
-	dial := t.dialer()
+	dial := oneConnection(t.dialer())
 	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	url := fmt.Sprintf("http://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTP)))
 	if t.NoTLS {
@@ -167,7 +172,7 @@ func OpenSetup(t Target) *Session {
 				MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
 				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
 			dc := &digest.Client{Username: "admin", Password: t.Password}
-			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true}
+			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true}
 		}
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -186,7 +191,25 @@ func OpenSetup(t Target) *Session {
 		}
 	}
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+}
+
+// ErrConnectionLost: the setup session's connection closed mid-way. Its
+// staged changes went with it, so the session is not carried on over a
+// new connection (that committed half a transaction to a device that had
+// been power-cycled); it fails, and the retry starts over.
+var ErrConnectionLost = errors.New("the connection to the device closed mid-session (its staged changes are gone)")
+
+// oneConnection lets dial open one connection; later ones fail with
+// ErrConnectionLost.
+func oneConnection(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var used atomic.Bool
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if used.Swap(true) {
+			return nil, ErrConnectionLost
+		}
+		return dial(ctx, network, addr)
+	}
 }
 
 // OpenOperational opens a session to a provisioned device: certificate TLS
@@ -201,7 +224,7 @@ func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password 
 			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
 	dc := &digest.Client{Username: user, Password: password}
 	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
 }
 
 // invoke calls a method and turns a non-zero ReturnValue into a StepError.

@@ -59,8 +59,10 @@ type ServerOptions struct {
 	// from RetryBase (default 1 s), doubling.
 	MaxAttempts int
 	RetryBase   time.Duration
-	// SessionTimeout bounds one provisioning session (default 2 min).
+	// SessionTimeout bounds one provisioning session (default 2 min);
+	// CallTimeout each request in it (default 20 s).
 	SessionTimeout time.Duration
+	CallTimeout    time.Duration
 	// NoVerify skips the login with the new credentials after the commit.
 	NoVerify bool
 	// VerifyWindow is how long the login with the new credentials keeps
@@ -178,6 +180,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.RetryBase <= 0 {
 		o.RetryBase = time.Second
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 20 * time.Second
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 2 * time.Minute
@@ -500,7 +505,7 @@ func (s *Server) provision(j job) error {
 	if password == "" {
 		password = s.o.Password
 	}
-	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS}
+	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout}
 	if j.pki {
 		// Remote configuration: the certificate proves the SCS, and a
 		// device whose MEBx password is still the factory's takes the
@@ -618,7 +623,7 @@ func (s *Server) settle(j job) {
 	defer cancel()
 	p := s.o.Profile
 	domain := recordDomain(rec, p)
-	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS}
+	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout}
 	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
 		s.emit(event.SCSUnsettled, rec.PID, "attempt", j.attempt+1, "err", err.Error())
 		if errors.Is(err, errNotCommitted) {
