@@ -29,9 +29,13 @@ vet:
 
 # Tests that skip for a missing peer or for want of root append a line to
 # $$AMTSIM_SKIPPED (internal/peer); the list is printed after the run.
+# The shipped scenarios (scenarios/shipped_test.go) run a second time
+# without -race: the race detector would make the Hello storm's 5,000
+# devices take many minutes.
 unit:
 	@skipped=$$(mktemp -t amtsim-skipped.XXXXXX); \
 	AMTSIM_SKIPPED=$$skipped $(GO) test -race -count=1 -timeout 10m $(PKGS); rc=$$?; \
+	AMTSIM_SKIPPED=$$skipped $(GO) test -count=1 -timeout 10m -run '^TestShippedScenarios$$' ./scenarios || rc=1; \
 	if [ -s $$skipped ]; then \
 	  echo "Skipped $$(sort -u $$skipped | wc -l) tests (missing peers or not root):"; sort -u $$skipped | sed 's/^/  /'; \
 	fi; rm -f $$skipped; exit $$rc

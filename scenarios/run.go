@@ -100,6 +100,8 @@ type armed struct {
 type Draw struct {
 	Fault   string   `json:"fault"`
 	Devices []string `json:"devices"`
+	// Indexes are the devices' places in their groups ("group/index").
+	Indexes []string `json:"indexes"`
 }
 
 // Run runs s on the embedded LAN with the embedded SCS and returns its
@@ -333,6 +335,7 @@ func (r *run) schedule() {
 			d := Draw{Fault: f.Name}
 			for _, t := range targets {
 				d.Devices = append(d.Devices, t.id.HostName)
+				d.Indexes = append(d.Indexes, fmt.Sprintf("%s/%d", t.group.Name, t.id.Index))
 			}
 			r.draws = append(r.draws, d)
 		}

@@ -9,47 +9,91 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func runShipped(t *testing.T, name string) *Report {
+func logFailures(t *testing.T, rep *Report) {
 	t.Helper()
-	s, ok := Named(name)
-	require.True(t, ok, name)
-	rep, err := Run(context.Background(), s, Options{})
-	require.NoError(t, err)
 	for _, c := range rep.Cases {
 		for _, f := range c.Failures {
-			t.Logf("%s/%s: %s: %s", c.Group, c.Name, f.Device, f.Reason)
+			t.Logf("%s: %s/%s: %s: %s", rep.Scenario, c.Group, c.Name, f.Device, f.Reason)
 		}
 	}
-	return rep
-}
-
-func TestPSKHappyPath(t *testing.T) {
-	rep := runShipped(t, "psk-happy-path")
-	assert.True(t, rep.Passed())
-}
-
-func TestCommitAnswerLost(t *testing.T) {
-	rep := runShipped(t, "commit-answer-lost")
-	assert.True(t, rep.Passed())
-	for d, s := range rep.Stories {
-		t.Logf("%s: %v", d, s)
-		break
+	for _, e := range rep.FaultErrors {
+		t.Logf("%s: fault not applied: %s", rep.Scenario, e)
 	}
-	t.Logf("draws %v", rep.Draws)
+}
 
-	s, _ := Named("commit-answer-lost")
-	s.SCS.Flaws = []Flaw{FlawForgetCommit}
-	// It never settles: the deadline ends the run.
-	s.Deadline = 8 * time.Second
-	rep, err := Run(context.Background(), s, Options{})
+const drawScenario = `name: draws
+seed: 1
+deadline: 30s
+groups:
+  - name: desks
+    count: 10
+faults:
+  - name: cable
+    group: desks
+    fraction: 0.3
+    when: {event: amt.call, where: {op: SetAdminAclEntryEx}}
+    for: 1s
+    link: down
+  - name: slow
+    group: desks
+    count: 2
+    at: 0s
+    call: {name: CommitChanges, answer: delay, delay: 300ms, times: 1}
+expect:
+  - group: desks
+    state: provisioned
+    recorded: true
+`
+
+// The same file and seed give the same fault draws, the same verdicts and
+// the same story on every device; another seed draws other devices.
+func TestSameSeedSameRun(t *testing.T) {
+	s, err := Parse("draws.yaml", []byte(drawScenario))
 	require.NoError(t, err)
-	assert.False(t, rep.Passed(), "an SCS that forgets the commit fails it")
-	for d, s := range rep.Stories {
-		t.Logf("flawed %s: %v", d, s)
+	run := func(seed uint64) *Report {
+		rep, err := Run(context.Background(), s, Options{Seed: &seed})
+		require.NoError(t, err)
+		logFailures(t, rep)
+		return rep
 	}
-	for _, c := range rep.Cases {
-		for _, f := range c.Failures {
-			t.Logf("flawed %s/%s: %s: %s", c.Group, c.Name, f.Device, f.Reason)
-		}
+	a, b := run(1), run(1)
+	require.True(t, a.Passed())
+	require.Len(t, a.Draws, 2)
+	assert.Len(t, a.Draws[0].Devices, 3, "30% of 10")
+	assert.Len(t, a.Draws[1].Devices, 2)
+	assert.Equal(t, a.Draws, b.Draws)
+	assert.Equal(t, a.Cases, b.Cases)
+	require.Len(t, a.Stories, 10)
+	for dev, story := range a.Stories {
+		assert.Equal(t, story, b.Stories[dev], "%s's story", dev)
 	}
+	for _, dev := range a.Draws[0].Devices {
+		assert.Contains(t, a.Stories[dev], "link.down", "%s had its cable pulled", dev)
+	}
+	c := run(2)
+	assert.NotEqual(t, a.Draws[0].Indexes, c.Draws[0].Indexes, "another seed, other devices")
+}
+
+// A device that fails an expectation gets its capture written; one that
+// passes does not.
+func TestCapturesOfFailedDevices(t *testing.T) {
+	s, err := Parse("caps.yaml", []byte(`name: caps
+deadline: 6s
+groups:
+  - name: good
+    count: 1
+  - name: bad
+    count: 1
+    pps: wrong
+expect:
+  - state: provisioned
+`))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	rep, err := Run(context.Background(), s, Options{PcapDir: dir})
+	require.NoError(t, err)
+	assert.False(t, rep.Passed())
+	require.Len(t, rep.Captures, 1, "only the failed device")
+	assert.Contains(t, rep.Captures[0], rep.Cases[1].Failures[0].Device)
+	assert.Less(t, rep.Duration, 20*time.Second)
 }
