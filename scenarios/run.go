@@ -171,6 +171,8 @@ func (r *run) build(ctx context.Context, dir string) error {
 	eo.SCS = func(so *scs.ServerOptions) {
 		so.Events = r.rec.scs
 		so.Flaws.ForgetCommit = slices.Contains(r.s.SCS.Flaws, FlawForgetCommit)
+		so.Flaws.TrustAnswers = slices.Contains(r.s.SCS.Flaws, FlawTrustAnswers)
+		so.Flaws.NoCallTimeout = slices.Contains(r.s.SCS.Flaws, FlawNoCallTimeout)
 		if r.s.SCS.MaxAttempts > 0 {
 			so.MaxAttempts = r.s.SCS.MaxAttempts
 		}

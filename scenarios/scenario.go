@@ -50,7 +50,8 @@ type Scenario struct {
 // SCS is the embedded reference SCS's set-up for the run.
 type SCS struct {
 	Pos
-	// Flaws are deliberate bugs (scs.Flaws): forget-commit.
+	// Flaws are deliberate bugs (scs.Flaws): forget-commit,
+	// trust-answers, no-call-timeout.
 	Flaws []Flaw `yaml:"flaws"`
 	// AdminPassword is the new admin password the SCS sets (its profile's;
 	// default the reference profile's).
@@ -65,11 +66,18 @@ type SCS struct {
 // Flaw names a deliberate SCS bug.
 type Flaw string
 
-// FlawForgetCommit is scs.Flaws.ForgetCommit.
-const FlawForgetCommit Flaw = "forget-commit"
+// The flaws, as scs.Flaws has them.
+const (
+	FlawForgetCommit  Flaw = "forget-commit"
+	FlawTrustAnswers  Flaw = "trust-answers"
+	FlawNoCallTimeout Flaw = "no-call-timeout"
+)
+
+// Flaws lists the flaws.
+var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout}
 
 func (f *Flaw) decodeYAML(d *decoder, n *yaml.Node) error {
-	s, err := d.oneOf(n, "an SCS flaw", string(FlawForgetCommit))
+	s, err := d.oneOf(n, "an SCS flaw", string(FlawForgetCommit), string(FlawTrustAnswers), string(FlawNoCallTimeout))
 	*f = Flaw(s)
 	return err
 }

@@ -49,6 +49,9 @@ type Target struct {
 	// that loses power after acknowledging a request never answers it, and
 	// no TCP segment tells the SCS so.
 	CallTimeout time.Duration
+	// IgnoreReturnValues takes a refused call as done: a deliberate flaw
+	// (Flaws.TrustAnswers), never the default.
+	IgnoreReturnValues bool
 }
 
 // User is a user ACL entry to add.
@@ -138,6 +141,8 @@ type Session struct {
 	// pki: remote configuration, which provisions from the factory state
 	// (ProvisioningState 0) as well as from setup.
 	pki bool
+	// ignoreRV: Target.IgnoreReturnValues.
+	ignoreRV bool
 }
 
 // Close drops the connection.
@@ -172,7 +177,7 @@ func OpenSetup(t Target) *Session {
 				MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
 				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
 			dc := &digest.Client{Username: "admin", Password: t.Password}
-			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true}
+			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true, ignoreRV: t.IgnoreReturnValues}
 		}
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -191,7 +196,8 @@ func OpenSetup(t Target) *Session {
 		}
 	}
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url},
+		ignoreRV: t.IgnoreReturnValues}
 }
 
 // ErrConnectionLost: the setup session's connection closed mid-way. Its
@@ -237,7 +243,7 @@ func (s *Session) invoke(ctx context.Context, step, uri, method string, in *wsma
 	if err != nil {
 		return nil, &StepError{Step: step, Err: err}
 	}
-	if rv != 0 {
+	if rv != 0 && !s.ignoreRV {
 		return out, &StepError{Step: step, Status: ptstatus.Code(rv)}
 	}
 	return out, nil
