@@ -37,6 +37,9 @@ type Options struct {
 	// Dir keeps the run's files (MEBx stores, the SCS database); "" uses
 	// a temporary directory removed after the run.
 	Dir string
+	// Uplink, when set, carries a tap:NAME scenario's devices instead of
+	// the TAP of that name (tests open theirs in a namespace).
+	Uplink nic.Uplink
 }
 
 // The embedded LAN's fixed plan, so that MEBx presets (a static address,
@@ -82,9 +85,10 @@ type run struct {
 	triggers []*armed
 	lastAt   time.Duration
 	faultErr []string
-	// onBuilt picks up each group's devices once StartEmbedded has made
-	// the fleets.
+	// onBuilt picks up each group's devices once the fleets are made.
 	onBuilt []func(*fleet.Fleet)
+	fleets  []*fleet.Fleet // one per group, in order
+	closers []func()
 }
 
 // armed is a fault waiting for its event.
@@ -130,12 +134,12 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Report, error) {
 	if err := r.build(ctx, dir); err != nil {
 		return nil, err
 	}
-	defer r.emb.Close()
+	defer r.close()
 	started := time.Now()
 	r.rec.start = started
 	r.schedule()
 	var wg sync.WaitGroup
-	for _, f := range append([]*fleet.Fleet{r.emb.Fleet}, r.emb.Groups...) {
+	for _, f := range r.fleets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -147,8 +151,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Report, error) {
 	r.wait(ctx, started)
 	wg.Wait()
 	// Stop before judging: the stores are read with no device writing.
-	r.emb.Fleet.Stop()
-	for _, f := range r.emb.Groups {
+	for _, f := range r.fleets {
 		f.Stop()
 	}
 	rep := r.judge(time.Since(started))
@@ -254,15 +257,60 @@ func (r *run) build(ctx context.Context, dir string) error {
 			}
 		})
 	}
-	emb, err := fleet.StartEmbedded(ctx, eo)
-	if err != nil {
+	if r.s.tap() == "" {
+		emb, err := fleet.StartEmbedded(ctx, eo)
+		if err != nil {
+			return err
+		}
+		r.emb = emb
+		r.closers = append(r.closers, emb.Close)
+		r.fleets = append([]*fleet.Fleet{emb.Fleet}, emb.Groups...)
+	} else if err := r.buildTAP(ctx, append([]fleet.Group{{Fleet: eo.Fleet, PKI: eo.PKI}}, eo.Groups...)); err != nil {
 		return err
 	}
-	r.emb = emb
-	for i, f := range append([]*fleet.Fleet{emb.Fleet}, emb.Groups...) {
+	for i, f := range r.fleets {
 		r.onBuilt[i](f)
 	}
 	return nil
+}
+
+// buildTAP puts the groups on a TAP, with the network's DHCP, DNS and SCS
+// (the SCS under test) and none of ours.
+func (r *run) buildTAP(ctx context.Context, groups []fleet.Group) error {
+	up := r.o.Uplink
+	if up == nil {
+		tap, err := nic.OpenTAP(nic.TAPOptions{Name: r.s.tap()})
+		if err != nil {
+			return err
+		}
+		r.closers = append(r.closers, func() { _ = tap.Close() })
+		up = tap
+	}
+	stacks := nic.NewStacks(nic.StackOptions{})
+	r.closers = append(r.closers, stacks.Close)
+	for _, g := range groups {
+		fo := g.Fleet
+		fo.Uplink, fo.Stacks = up, stacks
+		if g.PKI {
+			// The SCS under test's root hash is the group's to give
+			// (mebx: pki.hash=…).
+			fo.Factory = true
+		}
+		f, err := fleet.New(ctx, fo)
+		if err != nil {
+			return err
+		}
+		r.closers = append(r.closers, f.Stop)
+		r.fleets = append(r.fleets, f)
+	}
+	return nil
+}
+
+// close stops what build made, the last made first.
+func (r *run) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
 }
 
 // preset gives device k (k-th static device of the run) its group's MEBx
@@ -279,6 +327,9 @@ func (r *run) preset(g *Group, gi, k int, id identity.Identity, s *mebx.Settings
 	}
 	if g.SCSInMEBx {
 		s.SCSAddress = lanSCS
+		if ext := r.s.SCS.external; ext.IsValid() {
+			s.SCSAddress, s.SCSPort = ext.Addr(), ext.Port()
+		}
 	}
 	s.FlashWrites = g.FlashWrites
 	if g.Address == "static" {
@@ -570,6 +621,9 @@ func (r *run) members(group string) []*device {
 
 // recorded reports whether the SCS's database holds d as provisioned.
 func (r *run) recorded(d *device) bool {
+	if r.emb == nil {
+		return false
+	}
 	rec, ok := r.emb.DB.ByUUID(d.id.UUID.String())
 	return ok && rec.State == scs.StateProvisioned
 }

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
@@ -35,6 +36,10 @@ type Scenario struct {
 	// for something has it, to catch what comes late (a second
 	// provisioning, a refused session); default 2s.
 	Hold time.Duration `yaml:"hold"`
+	// Network is embedded (the default: the embedded LAN, its DHCP and DNS,
+	// and the reference SCS) or tap:NAME (a TAP into a real network, its
+	// DHCP, DNS and SCS: the SCS under test).
+	Network string `yaml:"network"`
 	// TimeScale runs the firmware's schedules (Hello intervals, DHCP
 	// timers) this many times faster than real time; default 1.
 	TimeScale float64  `yaml:"time_scale"`
@@ -47,9 +52,15 @@ type Scenario struct {
 	File string `yaml:"-"`
 }
 
-// SCS is the embedded reference SCS's set-up for the run.
+// SCS is the embedded reference SCS's set-up for the run, or the address
+// of the SCS under test.
 type SCS struct {
 	Pos
+	// External is the SCS under test (IP, or IP:port; default port 9971)
+	// on a tap: network, typed into MEBx for scs_in_mebx groups (devices
+	// otherwise find it by DNS).
+	External string `yaml:"external"`
+	external netip.AddrPort
 	// Flaws are deliberate bugs (scs.Flaws): forget-commit,
 	// trust-answers, no-call-timeout.
 	Flaws []Flaw `yaml:"flaws"`
@@ -348,6 +359,9 @@ func (s *Scenario) check(d *decoder) error {
 	if s.TimeScale < 1 || s.TimeScale > 1000 {
 		return d.at(s.Pos, "time_scale %v is not in [1, 1000]", s.TimeScale)
 	}
+	if err := s.checkNetwork(d); err != nil {
+		return err
+	}
 	groups := map[string]*Group{}
 	total := 0
 	for i := range s.Groups {
@@ -421,6 +435,59 @@ func (s *Scenario) check(d *decoder) error {
 		}
 		if e.Name == "" {
 			e.Name = e.defaultName()
+		}
+	}
+	return nil
+}
+
+// tap is the TAP's name of a tap: scenario, or "".
+func (s *Scenario) tap() string { return strings.TrimPrefix(s.Network, "tap:") }
+
+// checkNetwork checks the network and the SCS, and what a TAP rules out:
+// on a real network the DHCP server, DNS and SCS are not ours to stop or
+// to read.
+func (s *Scenario) checkNetwork(d *decoder) error {
+	switch {
+	case s.Network == "" || s.Network == "embedded":
+		s.Network = ""
+		if s.SCS.External != "" {
+			return d.at(s.SCS.Pos, "an external SCS is reached on a real network: network: tap:NAME")
+		}
+		return nil
+	case strings.HasPrefix(s.Network, "tap:") && len(s.tap()) >= 1 && len(s.tap()) <= 15:
+	default:
+		return d.at(s.Pos, "network %q is not embedded or tap:NAME (an interface name of 1 to 15 characters)", s.Network)
+	}
+	if s.SCS.External != "" {
+		ap, err := netip.ParseAddrPort(s.SCS.External)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s.SCS.External)
+			if aerr != nil || !a.Is4() {
+				return d.at(s.SCS.Pos, "external %q is not an IPv4 address or address:port", s.SCS.External)
+			}
+			ap = netip.AddrPortFrom(a, mebx.DefaultSCSPort)
+		}
+		s.SCS.external = ap
+	}
+	if len(s.SCS.Flaws) > 0 || s.SCS.AdminPassword != "" || s.SCS.MEBxPassword != "" || s.SCS.MaxAttempts > 0 {
+		return d.at(s.SCS.Pos, "flaws, passwords and max_attempts set up the embedded SCS; on a TAP the SCS is the network's")
+	}
+	for _, g := range s.Groups {
+		if g.PID == "unknown" || g.Address == "static" {
+			return d.at(g.Pos, "group %q: pid: unknown and address: static need the embedded LAN and SCS (on a TAP, type the settings with mebx:)", g.Name)
+		}
+		if g.SCSInMEBx && !s.SCS.external.IsValid() {
+			return d.at(g.Pos, "group %q: scs_in_mebx on a TAP types scs.external into MEBx; there is none", g.Name)
+		}
+	}
+	for _, f := range s.Faults {
+		if k, _ := f.kind(); k == "dhcp" || k == "dns" || k == "scs" {
+			return d.at(f.Pos, "a %s fault needs the embedded LAN: a TAP's DHCP, DNS and SCS are the network's", k)
+		}
+	}
+	for _, e := range s.Expect {
+		if e.Recorded != nil {
+			return d.at(e.Pos, "recorded reads the embedded SCS's database; an external SCS's records are its own")
 		}
 	}
 	return nil
