@@ -157,7 +157,7 @@ func (s *session) RemoveUserACL(handle uint32) ptstatus.Code {
 // Time is AMT's clock: the device clock plus the offset the SCS set.
 func (s *session) Time() int64 {
 	v := s.view()
-	return s.d.clock.Now().Unix() + v.AMT.ClockOffset
+	return s.d.rtc().Unix() + v.AMT.ClockOffset
 }
 
 // SetTime is SetHighAccuracyTimeSynch: Ta0 must be the value AMT gave out
@@ -171,7 +171,7 @@ func (s *session) SetTime(ta0, tm1, tm2 int64) ptstatus.Code {
 	return s.change(func(m *mebx.Settings) ptstatus.Code {
 		// The SCS's time at our receipt is about Tm2 plus what has passed
 		// here since Ta0 minus its own round trip; AMT takes Tm2.
-		m.AMT.ClockOffset = tm2 - s.d.clock.Now().Unix()
+		m.AMT.ClockOffset = tm2 - s.d.rtc().Unix()
 		m.AMT.TimeSet = true
 		return ptstatus.Success
 	})
@@ -395,7 +395,7 @@ func (s *session) CommitChanges() ptstatus.Code {
 	}
 	next.AMT = next.AMT.Clone()
 	next.State = mebx.StatePost
-	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.clock.Now().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id,
+	next.AMT.Audit = &mebx.ProvisioningRecord{Time: s.d.rtc().Unix() + next.AMT.ClockOffset, Peer: s.peer, TLS: s.tls, Session: s.id,
 		Method: s.method()}
 	if s.pki != nil {
 		next.AMT.Audit.CertCN, next.AMT.Audit.CertRoot = s.pki.CN, s.pki.RootName+" "+s.pki.RootHash

@@ -112,6 +112,11 @@ type Quirks struct {
 	// FlashWriteLimit refuses persisted changes once the flash has been
 	// written this many times (FLASH_WRITE_LIMIT_EXCEEDED); 0 is no limit.
 	FlashWriteLimit uint64
+	// CommitDropsConnection closes the connection instead of answering a
+	// CommitChanges that took: the commit restarts the port stack with
+	// the answer still in flight, as reported of TLS-enforced AMT 19 and
+	// later (device-management-toolkit/rpc-go#1463).
+	CommitDropsConnection bool
 }
 
 // Stats count what the device did. They only grow.
@@ -176,6 +181,7 @@ type Device struct {
 
 	cableOut   atomic.Bool                // SetLink(false)
 	live       atomic.Pointer[nic.NIC]    // this power cycle's NIC, for CutPower
+	skew       atomic.Int64               // SkewClock: the RTC's jump, in ns
 	callFault  atomic.Pointer[armedFault] // SetCallFault
 	hostPower  atomic.Uint32              // the simulated host's power state (2 on, 8 off)
 	sessionIDs atomic.Uint64
@@ -236,7 +242,7 @@ func New(o Options) (*Device, error) {
 	d := &Device{o: o, id: o.ID, clock: o.Clock, sched: o.Schedule, realm: realmFor([16]byte(o.Identity.UUID)),
 		prof: o.Profile, server: o.Profile.ServerHeader()}
 	d.hostPower.Store(hostPowerOn)
-	d.digest = digest.NewServer(digest.ServerOptions{Realm: d.realm, AllowEmptyResponse: o.Quirks.EmptyDigestResponse})
+	d.digest = digest.NewServer(digest.ServerOptions{Realm: d.realm, AllowEmptyResponse: o.Quirks.EmptyDigestResponse, Now: d.rtc})
 	return d, nil
 }
 

@@ -67,6 +67,20 @@ func (d *Device) CutPower() {
 	}
 }
 
+// SkewClock moves the ME's real-time clock by d (negative: back), as a
+// flat RTC battery or a bad time sync does: the AMT time the SCS reads and
+// sets, certificate validity, and Digest nonce ages all follow it (a jump
+// past a nonce's lifetime makes it stale). The Hello schedule runs on
+// elapsed time and does not.
+func (d *Device) SkewClock(by time.Duration) {
+	d.skew.Add(int64(by))
+}
+
+// rtc is the ME's real-time clock.
+func (d *Device) rtc() time.Time {
+	return d.clock.Now().Add(time.Duration(d.skew.Load()))
+}
+
 // Answer is how a call fault changes the device's answer to a call.
 type Answer string
 

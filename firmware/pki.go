@@ -191,7 +191,7 @@ func (d *Device) setupCertificate() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := d.clock.Now()
+	now := d.rtc()
 	serial := new(big.Int).SetBytes(d.o.Identity.MAC)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -257,7 +257,7 @@ func (d *Device) pkiServer(ctx context.Context, c net.Conn, s *mebx.Settings) (n
 
 // amtNow is AMT's clock under settings s.
 func (d *Device) amtNow(s *mebx.Settings) time.Time {
-	return d.clock.Now().Add(time.Duration(s.AMT.ClockOffset) * time.Second)
+	return d.rtc().Add(time.Duration(s.AMT.ClockOffset) * time.Second)
 }
 
 // peekedConn reads through the buffer a ClientHello was peeked into.

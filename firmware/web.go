@@ -343,6 +343,8 @@ func (d *Device) handle(sess *session, req *request) response {
 			r.status = http.StatusBadRequest
 		}
 		r.body = sess.out.Bytes()
+		// The quirk: the committed session's answer never leaves.
+		r.drop = sess.committed && d.o.Quirks.CommitDropsConnection
 		return r
 	case req.method == http.MethodPost && d.prof.EOI && eoi.ServiceAt(req.path) != "":
 		code, out := d.serveEOI(sess, req.path, req.body)

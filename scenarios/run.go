@@ -195,7 +195,8 @@ func (r *run) build(ctx context.Context, dir string) error {
 		}
 		fo := fleet.Options{Devices: g.Count, Seed: r.seed, Shard: gi, Rate: g.BootRate, Password: mebxPassword,
 			Profile: prof, Clock: clock.Scaled(r.s.TimeScale), KeyPool: 2,
-			Quirks: firmware.Quirks{EmptyDigestResponse: g.Quirks.EmptyDigestResponse, FlashWriteLimit: g.Quirks.FlashWriteLimit},
+			Quirks: firmware.Quirks{EmptyDigestResponse: g.Quirks.EmptyDigestResponse, FlashWriteLimit: g.Quirks.FlashWriteLimit,
+				CommitDropsConnection: g.Quirks.CommitDropsConnection},
 			Events: r.rec.device,
 		}
 		for _, m := range g.MEBx {
@@ -397,7 +398,7 @@ func (r *run) schedule() {
 			r.mu.Lock()
 			r.lastAt = max(r.lastAt, at+f.For)
 			r.mu.Unlock()
-			time.AfterFunc(at, func() { r.apply(f, kind, targets) })
+			time.AfterFunc(at, func() { r.apply(f, kind, targets, false) })
 			continue
 		}
 		a := &armed{f: f, reached: map[string]bool{}}
@@ -442,12 +443,14 @@ func (r *run) onEvent(dev string, e *Entry) {
 				switch kind {
 				case "power":
 					d.dev.CutPower()
+				case "clock_skew":
+					d.dev.SkewClock(time.Duration(*a.f.ClockSkew))
 				case "call":
 					if err := d.dev.SetCallFault(a.f.Call.firmware()); err != nil {
 						r.faultErr = append(r.faultErr, fmt.Sprintf("%s: %v", a.f.Name, err))
 					}
 				}
-				fire = append(fire, func() { r.apply(a.f, kind, []*device{d}) })
+				fire = append(fire, func() { r.apply(a.f, kind, []*device{d}, true) })
 			}
 			continue
 		}
@@ -457,7 +460,7 @@ func (r *run) onEvent(dev string, e *Entry) {
 		a.reached[dev] = true
 		if len(a.reached) >= max(a.f.When.Devices, 1) {
 			a.fired = true
-			fire = append(fire, func() { r.apply(a.f, kind, nil) })
+			fire = append(fire, func() { r.apply(a.f, kind, nil, false) })
 		}
 	}
 	r.mu.Unlock()
@@ -475,8 +478,9 @@ func (r *run) faultError(format string, args ...any) {
 }
 
 // apply does fault f (to targets, for a device fault), and undoes it
-// after f.For.
-func (r *run) apply(f *Fault, kind string, targets []*device) {
+// after f.For. fromEvent: onEvent has done the part that must not wait
+// (the plug pulled, the call fault armed, the clock moved).
+func (r *run) apply(f *Fault, kind string, targets []*device, fromEvent bool) {
 	if r.ctx.Err() != nil {
 		return
 	}
@@ -512,8 +516,23 @@ func (r *run) apply(f *Fault, kind string, targets []*device) {
 				}
 			}
 		}
+	case "clock_skew":
+		by := time.Duration(*f.ClockSkew)
+		if !fromEvent {
+			for _, d := range targets {
+				d.dev.SkewClock(by)
+			}
+		}
+		undo = func() {
+			for _, d := range targets {
+				d.dev.SkewClock(-by)
+			}
+		}
 	case "call":
 		for _, d := range targets {
+			if fromEvent {
+				break
+			}
 			if err := d.dev.SetCallFault(f.Call.firmware()); err != nil {
 				r.faultError("%s: %v", f.Name, err)
 			}

@@ -144,6 +144,9 @@ type Quirks struct {
 	// EmptyDigestResponse is CVE-2017-5689.
 	EmptyDigestResponse bool   `yaml:"empty_digest_response"`
 	FlashWriteLimit     uint64 `yaml:"flash_write_limit"`
+	// CommitDropsConnection: firmware.Quirks.CommitDropsConnection
+	// (rpc-go#1463).
+	CommitDropsConnection bool `yaml:"commit_drops_connection"`
 }
 
 // MEBxEntry is one KEY=VALUE MEBx setting.
@@ -180,13 +183,31 @@ type Fault struct {
 	For time.Duration `yaml:"for"`
 
 	// One of these is the fault.
-	Netem *Netem     `yaml:"netem"`
-	Link  string     `yaml:"link" choice:"down"`
-	DHCP  string     `yaml:"dhcp" choice:"stop,restart"`
-	DNS   *DNSFault  `yaml:"dns"` // remove or add a record
-	SCS   string     `yaml:"scs" choice:"stop,restart"`
-	Power string     `yaml:"power" choice:"cycle,off"`
-	Call  *CallFault `yaml:"call"`
+	Netem *Netem    `yaml:"netem"`
+	Link  string    `yaml:"link" choice:"down"`
+	DHCP  string    `yaml:"dhcp" choice:"stop,restart"`
+	DNS   *DNSFault `yaml:"dns"` // remove or add a record
+	SCS   string    `yaml:"scs" choice:"stop,restart"`
+	Power string    `yaml:"power" choice:"cycle,off"`
+	// ClockSkew moves the devices' real-time clock by this much (may be
+	// negative): AMT time, certificate validity, Digest nonce ages.
+	ClockSkew *Skew      `yaml:"clock_skew"`
+	Call      *CallFault `yaml:"call"`
+}
+
+// Skew is a duration that may be negative.
+type Skew time.Duration
+
+func (k *Skew) decodeYAML(d *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return d.errorf(n, "want a duration (like 10m, -48h), not %s", describe(n))
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v == 0 {
+		return d.errorf(n, "%q is not a duration that moves the clock (like 10m, -48h)", n.Value)
+	}
+	*k = Skew(v)
+	return nil
 }
 
 // Trigger sets a fault off when an event is reached: on each chosen device
@@ -549,9 +570,12 @@ func (f *Fault) kind() (string, error) {
 	if f.Call != nil {
 		kinds = append(kinds, "call")
 	}
+	if f.ClockSkew != nil {
+		kinds = append(kinds, "clock_skew")
+	}
 	switch len(kinds) {
 	case 0:
-		return "", errors.New("a fault needs one of netem, link, dhcp, dns, scs, power, call")
+		return "", errors.New("a fault needs one of netem, link, dhcp, dns, scs, power, call, clock_skew")
 	case 1:
 		return kinds[0], nil
 	}
@@ -562,7 +586,7 @@ func (f *Fault) kind() (string, error) {
 // than on the network or the SCS).
 func onDevices(kind string) bool {
 	switch kind {
-	case "netem", "link", "power", "call":
+	case "netem", "link", "power", "call", "clock_skew":
 		return true
 	}
 	return false
