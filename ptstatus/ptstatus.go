@@ -3,7 +3,10 @@
 // with, and the SCS reads.
 package ptstatus
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Code is a PT_STATUS value.
 type Code uint32
@@ -77,3 +80,18 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Code) }
+
+// Parse reads a status as scenario files and logs write it: its name
+// (INVALID_PASSWORD), or its number in hex (0x806) or decimal (2054).
+func Parse(s string) (Code, error) {
+	for c, n := range names {
+		if n == s {
+			return c, nil
+		}
+	}
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a PT_STATUS name or number", s)
+	}
+	return Code(v), nil
+}

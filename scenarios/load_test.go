@@ -79,6 +79,13 @@ func TestBadFiles(t *testing.T) {
 		{"not YAML", "name: [unclosed\n", 1, 1, "did not find expected"},
 		{"an alias", minimal + "x: &a 1\ny: *a\n", 7, 1, `unknown key "x"`},
 		{"empty file", "", 1, 1, "no scenario"},
+		{"refused call without status", strings.Replace(minimal, "  - state: provisioned", "  - refused: {call: CommitChanges}", 1), 6, 14, "both call and status"},
+		{"refused yet provisioned", strings.Replace(minimal, "  - state: provisioned", "  - state: provisioned\n    refused: {tls: certificate_expired}", 1), 6, 5, "not provisioned"},
+		{"bad PT_STATUS", strings.Replace(minimal, "  - state: provisioned", "  - refused: {call: CommitChanges, status: BROKEN}", 1), 6, 44, `"BROKEN" is not a PT_STATUS`},
+		{"zero clock skew", minimal + "faults:\n  - at: 0s\n    clock_skew: 0s\n", 9, 17, "moves the clock"},
+		{"external SCS on the embedded LAN", minimal + "scs: {external: 10.0.0.5}\n", 7, 6, "network: tap:NAME"},
+		{"SCS fault on a TAP", minimal + "network: tap:amt0\nfaults:\n  - at: 0s\n    scs: stop\n", 9, 5, "needs the embedded LAN"},
+		{"recorded on a TAP", strings.Replace(minimal, "  - state: provisioned", "  - recorded: true", 1) + "network: tap:amt0\n", 6, 5, "external SCS's records"},
 		{"wants nothing", strings.Replace(minimal, "  - state: provisioned", "  - name: nothing", 1), 6, 5, "expects nothing"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
+	"github.com/amtsim/amtsim/ptstatus"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -270,6 +272,34 @@ type Expect struct {
 	// Recorded says the embedded SCS must (true) or must not (false) hold
 	// the device as provisioned at the end.
 	Recorded *bool `yaml:"recorded"`
+	// Refused expects each device to refuse the SCS: a call answered with
+	// a PT_STATUS, or the TLS handshake with a reason (tls.failed). It
+	// implies state: setup.
+	Refused *Refusal `yaml:"refused"`
+}
+
+// Refusal is where and how a device refuses its SCS.
+type Refusal struct {
+	Pos
+	Call   string `yaml:"call"`   // the call (amt.call op), with Status
+	Status Status `yaml:"status"` // a PT_STATUS name or number
+	TLS    string `yaml:"tls"`    // a tls.failed reason: certificate_expired, root_hash_not_active, …
+}
+
+// Status is a PT_STATUS, written by name or number, kept as the decimal
+// that amt.call events carry.
+type Status string
+
+func (st *Status) decodeYAML(d *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return d.errorf(n, "want a PT_STATUS name or number, not %s", describe(n))
+	}
+	c, err := ptstatus.Parse(n.Value)
+	if err != nil {
+		return d.errorf(n, "%v", err)
+	}
+	*st = Status(strconv.FormatUint(uint64(c), 10))
+	return nil
 }
 
 // Match is an event by name, with attributes it must carry.
@@ -446,8 +476,24 @@ func (s *Scenario) check(d *decoder) error {
 		if e.Within > 0 && e.State != StateProvisioned {
 			return d.at(e.Pos, "within bounds when the devices are provisioned: it needs state: provisioned")
 		}
+		if r := e.Refused; r != nil {
+			switch {
+			case (r.Call != "") != (r.Status != ""):
+				return d.at(r.Pos, "a refused call takes both call and status")
+			case (r.Call != "") == (r.TLS != ""):
+				return d.at(r.Pos, "refused takes a call and its status, or a tls reason")
+			case e.State == StateProvisioned:
+				return d.at(e.Pos, "a refused device is not provisioned")
+			}
+			e.State = StateSetup
+			if r.Call != "" {
+				e.Saw = append(e.Saw, Match{Pos: r.Pos, Event: EventName(event.AMTCall), Where: map[string]string{"op": r.Call, "status": string(r.Status)}})
+			} else {
+				e.Saw = append(e.Saw, Match{Pos: r.Pos, Event: EventName(event.TLSFailed), Where: map[string]string{"reason": r.TLS}})
+			}
+		}
 		if e.State == "" && e.MaxHellos == 0 && len(e.Saw) == 0 && len(e.Never) == 0 && e.Recorded == nil {
-			return d.at(e.Pos, "an expectation expects nothing (state, max_hellos, saw, never, recorded)")
+			return d.at(e.Pos, "an expectation expects nothing (state, max_hellos, saw, never, recorded, refused)")
 		}
 		for _, m := range append(append([]Match(nil), e.Saw...), e.Never...) {
 			if m.Event == "" {
