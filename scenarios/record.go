@@ -136,7 +136,7 @@ func (l *deviceLog) story() []string {
 			s += " " + op
 		}
 		if e.SCS {
-			scs = append(scs, "scs "+s)
+			scs = append(scs, "scs: "+s)
 		} else {
 			dev = append(dev, s)
 		}

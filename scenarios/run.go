@@ -167,7 +167,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Report, error) {
 func (r *run) build(ctx context.Context, dir string) error {
 	r.rec = &recorder{logs: map[string]*deviceLog{}, byPID: map[string]string{}, on: r.onEvent}
 	eo := fleet.EmbeddedOptions{Dir: filepath.Join(dir, "scs"),
-		LAN: lan.NetworkOptions{Subnet: lanSubnet, Domain: lanDomain, SCS: lanSCS}}
+		LAN: lan.NetworkOptions{Subnet: lanSubnet, Domain: lanDomain, SCS: lanSCS, LeaseTime: r.s.LeaseTime}}
 	if err := os.MkdirAll(eo.Dir, 0o755); err != nil {
 		return err
 	}

@@ -42,6 +42,8 @@ type Scenario struct {
 	// and the reference SCS) or tap:NAME (a TAP into a real network, its
 	// DHCP, DNS and SCS: the SCS under test).
 	Network string `yaml:"network"`
+	// LeaseTime is the embedded DHCP server's lease (default 1h).
+	LeaseTime time.Duration `yaml:"lease_time"`
 	// TimeScale runs the firmware's schedules (Hello intervals, DHCP
 	// timers) this many times faster than real time; default 1.
 	TimeScale float64  `yaml:"time_scale"`
@@ -524,6 +526,9 @@ func (s *Scenario) checkNetwork(d *decoder) error {
 	case strings.HasPrefix(s.Network, "tap:") && len(s.tap()) >= 1 && len(s.tap()) <= 15:
 	default:
 		return d.at(s.Pos, "network %q is not embedded or tap:NAME (an interface name of 1 to 15 characters)", s.Network)
+	}
+	if s.LeaseTime > 0 {
+		return d.at(s.Pos, "lease_time sets the embedded DHCP server's leases; a TAP's DHCP server is the network's")
 	}
 	if s.SCS.External != "" {
 		ap, err := netip.ParseAddrPort(s.SCS.External)

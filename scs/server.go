@@ -648,6 +648,7 @@ func (s *Server) settle(j job) {
 		return
 	}
 	defer s.release(j)
+	oldPID := rec.PID
 	if rec.NewPID != "" {
 		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	}
@@ -660,7 +661,7 @@ func (s *Server) settle(j job) {
 	}
 	s.Stats.Provisioned.Add(1)
 	s.m.session("provisioned", "")
-	s.emit(event.SCSProvisioned, rec.PID, "addr", rec.Addr, "settled", true)
+	s.emit(event.SCSProvisioned, rec.PID, "old_pid", oldPID, "addr", rec.Addr, "settled", true)
 }
 
 // verify logs in with the new credentials: over the issued certificate on
