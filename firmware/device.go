@@ -179,11 +179,12 @@ type Device struct {
 	realm  string
 	digest *digest.Server
 
-	cableOut   atomic.Bool                // SetLink(false)
-	live       atomic.Pointer[nic.NIC]    // this power cycle's NIC, for CutPower
-	skew       atomic.Int64               // SkewClock: the RTC's jump, in ns
-	callFault  atomic.Pointer[armedFault] // SetCallFault
-	hostPower  atomic.Uint32              // the simulated host's power state (2 on, 8 off)
+	cableOut   atomic.Bool                  // SetLink(false)
+	live       atomic.Pointer[nic.NIC]      // this power cycle's NIC, for CutPower
+	skew       atomic.Int64                 // SkewClock: the RTC's jump, in ns
+	netem      atomic.Pointer[[2]nic.Netem] // SetNetem: egress, ingress
+	callFault  atomic.Pointer[armedFault]   // SetCallFault
+	hostPower  atomic.Uint32                // the simulated host's power state (2 on, 8 off)
 	sessionIDs atomic.Uint64
 	tlsCert    *tls.Certificate
 	tlsCertID  string
@@ -291,9 +292,7 @@ func (d *Device) PowerOn(ctx context.Context) error {
 		d.emit(event.BootFailed, "err", err.Error())
 		return fmt.Errorf("firmware %s: %w", d.id, err)
 	}
-	d.mu.Lock()
-	egress, ingress := d.o.Egress, d.o.Ingress
-	d.mu.Unlock()
+	egress, ingress := d.impairments()
 	n, err := nic.New(nic.Options{MAC: d.o.Identity.MAC, Uplink: d.o.Uplink, Capture: d.o.Capture,
 		Egress: egress, Ingress: ingress, Down: true, MEFilter: true, OwnARP: true})
 	if err != nil {

@@ -14,7 +14,9 @@ import (
 
 // Faults switched while a device runs: what a scenario does to one device
 // in mid-run. Each lasts until changed, power cycles included (a pulled
-// cable stays pulled), and each is safe to call from any goroutine.
+// cable stays pulled). None takes the device's lock, so each is safe to
+// call from any goroutine, an event sink's on the device's own included:
+// a fault set off by an event takes hold before the device's next frame.
 
 // SetNetem impairs the device's frames from now on (Options.Egress and
 // Ingress are the impairments it powers on with).
@@ -25,15 +27,19 @@ func (d *Device) SetNetem(egress, ingress nic.Netem) error {
 	if err := ingress.Validate(); err != nil {
 		return fmt.Errorf("firmware %s: ingress: %w", d.id, err)
 	}
-	d.mu.Lock()
-	d.o.Egress, d.o.Ingress = egress, ingress
-	n := d.nic
-	on := d.on
-	d.mu.Unlock()
-	if on && n != nil {
+	d.netem.Store(&[2]nic.Netem{egress, ingress})
+	if n := d.live.Load(); n != nil {
 		return n.SetNetem(egress, ingress)
 	}
 	return nil
+}
+
+// impairments are the netem settings a power-on gives the NIC.
+func (d *Device) impairments() (egress, ingress nic.Netem) {
+	if p := d.netem.Load(); p != nil {
+		return p[0], p[1]
+	}
+	return d.o.Egress, d.o.Ingress
 }
 
 // SetLink plugs the cable in or pulls it out. With it out the NIC drops
@@ -43,10 +49,8 @@ func (d *Device) SetLink(up bool) {
 	if d.cableOut.Swap(!up) == !up {
 		return
 	}
-	d.mu.Lock()
-	n, on := d.nic, d.on
-	d.mu.Unlock()
-	if !on || n == nil {
+	n := d.live.Load()
+	if n == nil {
 		return
 	}
 	n.SetLink(up)

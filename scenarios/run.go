@@ -398,7 +398,7 @@ func (r *run) schedule() {
 			r.mu.Lock()
 			r.lastAt = max(r.lastAt, at+f.For)
 			r.mu.Unlock()
-			time.AfterFunc(at, func() { r.apply(f, kind, targets, false) })
+			time.AfterFunc(at, func() { r.apply(f, kind, targets) })
 			continue
 		}
 		a := &armed{f: f, reached: map[string]bool{}}
@@ -426,7 +426,7 @@ func (r *run) schedule() {
 // onEvent sets off the faults waiting for e.
 func (r *run) onEvent(dev string, e *Entry) {
 	r.mu.Lock()
-	var fire []func()
+	var now, later []func()
 	for _, a := range r.triggers {
 		m := Match{Event: a.f.When.Event, Where: a.f.When.Where}
 		if !m.matches(e) {
@@ -436,21 +436,18 @@ func (r *run) onEvent(dev string, e *Entry) {
 		if a.targets != nil {
 			if a.targets[dev] {
 				delete(a.targets, dev)
-				d := r.byID[dev]
-				// What must take hold before the device's next frame is
-				// done here, on its goroutine: the plug pulled, the call
-				// fault armed. The rest follows off it.
-				switch kind {
-				case "power":
-					d.dev.CutPower()
-				case "clock_skew":
-					d.dev.SkewClock(time.Duration(*a.f.ClockSkew))
-				case "call":
-					if err := d.dev.SetCallFault(a.f.Call.firmware()); err != nil {
-						r.faultErr = append(r.faultErr, fmt.Sprintf("%s: %v", a.f.Name, err))
-					}
+				d := []*device{r.byID[dev]}
+				// A device fault takes hold here, on the device's own
+				// goroutine, before its next frame: the same run of
+				// events meets it at the same point every time. A power
+				// cycle pulls the plug now; the power-off, which waits
+				// for this very goroutine's work, follows off it.
+				if kind == "power" {
+					now = append(now, d[0].dev.CutPower)
+					later = append(later, func() { r.apply(a.f, kind, d) })
+				} else {
+					now = append(now, func() { r.apply(a.f, kind, d) })
 				}
-				fire = append(fire, func() { r.apply(a.f, kind, []*device{d}, true) })
 			}
 			continue
 		}
@@ -460,13 +457,16 @@ func (r *run) onEvent(dev string, e *Entry) {
 		a.reached[dev] = true
 		if len(a.reached) >= max(a.f.When.Devices, 1) {
 			a.fired = true
-			fire = append(fire, func() { r.apply(a.f, kind, nil, false) })
+			// The network's and the SCS's faults wait for sessions that
+			// wait for this device: off its goroutine.
+			later = append(later, func() { r.apply(a.f, kind, nil) })
 		}
 	}
 	r.mu.Unlock()
-	// Off the device's goroutine: a power cycle waits for the device's
-	// work, this event's included.
-	for _, f := range fire {
+	for _, f := range now {
+		f()
+	}
+	for _, f := range later {
 		go f()
 	}
 }
@@ -478,9 +478,8 @@ func (r *run) faultError(format string, args ...any) {
 }
 
 // apply does fault f (to targets, for a device fault), and undoes it
-// after f.For. fromEvent: onEvent has done the part that must not wait
-// (the plug pulled, the call fault armed, the clock moved).
-func (r *run) apply(f *Fault, kind string, targets []*device, fromEvent bool) {
+// after f.For.
+func (r *run) apply(f *Fault, kind string, targets []*device) {
 	if r.ctx.Err() != nil {
 		return
 	}
@@ -518,10 +517,8 @@ func (r *run) apply(f *Fault, kind string, targets []*device, fromEvent bool) {
 		}
 	case "clock_skew":
 		by := time.Duration(*f.ClockSkew)
-		if !fromEvent {
-			for _, d := range targets {
-				d.dev.SkewClock(by)
-			}
+		for _, d := range targets {
+			d.dev.SkewClock(by)
 		}
 		undo = func() {
 			for _, d := range targets {
@@ -530,9 +527,6 @@ func (r *run) apply(f *Fault, kind string, targets []*device, fromEvent bool) {
 		}
 	case "call":
 		for _, d := range targets {
-			if fromEvent {
-				break
-			}
 			if err := d.dev.SetCallFault(f.Call.firmware()); err != nil {
 				r.faultError("%s: %v", f.Name, err)
 			}
