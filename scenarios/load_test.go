@@ -86,6 +86,7 @@ func TestBadFiles(t *testing.T) {
 		{"external SCS on the embedded LAN", minimal + "scs: {external: 10.0.0.5}\n", 7, 6, "network: tap:NAME"},
 		{"SCS fault on a TAP", minimal + "network: tap:amt0\nfaults:\n  - at: 0s\n    scs: stop\n", 9, 5, "needs the embedded LAN"},
 		{"recorded on a TAP", strings.Replace(minimal, "  - state: provisioned", "  - recorded: true", 1) + "network: tap:amt0\n", 6, 5, "external SCS's records"},
+		{"PSK with the factory password", strings.Replace(minimal, "count: 1", "count: 1\n    password: factory", 1), 3, 5, "password: changed"},
 		{"wants nothing", strings.Replace(minimal, "  - state: provisioned", "  - name: nothing", 1), 6, 5, "expects nothing"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

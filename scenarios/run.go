@@ -326,6 +326,11 @@ func (r *run) preset(g *Group, gi, k int, id identity.Identity, s *mebx.Settings
 			return err
 		}
 	}
+	if g.Password == "changed" && g.Provisioning != "psk" {
+		if err := s.SetPassword(mebxPassword); err != nil {
+			return err
+		}
+	}
 	if g.SCSInMEBx {
 		s.SCSAddress = lanSCS
 		if ext := r.s.SCS.external; ext.IsValid() {

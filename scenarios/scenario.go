@@ -121,6 +121,10 @@ type Group struct {
 	// PID is known (default) or unknown: the SCS's database does not hold
 	// the group.
 	PID string `yaml:"pid" choice:"known,unknown"`
+	// Password is the MEBx password's state: changed (from the factory's,
+	// as PSK set-up needs; the default for psk) or factory (the default
+	// for pki and none).
+	Password string `yaml:"password" choice:"changed,factory"`
 	// MEBx are more settings, KEY=VALUE as `amtsim mebx set` takes them.
 	MEBx   []MEBxEntry `yaml:"mebx"`
 	Quirks Quirks      `yaml:"quirks"`
@@ -451,6 +455,15 @@ func (s *Scenario) check(d *decoder) error {
 		}
 		if err := defaultOne(d, g.Pos, "pid", &g.PID, "known", "unknown"); err != nil {
 			return err
+		}
+		if g.Password == "" {
+			g.Password = "factory"
+			if g.Provisioning == "psk" {
+				g.Password = "changed"
+			}
+		}
+		if g.Provisioning == "psk" && g.Password == "factory" {
+			return d.at(g.Pos, "group %q: PID/PPS are entered only once the MEBx password is changed (password: changed)", g.Name)
 		}
 		if g.Provisioning != "psk" && g.PPS == "wrong" {
 			return d.at(g.Pos, "group %q: a wrong PPS needs provisioning: psk", g.Name)

@@ -32,7 +32,7 @@ func TestScenarioBadFile(t *testing.T) {
 		code, out, errOut := amtsim(t, "scenario", verb, bad)
 		assert.Equal(t, exitUsage, code, verb)
 		assert.Empty(t, out)
-		assert.Equal(t, "amtsim scenario: "+bad+`:5:5: unknown key "colour" (keys here: name, count, firmware, boot_rate, provisioning, address, scs_in_mebx, pps, pid, mebx, quirks, flash_writes)`+"\n", errOut)
+		assert.Equal(t, "amtsim scenario: "+bad+`:5:5: unknown key "colour" (keys here: name, count, firmware, boot_rate, provisioning, address, scs_in_mebx, pps, pid, password, mebx, quirks, flash_writes)`+"\n", errOut)
 	}
 	code, _, errOut := amtsim(t, "scenario", "validate", "no-such-scenario")
 	assert.Equal(t, exitUsage, code)
