@@ -152,11 +152,13 @@ func TestCrashBetweenWriteAndRename(t *testing.T) {
 	require.True(t, errors.As(err, &ee), "helper must die: %v", err)
 	require.Equal(t, 3, ee.ExitCode())
 
+	entries, _ := os.ReadDir(dir)
+	require.Len(t, entries, 2, "the crashed temp file is beside the store, never in its place")
 	got, err := st.Load()
 	require.NoError(t, err)
 	assert.Equal(t, "oldname", got.HostName, "the old file is intact")
-	entries, _ := os.ReadDir(dir)
-	assert.Len(t, entries, 2, "the crashed temp file is left beside the store, never in its place")
+	entries, _ = os.ReadDir(dir)
+	assert.Len(t, entries, 1, "the next load removed the crashed temp file and the secrets in it")
 
 	// And the next save still works.
 	require.NoError(t, st.Save(Defaults()))

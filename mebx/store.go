@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/amtsim/amtsim/internal/atomicfile"
 )
 
 // Store persists the settings of one device.
@@ -90,8 +91,16 @@ func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
 // Path is the file the store writes.
 func (f *FileStore) Path() string { return f.path }
 
-// Load reads and validates the file.
+// Load reads and validates the file. A temp file that a crash left beside
+// it (it may hold a new password, PID/PPS, the admin's H(A1) and a private
+// key) is removed first.
 func (f *FileStore) Load() (Settings, error) {
+	f.mu.Lock()
+	_, err := atomicfile.RemoveStale(f.path)
+	f.mu.Unlock()
+	if err != nil {
+		return Settings{}, fmt.Errorf("mebx: %w", err)
+	}
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Settings{}, fmt.Errorf("%w: %s does not exist (run: amtsim mebx init --store %s)", ErrNoSettings, f.path, f.path)
@@ -117,46 +126,8 @@ func (f *FileStore) Save(s Settings) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteWith(f.path, b, 0o600, atomicfile.Options{BeforeRename: f.beforeRename}); err != nil {
 		return fmt.Errorf("mebx: save: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("mebx: save: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("mebx: save %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("mebx: save: fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("mebx: save: close %s: %w", tmp.Name(), err)
-	}
-	if f.beforeRename != nil {
-		if err := f.beforeRename(); err != nil {
-			return fmt.Errorf("mebx: save: %w", err)
-		}
-	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("mebx: save: rename into %s: %w", f.path, err)
-	}
-	committed = true
-	if d, err := os.Open(dir); err == nil {
-		// The rename is durable only once the directory entry is.
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("mebx: save: fsync directory %s: %w", dir, err)
-		}
 	}
 	return nil
 }

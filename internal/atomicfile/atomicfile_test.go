@@ -25,3 +25,25 @@ func TestWriteReplacesWholeAndLeavesNoTemp(t *testing.T) {
 	assert.Len(t, entries, 1, "no temp file left behind")
 	assert.Error(t, Write(filepath.Join(dir, "missing", "f"), nil, 0o600))
 }
+
+// A write that fails before its rename leaves the old file and no temp
+// file; a crash's temp file is found and removed by RemoveStale.
+func TestFailedWriteAndStaleTemp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	require.NoError(t, Write(p, []byte("old"), 0o600))
+	err := WriteWith(p, []byte("secret"), 0o600, Options{BeforeRename: func() error { return os.ErrDeadlineExceeded }})
+	require.Error(t, err)
+	b, _ := os.ReadFile(p)
+	assert.Equal(t, "old", string(b))
+	entries, _ := os.ReadDir(dir)
+	assert.Len(t, entries, 1, "the failed write's temp file is gone")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".f.tmp-123"), []byte("secret"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".other.tmp-9"), []byte("x"), 0o600))
+	n, err := RemoveStale(p)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	entries, _ = os.ReadDir(dir)
+	assert.Len(t, entries, 2, "only f's temp file is removed")
+}
