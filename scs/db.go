@@ -11,9 +11,12 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/atomicfile"
@@ -72,14 +75,37 @@ type DB struct {
 	// lines is how many lines the journal holds (one per record after
 	// compaction, one more per write since).
 	lines int
+	// size is where the last whole record ends: a write that fails is cut
+	// back to it, so that no partial line stays for later appends to land
+	// on.
+	size int64
+	lock *os.File // flock'd for the database's owner
+	torn int
 }
+
+// ErrDBLocked: another process has the database open.
+var ErrDBLocked = errors.New("scs: database in use")
 
 // ErrCorruptDB wraps what cannot be read back from a database file.
 var ErrCorruptDB = errors.New("scs: corrupt database")
 
-// OpenDB opens (or creates) the database at path.
+// OpenDB opens (or creates) the database at path, for this process
+// alone: a second opener, in this process or another, gets ErrDBLocked
+// (two owners compacting one journal lose each other's writes). Torn
+// records, from a crash or a full disk in mid-write, are dropped and
+// counted (Torn); a record appended onto a torn one is kept.
 func OpenDB(path string) (*DB, error) {
-	db := &DB{path: path, recs: map[string]*Record{}, byUUID: map[string]*Record{}}
+	lock, err := lockDB(path)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
+	db := &DB{path: path, recs: map[string]*Record{}, byUUID: map[string]*Record{}, lock: lock}
 	b, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("scs: open database: %w", err)
@@ -89,17 +115,19 @@ func OpenDB(path string) (*DB, error) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var r Record
-		if err := json.Unmarshal(line, &r); err != nil {
+		r, torn, err := parseLine(line)
+		if err != nil {
 			if i == len(lines)-1 {
-				break // a torn last line: the write it belonged to never returned
+				db.torn++ // a torn last line: the write it belonged to never returned
+				break
 			}
 			return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorruptDB, path, i+1, err)
 		}
+		db.torn += torn
 		if err := r.check(); err != nil {
 			return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorruptDB, path, i+1, err)
 		}
-		db.index(&r)
+		db.index(r)
 	}
 	if err := db.compact(); err != nil {
 		return nil, err
@@ -108,8 +136,61 @@ func OpenDB(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scs: open database: %w", err)
 	}
-	db.f = f
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("scs: open database: %w", err)
+	}
+	db.f, db.size = f, st.Size()
+	ok = true
 	return db, nil
+}
+
+// Torn counts the torn records OpenDB dropped.
+func (db *DB) Torn() int { return db.torn }
+
+// lockDB takes the database's lock file, beside it: the journal itself is
+// replaced at each compaction, so a lock on it would not hold.
+func lockDB(path string) (*os.File, error) {
+	lp := path + ".lock"
+	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("scs: open database: lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(lp)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			who := ""
+			if o := strings.TrimSpace(string(owner)); o != "" {
+				who = " (process " + o + ")"
+			}
+			return nil, fmt.Errorf("%w: %s is open in another amtsim scs%s; one database has one owner", ErrDBLocked, path, who)
+		}
+		return nil, fmt.Errorf("scs: open database: lock %s: %w", lp, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// parseLine reads one journal line. A line that is not one record may be
+// a torn record with a whole one appended onto it (a full disk's short
+// write, from before writes were cut back): the whole one is kept and the
+// torn part counted.
+func parseLine(line []byte) (*Record, int, error) {
+	var r Record
+	err := json.Unmarshal(line, &r)
+	if err == nil {
+		return &r, 0, nil
+	}
+	if i := bytes.LastIndex(line, []byte(`{"pid":`)); i > 0 {
+		var rest Record
+		if json.Unmarshal(line[i:], &rest) == nil {
+			return &rest, 1, nil
+		}
+	}
+	return nil, 0, err
 }
 
 func (r *Record) check() error {
@@ -281,7 +362,14 @@ func (db *DB) flush() {
 			err = f.Sync()
 		}
 		if err != nil {
+			// Cut back to the last whole record: a short write's partial
+			// line would take the next append with it.
+			if terr := f.Truncate(db.size); terr != nil {
+				err = fmt.Errorf("%w (and cutting it back: %v)", err, terr)
+			}
 			err = fmt.Errorf("scs: database write: %w", err)
+		} else {
+			db.size += int64(len(buf))
 		}
 		for _, w := range waiters {
 			w <- err
@@ -307,6 +395,7 @@ func (db *DB) Close() error {
 	}
 	db.closed = true
 	err := db.f.Close()
+	defer db.lock.Close()
 	if db.stale() {
 		if cerr := db.compact(); err == nil {
 			err = cerr

@@ -110,6 +110,9 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer db.Close()
+	if n := db.Torn(); n > 0 {
+		fmt.Fprintf(stderr, "amtsim scs: %s: dropped %d torn record(s) left by a crash or a full disk; every whole record is kept\n", *dbPath, n)
+	}
 	if *generate != "" {
 		progress := setupProgress(stderr)
 		if err := db.Generate(ctx, seed, shards, count, "", func(done, total int) { progress("database", done, total) }); err != nil {
