@@ -24,7 +24,7 @@ import (
 // CommitChanges and the unprovision calls persist anything.
 
 // maxUsers is AMT 5's number of user ACL entries.
-const maxUsers = 7
+const maxUsers = mebx.MaxUsers
 
 // setupOnly answers the provisioning calls outside setup mode.
 func setupOnly(s *mebx.Settings) ptstatus.Code {
@@ -84,13 +84,8 @@ func (s *session) SetAdminACL(name, digestPassword string) ptstatus.Code {
 }
 
 func checkUserName(name string) ptstatus.Code {
-	if name == "" || len(name) > 16 {
+	if mebx.CheckUserName(name) != nil {
 		return ptstatus.InvalidName
-	}
-	for _, r := range name {
-		if r <= ' ' || r > '~' || r == ':' || r == '"' || r == ',' {
-			return ptstatus.InvalidName
-		}
 	}
 	return ptstatus.Success
 }
@@ -116,7 +111,7 @@ func (s *session) AddUserACL(name, digestPassword, sid string, access uint32, re
 		return 0, ptstatus.InvalidParameter
 	}
 	for _, r := range realms {
-		if r < 2 || r > 31 {
+		if r < mebx.MinRealm || r > mebx.MaxRealm {
 			return 0, ptstatus.InvalidRealm
 		}
 	}

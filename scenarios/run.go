@@ -176,6 +176,7 @@ func (r *run) build(ctx context.Context, dir string) error {
 		so.Flaws.ForgetCommit = slices.Contains(r.s.SCS.Flaws, FlawForgetCommit)
 		so.Flaws.TrustAnswers = slices.Contains(r.s.SCS.Flaws, FlawTrustAnswers)
 		so.Flaws.NoCallTimeout = slices.Contains(r.s.SCS.Flaws, FlawNoCallTimeout)
+		so.Flaws.UncheckedProfile = slices.Contains(r.s.SCS.Flaws, FlawUncheckedProfile)
 		if r.s.SCS.MaxAttempts > 0 {
 			so.MaxAttempts = r.s.SCS.MaxAttempts
 		}

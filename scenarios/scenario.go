@@ -66,7 +66,7 @@ type SCS struct {
 	External string `yaml:"external"`
 	external netip.AddrPort
 	// Flaws are deliberate bugs (scs.Flaws): forget-commit,
-	// trust-answers, no-call-timeout.
+	// trust-answers, no-call-timeout, unchecked-profile.
 	Flaws []Flaw `yaml:"flaws"`
 	// AdminPassword is the new admin password the SCS sets (its profile's;
 	// default the reference profile's).
@@ -86,13 +86,16 @@ const (
 	FlawForgetCommit  Flaw = "forget-commit"
 	FlawTrustAnswers  Flaw = "trust-answers"
 	FlawNoCallTimeout Flaw = "no-call-timeout"
+	// FlawUncheckedProfile starts the SCS with a profile the devices
+	// refuse (a weak password), to show them refusing it.
+	FlawUncheckedProfile Flaw = "unchecked-profile"
 )
 
 // Flaws lists the flaws.
-var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout}
+var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout, FlawUncheckedProfile}
 
 func (f *Flaw) decodeYAML(d *decoder, n *yaml.Node) error {
-	s, err := d.oneOf(n, "an SCS flaw", string(FlawForgetCommit), string(FlawTrustAnswers), string(FlawNoCallTimeout))
+	s, err := d.oneOf(n, "an SCS flaw", string(FlawForgetCommit), string(FlawTrustAnswers), string(FlawNoCallTimeout), string(FlawUncheckedProfile))
 	*f = Flaw(s)
 	return err
 }

@@ -55,7 +55,7 @@ func TestShippedScenarios(t *testing.T) {
 					return
 				}
 				flawed := *s
-				flawed.SCS.Flaws = slices.Clone(s.Catches)
+				flawed.SCS.Flaws = append(slices.Clone(s.SCS.Flaws), s.Catches...)
 				// It fails by its deadline; a short one will do.
 				flawed.Deadline = 15 * time.Second
 				rep, err = Run(context.Background(), &flawed, Options{})

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+
+	"github.com/amtsim/amtsim/mebx"
 )
 
 // DefaultProfile is what the reference SCS configures unless told
@@ -104,3 +107,69 @@ func ParseProfile(b []byte) (Profile, error) {
 	}
 	return f.Profile(), nil
 }
+
+// Validate checks the profile against the rules the device enforces, so
+// that a profile every device would refuse is refused once, at start,
+// with every problem named.
+func (p *Profile) Validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if err := mebx.CheckUserName(p.AdminUser); err != nil {
+		bad("admin_user: %v", err)
+	}
+	if err := mebx.CheckPassword(p.AdminPassword); err != nil {
+		bad("admin_password: %v", err)
+	}
+	if p.NewMEBxPassword != "" {
+		if err := mebx.CheckPassword(p.NewMEBxPassword); err != nil {
+			bad("new_mebx_password: %v", err)
+		}
+	}
+	if len(p.Users) > mebx.MaxUsers {
+		bad("users: %d, and AMT holds %d", len(p.Users), mebx.MaxUsers)
+	}
+	seen := map[string]bool{p.AdminUser: true}
+	for i, u := range p.Users {
+		who := fmt.Sprintf("users[%d]", i)
+		if u.Name == "" && u.KerberosSID == "" {
+			bad("%s: a user needs a name or a Kerberos SID", who)
+		}
+		if u.Name != "" {
+			if err := mebx.CheckUserName(u.Name); err != nil {
+				bad("%s: %v", who, err)
+			} else if seen[u.Name] {
+				bad("%s: %q is given twice (or is the admin)", who, u.Name)
+			}
+			seen[u.Name] = true
+			if err := mebx.CheckPassword(u.Password); err != nil {
+				bad("%s (%s): password: %v", who, u.Name, err)
+			}
+		}
+		if u.Access > 2 {
+			bad("%s: access %d is not 0 (local), 1 (network) or 2 (both)", who, u.Access)
+		}
+		for _, r := range u.Realms {
+			if r < mebx.MinRealm || r > mebx.MaxRealm {
+				bad("%s: realm %d is not %d to %d", who, r, mebx.MinRealm, mebx.MaxRealm)
+			}
+		}
+	}
+	if k := p.Kerberos; k != nil {
+		if k.Realm == "" {
+			bad("kerberos: no realm")
+		}
+		if len(k.MasterKey) != 16 {
+			bad("kerberos: master_key is %d bytes; AMT takes a 16-byte key", len(k.MasterKey))
+		}
+	}
+	if p.DomainName != "" && (len(p.DomainName) > 191 || strings.ContainsAny(p.DomainName, " /\\:")) {
+		bad("domain %q is not a DNS domain of at most 191 characters", p.DomainName)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrBadProfile, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ErrBadProfile is a profile the devices would refuse.
+var ErrBadProfile = errors.New("scs: profile the devices would refuse")

@@ -58,3 +58,27 @@ func FuzzParseProfile(f *testing.F) {
 		}
 	})
 }
+
+// A profile the devices would refuse is refused at start, every problem
+// named in one message; the default profile passes.
+func TestProfileValidate(t *testing.T) {
+	p := DefaultProfile("amtsim.example")
+	require.NoError(t, p.Validate())
+	_, err := NewServer(ServerOptions{DB: &DB{}, NoTLS: true, Profile: p})
+	require.NoError(t, err)
+
+	p.AdminPassword = "admin"
+	p.NewMEBxPassword = "weak"
+	p.Users = append(p.Users, User{Name: "bad name", Password: "Oper-Pass4!"}, User{Name: "x", Password: "Oper-Pass4!", Access: 3, Realms: []uint32{1}})
+	p.Kerberos = &Kerberos{Realm: "", MasterKey: []byte{1, 2}}
+	err = p.Validate()
+	require.ErrorIs(t, err, ErrBadProfile)
+	for _, want := range []string{"admin_password", "new_mebx_password", `"bad name"`, "access 3", "realm 1", "kerberos: no realm", "16-byte key"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	assert.NotContains(t, err.Error(), "\n", "one message")
+	_, err = NewServer(ServerOptions{DB: &DB{}, NoTLS: true, Profile: p})
+	assert.ErrorIs(t, err, ErrBadProfile, "the server does not start with it")
+	_, err = NewServer(ServerOptions{DB: &DB{}, NoTLS: true, Profile: p, Flaws: Flaws{UncheckedProfile: true}})
+	assert.NoError(t, err, "unless told to, as a flaw")
+}

@@ -90,6 +90,9 @@ type Flaws struct {
 	// other than 0) and skips the login after the commit: an SCS that
 	// believes what it expects to hear.
 	TrustAnswers bool
+	// UncheckedProfile starts with a profile the devices would refuse
+	// (Profile.Validate), to show them refusing it.
+	UncheckedProfile bool
 	// NoCallTimeout waits for every answer as long as the session lasts:
 	// a device that lost power mid-call holds its session to the end.
 	NoCallTimeout bool
@@ -172,6 +175,11 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.CA == nil && !o.NoTLS {
 		return nil, errors.New("scs: a server needs a CA unless it provisions without TLS")
+	}
+	if !o.Flaws.UncheckedProfile {
+		if err := o.Profile.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	if o.Workers <= 0 {
 		o.Workers = 16 * runtime.GOMAXPROCS(0)
