@@ -70,6 +70,7 @@ const (
 	SCSFailed      Name = "scs.failed"
 	SCSProvisioned Name = "scs.provisioned"
 	SCSUnsettled   Name = "scs.unsettled"
+	SCSAcceptError Name = "scs.accept_failed"
 	LANUp          Name = "lan.up"
 	TAPOpened      Name = "tap.opened"
 	TAPWarning     Name = "tap.warning"
@@ -149,6 +150,7 @@ func Known() []Info {
 		{SCSFailed, w, scs, "a session failed: step, reason, err (retried with backoff)"},
 		{SCSProvisioned, i, scs, "a device provisioned and verified, or settled after a restart"},
 		{SCSUnsettled, w, scs, "a record left mid-commit could not be settled yet"},
+		{SCSAcceptError, w, scs, "accepting on 9971 failed (out of descriptors?): err, count since the last report (once per 10 s; the SCS backs off and goes on)"},
 		{SCSStopped, i, scs, "the SCS stopped"},
 
 		{LANUp, i, cmd, "the embedded LAN is up: subnet, provision_server"},
@@ -166,7 +168,7 @@ func (n Name) Level() slog.Level {
 	switch n {
 	case LinkDown, FaultInjected, DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
 		HelloFailed, HelloStopped, BootFailed, TLSFailed, HTTPBadRequest, WSMANMalformed, AuthFailed,
-		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, SCSFailed, SCSUnsettled,
+		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, SCSFailed, SCSUnsettled, SCSAcceptError,
 		TAPWarning, MACDuplicate:
 		return slog.LevelWarn
 	}

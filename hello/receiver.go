@@ -34,6 +34,15 @@ type ReceiverOptions struct {
 	ReadTimeout time.Duration
 	// Now is the clock stamped on Received.At; default time.Now.
 	Now func() time.Time
+	// MaxConns bounds the connections served at once (default 1024): one
+	// past it is closed at once and counted, so that peers that connect
+	// and send nothing cannot hold every descriptor for ReadTimeout.
+	MaxConns int
+	// OnAcceptError, when set, hears about accept failures that Serve
+	// survives (out of descriptors, aborted connections), at most once per
+	// ErrorInterval (default 10 s) with the count since the last report.
+	OnAcceptError func(err error, count uint64)
+	ErrorInterval time.Duration
 }
 
 // ReceiverStats count what the receiver saw.
@@ -43,14 +52,23 @@ type ReceiverStats struct {
 	Malformed atomic.Uint64 // connections whose bytes were not a Hello
 	Empty     atomic.Uint64 // connections closed before any byte
 	Errors    atomic.Uint64 // timeouts and read errors
+	// Refused counts connections closed unread because MaxConns were
+	// being served; AcceptErrors accept failures survived.
+	Refused      atomic.Uint64
+	AcceptErrors atomic.Uint64
 }
 
 // Receiver reads Hellos from TCP connections: the server side of the Hello,
 // for the reference SCS and for tests. A device writes one Hello and closes;
 // the receiver reads one, then closes the connection itself.
 type Receiver struct {
-	o     ReceiverOptions
-	Stats ReceiverStats
+	o      ReceiverOptions
+	Stats  ReceiverStats
+	active atomic.Int64
+
+	mu         sync.Mutex
+	lastReport time.Time
+	unreported uint64
 }
 
 // NewReceiver returns a receiver.
@@ -61,6 +79,12 @@ func NewReceiver(o ReceiverOptions) *Receiver {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.ErrorInterval <= 0 {
+		o.ErrorInterval = 10 * time.Second
+	}
 	return &Receiver{o: o}
 }
 
@@ -68,6 +92,12 @@ func NewReceiver(o ReceiverOptions) *Receiver {
 // listener (nic.Host.Listen).
 func (r *Receiver) ServeConn(c net.Conn) {
 	defer c.Close()
+	if r.active.Add(1) > int64(r.o.MaxConns) {
+		r.active.Add(-1)
+		r.Stats.Refused.Add(1)
+		return
+	}
+	defer r.active.Add(-1)
 	r.Stats.Conns.Add(1)
 	from := addrPort(c.RemoteAddr())
 	_ = c.SetReadDeadline(time.Now().Add(r.o.ReadTimeout))
@@ -93,28 +123,61 @@ func (r *Receiver) ServeConn(c net.Conn) {
 	}
 }
 
-// Serve accepts connections on ln until ctx ends or ln fails, serving each
-// on its own goroutine. It closes ln and waits for the connections it
-// started before returning.
+// Serve accepts connections on ln until ctx ends or ln is closed, serving
+// each on its own goroutine. An accept failure other than the listener's
+// closing (no descriptor left, a connection aborted) is counted, reported
+// through OnAcceptError, and waited out with a backoff from 5 ms to 1 s:
+// the receiver outlives a flood. It closes ln and waits for the
+// connections it started before returning.
 func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("hello: accept: %w", err)
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("hello: accept: %w", err)
+			}
+			r.acceptFailed(err)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r.ServeConn(c)
 		}()
+	}
+}
+
+// acceptFailed counts an accept failure and reports it at most once per
+// interval.
+func (r *Receiver) acceptFailed(err error) {
+	r.Stats.AcceptErrors.Add(1)
+	r.mu.Lock()
+	r.unreported++
+	now := time.Now()
+	report := now.Sub(r.lastReport) >= r.o.ErrorInterval
+	n := r.unreported
+	if report {
+		r.lastReport, r.unreported = now, 0
+	}
+	r.mu.Unlock()
+	if report && r.o.OnAcceptError != nil {
+		r.o.OnAcceptError(err, n)
 	}
 }
 

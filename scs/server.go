@@ -225,6 +225,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 		s.Stats.Malformed.Add(1)
 		s.m.hello("malformed")
 		s.emit(event.HelloBad, "", "from", from.String(), "err", err.Error())
+	}, OnAcceptError: func(err error, n uint64) {
+		s.emit(event.SCSAcceptError, "", "err", err.Error(), "count", n)
 	}})
 	m, err := newMetrics(o.Metrics)
 	if err != nil {
