@@ -110,3 +110,26 @@ func TestSetLinkAndNetem(t *testing.T) {
 	_, err = r.wsmanAs("admin", testPassword).Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
 	require.NoError(t, err)
 }
+
+// A Put whose body is not the class's instance is refused with a WS-MAN
+// fault (400), and the settings are unchanged; it is not answered as a
+// Put that took.
+func TestPutWithJunkBodyIsAFault(t *testing.T) {
+	r := newRig(t, 9)
+	ws := r.wsmanAs("admin", testPassword)
+	before := r.d.current()
+	for _, body := range []string{"<junk/>", "", "<h:AMT_Nothing xmlns:h=\"urn:x\"><h:HostName>evil</h:HostName></h:AMT_Nothing>"} {
+		env := wsman.Marshal(wsman.Header{Action: wsman.ActionPut, MessageID: "7", To: wsman.Anonymous,
+			ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"}, body)
+		resp, err := ws.HTTP.Post(ws.URL, wsman.ContentType, strings.NewReader(string(env)))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%q: %s", body, b)
+		e, err := wsman.ParseEnvelope(b)
+		require.NoError(t, err, "%s", b)
+		require.NotNil(t, e.Body, "%s", b)
+		assert.Equal(t, "Fault", e.Body.Name.Local, "%q: %s", body, b)
+	}
+	assert.Equal(t, before.HostName, r.d.current().HostName)
+}

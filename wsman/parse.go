@@ -57,12 +57,20 @@ type open struct {
 	raw   string
 	binds int
 	first int // where its children start in pending
+	// text gathers the element's character data, which comments, CDATA
+	// sections and child elements may split into any number of pieces:
+	// appended here, it costs linear work (a string += per piece cost a
+	// copy of all before it: 16,000 comments made 153 ms of one request).
+	text []byte
 }
 
 // close ends element o: its children, gathered in pending, become its
 // Children, carved from kids. (Should kids ever grow, slices carved before
 // keep the old array: nothing is moved under them.)
 func (p *parser) close(o open) {
+	if len(o.text) > 0 {
+		o.n.Text = string(o.text)
+	}
 	if c := p.pending[o.first:]; len(c) > 0 {
 		at := len(p.kids)
 		p.kids = append(p.kids, c...)
@@ -81,14 +89,14 @@ func (p *parser) document() (*Node, error) {
 	stack := make([]open, 0, 8)
 	for p.i < len(p.b) {
 		if p.b[p.i] != '<' {
-			t, err := p.charData()
+			t, err := p.textBytes(0, false)
 			if err != nil {
 				return nil, err
 			}
 			if len(stack) > 0 {
-				top := stack[len(stack)-1].n
-				top.Text += t
-			} else if strings.TrimSpace(t) != "" {
+				top := &stack[len(stack)-1]
+				top.text = append(top.text, t...)
+			} else if len(bytes.TrimSpace(t)) != 0 {
 				return nil, p.errorf("text outside the root element")
 			}
 			continue
@@ -103,13 +111,15 @@ func (p *parser) document() (*Node, error) {
 				return nil, err
 			}
 		case p.has("<![CDATA["):
-			t, err := p.cdata()
+			p.i += len("<![CDATA[")
+			t, err := p.textBytes(0, true)
 			if err != nil {
 				return nil, err
 			}
 			if len(stack) > 0 {
-				stack[len(stack)-1].n.Text += t
-			} else if strings.TrimSpace(t) != "" {
+				top := &stack[len(stack)-1]
+				top.text = append(top.text, t...)
+			} else if len(bytes.TrimSpace(t)) != 0 {
 				return nil, p.errorf("text outside the root element")
 			}
 		case p.has("<!"):
@@ -331,14 +341,19 @@ func (p *parser) startElement() (open, bool, error) {
 	return open{n: &p.slab[len(p.slab)-1], raw: raw, binds: binds}, empty, nil
 }
 
-// charData reads text up to the next '<'.
-func (p *parser) charData() (string, error) { return p.text(0, false) }
 
 // text reads character data up to '<' (quote 0), or up to the closing
 // quote of an attribute value, or (cdata) up to "]]>"; entities are
 // decoded outside CDATA, line ends become '\n', and every character must
 // be one XML allows.
 func (p *parser) text(quote byte, cdata bool) (string, error) {
+	b, err := p.textBytes(quote, cdata)
+	return string(b), err
+}
+
+// textBytes is text in the parser's scratch buffer, good until the next
+// call.
+func (p *parser) textBytes(quote byte, cdata bool) ([]byte, error) {
 	p.buf = p.buf[:0]
 	for {
 		// Most text is plain ASCII (names, numbers, base64): take a run of
@@ -349,27 +364,27 @@ func (p *parser) text(quote byte, cdata bool) (string, error) {
 		}
 		if p.i >= len(p.b) {
 			if quote == 0 && !cdata {
-				return string(p.buf), nil
+				return p.buf, nil
 			}
-			return "", p.errorf("unexpected EOF")
+			return nil, p.errorf("unexpected EOF")
 		}
 		c := p.b[p.i]
 		switch {
 		case cdata && c == ']' && p.has("]]>"):
 			p.i += 3
-			return string(p.buf), nil
+			return p.buf, nil
 		case !cdata && quote == 0 && c == '<':
-			return string(p.buf), nil
+			return p.buf, nil
 		case !cdata && quote != 0 && c == quote:
 			p.i++
-			return string(p.buf), nil
+			return p.buf, nil
 		case !cdata && quote != 0 && c == '<':
-			return "", p.errorf("unescaped < inside quoted string")
+			return nil, p.errorf("unescaped < inside quoted string")
 		case !cdata && quote == 0 && c == ']' && p.has("]]>"):
-			return "", p.errorf("unescaped ]]> not in CDATA section")
+			return nil, p.errorf("unescaped ]]> not in CDATA section")
 		case !cdata && c == '&':
 			if err := p.entity(); err != nil {
-				return "", err
+				return nil, err
 			}
 			continue
 		case c == '\r':
@@ -382,10 +397,10 @@ func (p *parser) text(quote byte, cdata bool) (string, error) {
 		}
 		r, size := utf8.DecodeRune(p.b[p.i:])
 		if r == utf8.RuneError && size == 1 {
-			return "", p.errorf("invalid UTF-8")
+			return nil, p.errorf("invalid UTF-8")
 		}
 		if !inCharacterRange(r) {
-			return "", p.errorf("illegal character code %U", r)
+			return nil, p.errorf("illegal character code %U", r)
 		}
 		p.buf = append(p.buf, p.b[p.i:p.i+size]...)
 		p.i += size
@@ -462,10 +477,6 @@ func inCharacterRange(r rune) bool {
 		r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
 }
 
-func (p *parser) cdata() (string, error) {
-	p.i += len("<![CDATA[")
-	return p.text(0, true)
-}
 
 func (p *parser) comment() error {
 	p.i += len("<!--")

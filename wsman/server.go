@@ -97,6 +97,9 @@ func (s *Server) dispatch(env *Envelope) (string, string, func(*bytes.Buffer), e
 		if env.Body == nil {
 			return "", "", nil, FaultSchemaValidation("Put without an instance in the body.")
 		}
+		if err := instanceOf(env.Body, uri); err != nil {
+			return "", "", nil, err
+		}
 		in, err := s.Handler.Put(uri, h.Selectors, InstanceFromNode(env.Body))
 		if err != nil {
 			return "", "", nil, err
@@ -105,6 +108,9 @@ func (s *Server) dispatch(env *Envelope) (string, string, func(*bytes.Buffer), e
 	case ActionCreate:
 		if env.Body == nil {
 			return "", "", nil, FaultSchemaValidation("Create without an instance in the body.")
+		}
+		if err := instanceOf(env.Body, uri); err != nil {
+			return "", "", nil, err
 		}
 		e, err := s.Handler.Create(uri, InstanceFromNode(env.Body))
 		if err != nil {
@@ -185,6 +191,16 @@ func (s *Server) dispatch(env *Envelope) (string, string, func(*bytes.Buffer), e
 	}
 	out.Element, out.NS = method+"_OUTPUT", uri
 	return h.Action + "Response", uri, out.write, nil
+}
+
+// instanceOf refuses a Put or Create body that is not an instance of the
+// class the ResourceURI names (its element, in its namespace): the
+// properties of some other element are not the class's to take.
+func instanceOf(body *Node, uri string) error {
+	if body.Name.Local != ClassName(uri) || body.Name.Space != uri {
+		return FaultSchemaValidation(fmt.Sprintf("The body is {%s}%s, not an instance of %s.", clip(body.Name.Space), clip(body.Name.Local), ClassName(uri)))
+	}
+	return nil
 }
 
 // FaultTo writes the fault answer to the request whose header is h, as
