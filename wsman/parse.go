@@ -341,7 +341,6 @@ func (p *parser) startElement() (open, bool, error) {
 	return open{n: &p.slab[len(p.slab)-1], raw: raw, binds: binds}, empty, nil
 }
 
-
 // text reads character data up to '<' (quote 0), or up to the closing
 // quote of an attribute value, or (cdata) up to "]]>"; entities are
 // decoded outside CDATA, line ends become '\n', and every character must
@@ -476,7 +475,6 @@ func inCharacterRange(r rune) bool {
 	return r == 0x09 || r == 0x0A || r == 0x0D || r >= 0x20 && r <= 0xD7FF ||
 		r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
 }
-
 
 func (p *parser) comment() error {
 	p.i += len("<!--")
