@@ -62,6 +62,7 @@ const (
 	HelloBad       Name = "hello.bad"
 	HelloUnknown   Name = "hello.unknown"
 	HelloDropped   Name = "hello.dropped"
+	HelloConflict  Name = "hello.conflict"
 	SCSStarted     Name = "scs.started"
 	SCSStopped     Name = "scs.stopped"
 	SCSListening   Name = "scs.listening"
@@ -145,6 +146,7 @@ func Known() []Info {
 		{HelloBad, w, scs, "a connection to 9971 carried no readable Hello"},
 		{HelloUnknown, w, scs, "a Hello from a PID the database does not hold"},
 		{HelloDropped, w, scs, "a Hello found the work queue full (the device is heard at its next Hello)"},
+		{HelloConflict, w, scs, "a Hello for a PID in flight from another address: from (tried as a candidate of its own; only the device with the PPS passes)"},
 		{SCSSession, i, scs, "a provisioning session starts: addr, attempt"},
 		{SCSStep, i, scs, "one step of the provisioning transaction: step, ms, ok"},
 		{SCSFailed, w, scs, "a session failed: step, reason, err (retried with backoff)"},
@@ -168,7 +170,7 @@ func (n Name) Level() slog.Level {
 	switch n {
 	case LinkDown, FaultInjected, DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
 		HelloFailed, HelloStopped, BootFailed, TLSFailed, HTTPBadRequest, WSMANMalformed, AuthFailed,
-		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, SCSFailed, SCSUnsettled, SCSAcceptError,
+		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, HelloConflict, SCSFailed, SCSUnsettled, SCSAcceptError,
 		TAPWarning, MACDuplicate:
 		return slog.LevelWarn
 	}

@@ -123,6 +123,7 @@ type ServerStats struct {
 	Hellos      atomic.Uint64 // Hellos read
 	Unknown     atomic.Uint64 // Hellos from PIDs not in the database
 	Duplicates  atomic.Uint64 // Hellos from devices already queued or in session
+	Conflicts   atomic.Uint64 // Hellos for a PID in flight from another address
 	Dropped     atomic.Uint64 // Hellos that found the queue full
 	Malformed   atomic.Uint64 // connections that carried no readable Hello
 	Sessions    atomic.Uint64 // sessions started
@@ -143,7 +144,14 @@ type Server struct {
 	rootSHA1, rootSHA256 []byte
 
 	mu       sync.Mutex
-	inflight map[string]bool // record PIDs queued or in session
+	// inflight holds the jobs queued or in session, by record PID and the
+	// address they go to (inflightKey): a Hello is a claim, not a proof,
+	// and a second address claiming a PID in flight is a candidate of its
+	// own, not a replacement or a duplicate. perPID counts them, and
+	// pidLocks serialize a record's sessions.
+	inflight map[string]bool
+	perPID   map[string]int
+	pidLocks map[string]*pidLock
 	failures map[string]map[string]int
 	latency  []time.Duration
 	queue    chan job
@@ -155,7 +163,8 @@ type Server struct {
 
 type job struct {
 	pid     string // the PID the device Hello-ed with
-	key     string // the record's PID when queued (the in-flight key)
+	rec     string // the record's PID when queued
+	key     string // inflightKey(rec, addr)
 	addr    netip.Addr
 	attempt int
 	// settle only checks a record left with a new pair by a session that
@@ -215,7 +224,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Profile.AdminUser == "" {
 		o.Profile.AdminUser = "admin"
 	}
-	s := &Server{o: o, inflight: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
+	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
 	if o.PKI != nil && len(o.PKI.Certificate) > 0 {
 		root := o.PKI.Certificate[len(o.PKI.Certificate)-1]
 		s1, s256 := sha1.Sum(root), sha256.Sum256(root)
@@ -259,8 +268,8 @@ func (s *Server) Start(ctx context.Context) {
 			continue
 		}
 		select {
-		case s.queue <- job{pid: r.PID, key: r.PID, addr: addr, settle: true}:
-			s.inflight[r.PID] = true
+		case s.queue <- job{pid: r.PID, key: inflightKey(r.PID, addr), rec: r.PID, addr: addr, settle: true}:
+			s.hold(r.PID, inflightKey(r.PID, addr))
 			pending++
 		default:
 		}
@@ -284,7 +293,7 @@ func (s *Server) Stop() {
 	for len(s.queue) > 0 {
 		<-s.queue
 	}
-	s.inflight = map[string]bool{}
+	s.inflight, s.perPID = map[string]bool{}, map[string]int{}
 	s.mu.Unlock()
 	s.emit(event.SCSStopped, "")
 }
@@ -343,17 +352,25 @@ func (s *Server) onHello(r hello.Received) {
 		s.m.hello("dropped")
 		return
 	}
-	if s.inflight[rec.PID] {
+	key := inflightKey(rec.PID, r.From.Addr())
+	if s.inflight[key] {
 		s.mu.Unlock()
 		s.Stats.Duplicates.Add(1)
 		s.m.hello("duplicate")
 		return
 	}
-	j := job{pid: pid, key: rec.PID, addr: r.From.Addr(), pki: r.Version == hello.VersionPKI, adminSet: r.AdminSet}
+	conflict := s.perPID[rec.PID] > 0
+	j := job{pid: pid, key: key, rec: rec.PID, addr: r.From.Addr(), pki: r.Version == hello.VersionPKI, adminSet: r.AdminSet}
 	select {
 	case s.queue <- j:
-		s.inflight[rec.PID] = true
+		s.hold(rec.PID, key)
 		s.mu.Unlock()
+		if conflict {
+			// PIDs are public: any host can send one. The claim is
+			// tried on its own; only the device with the PPS passes.
+			s.Stats.Conflicts.Add(1)
+			s.emit(event.HelloConflict, pid, "from", r.From.String(), "uuid", r.Message.UUID.String())
+		}
 		s.m.hello("accepted")
 		s.emit(event.HelloReceived, pid, "from", r.From.String(), "retry", r.Message.Retry, "uuid", r.Message.UUID.String())
 	default:
@@ -395,6 +412,8 @@ func (s *Server) worker() {
 // session provisions one device (or settles one), and on failure
 // schedules a retry.
 func (s *Server) session(j job) {
+	unlock := s.lockPID(j.rec)
+	defer unlock()
 	if j.settle {
 		s.settle(j)
 		return
@@ -403,7 +422,7 @@ func (s *Server) session(j job) {
 	err := s.provision(j)
 	if err == nil {
 		s.mu.Lock()
-		delete(s.inflight, j.key)
+		s.unholdLocked(j)
 		s.latency = append(s.latency, time.Since(start))
 		s.mu.Unlock()
 		return
@@ -435,8 +454,56 @@ func (s *Server) session(j job) {
 // release ends j's hold on its device: a Hello from it is heard again.
 func (s *Server) release(j job) {
 	s.mu.Lock()
-	delete(s.inflight, j.key)
+	s.unholdLocked(j)
 	s.mu.Unlock()
+}
+
+// inflightKey names a job: the record and the address it goes to.
+func inflightKey(recPID string, addr netip.Addr) string { return recPID + "@" + addr.String() }
+
+// hold marks a job in flight (s.mu held).
+func (s *Server) hold(recPID, key string) {
+	s.inflight[key] = true
+	s.perPID[recPID]++
+}
+
+// unholdLocked ends a job's hold (s.mu held).
+func (s *Server) unholdLocked(j job) {
+	if !s.inflight[j.key] {
+		return
+	}
+	delete(s.inflight, j.key)
+	if s.perPID[j.rec]--; s.perPID[j.rec] <= 0 {
+		delete(s.perPID, j.rec)
+	}
+}
+
+// pidLock serializes the sessions of one record: two candidates for a
+// PID must not both write its record.
+type pidLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lockPID takes the record's lock, and returns what gives it back.
+func (s *Server) lockPID(recPID string) func() {
+	s.mu.Lock()
+	l := s.pidLocks[recPID]
+	if l == nil {
+		l = &pidLock{}
+		s.pidLocks[recPID] = l
+	}
+	l.users++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.pidLocks, recPID)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // retry queues j again after a backoff, or, with its attempts used up,
@@ -458,7 +525,7 @@ func (s *Server) retry(j job) {
 		select {
 		case s.queue <- j:
 		default:
-			delete(s.inflight, j.key)
+			s.unholdLocked(j)
 		}
 	})
 }
@@ -516,19 +583,26 @@ func (s *Server) provision(j job) error {
 	}
 	rec.Attempts++
 	rec.Sessions++
-	rec.Addr = j.addr.String()
+	// The record's address is where settling finds the device: a claim
+	// from a new address replaces it only once the device there has
+	// proved itself (the login step).
+	addr := j.addr.String()
+	claimed := rec.Addr != "" && rec.Addr != addr
+	if !claimed {
+		rec.Addr = addr
+	}
 	// The new pair is on disk before the device hears it.
 	if err := s.o.DB.Put(rec); err != nil {
 		return &StepError{Step: "database", Err: err}
 	}
 	s.Stats.Sessions.Add(1)
-	s.emit(event.SCSSession, curPID, "addr", rec.Addr, "attempt", j.attempt+1)
+	s.emit(event.SCSSession, curPID, "addr", addr, "attempt", j.attempt+1)
 
 	password := rec.Password
 	if password == "" {
 		password = s.o.Password
 	}
-	target := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout,
+	target := Target{Addr: addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout,
 		IgnoreReturnValues: s.o.Flaws.TrustAnswers}
 	if j.pki {
 		// Remote configuration: the certificate proves the SCS, and a
@@ -572,6 +646,10 @@ func (s *Server) provision(j job) error {
 	res, err := Provision(ctx, target, p, func(r StepResult) {
 		s.m.step(r.Step, r.Duration)
 		s.emit(event.SCSStep, curPID, "step", r.Step, "ms", float64(r.Duration.Microseconds())/1000, "ok", r.Err == nil)
+		if r.Step == "login" && r.Err == nil && claimed {
+			rec.Addr, claimed = addr, false
+			_ = s.o.DB.Put(rec)
+		}
 	})
 	if err != nil {
 		var se *StepError

@@ -1,0 +1,71 @@
+package fleet
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/hello"
+	"github.com/amtsim/amtsim/mebx"
+)
+
+// PIDs are public: a host on the segment that sends the device's Hello
+// every 3 s, from before the device boots, does not keep the SCS from
+// provisioning the device within its normal time, nor move the record's
+// address to itself; the SCS reports the conflict.
+func TestSpoofedHellosDoNotStarveTheDevice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
+		Fleet: Options{Devices: 1, Seed: 41, Password: testPassword}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	victim := e.Fleet.Identities()[0]
+
+	spoofer, err := e.Net.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x66}, netip.MustParsePrefix("198.18.0.66/15"), nil)
+	require.NoError(t, err)
+	m := hello.Message{AdminSet: true, Version: hello.VersionPSK, UUID: victim.UUID, PID: victim.PID}
+	b, err := m.Marshal()
+	require.NoError(t, err)
+	scsAddr := netip.AddrPortFrom(e.Net.SCS(), mebx.DefaultSCSPort).String()
+	spoof := func() {
+		c, err := spoofer.DialContext(ctx, "tcp", scsAddr)
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(b)
+		c.Close()
+	}
+	spoof()
+	go func() {
+		t := time.NewTicker(3 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				spoof()
+			}
+		}
+	}()
+	// The spoofer's claim is in first.
+	require.Eventually(t, func() bool { return e.srv.Stats.Hellos.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	start := time.Now()
+	require.NoError(t, e.Fleet.Start(ctx))
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	require.NoError(t, e.Wait(wctx), "the device is provisioned despite the spoofer: %+v", e.SCSSummary())
+	t.Logf("provisioned %v after boot", time.Since(start))
+	rec, ok := e.DB.ByUUID(victim.UUID.String())
+	require.True(t, ok)
+	dev := e.Fleet.Devices()[0]
+	assert.Equal(t, dev.Addr().String(), rec.Addr, "the record keeps the device's address, not the spoofer's")
+	assert.NotZero(t, e.srv.Stats.Conflicts.Load(), "the conflict is counted")
+
+}
