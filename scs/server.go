@@ -143,7 +143,7 @@ type Server struct {
 	// PKI Hello must carry one of; nil without PKI.
 	rootSHA1, rootSHA256 []byte
 
-	mu       sync.Mutex
+	mu sync.Mutex
 	// inflight holds the jobs queued or in session, by record PID and the
 	// address they go to (inflightKey): a Hello is a claim, not a proof,
 	// and a second address claiming a PID in flight is a candidate of its
