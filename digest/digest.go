@@ -75,4 +75,7 @@ var (
 	ErrRealm         = errors.New("digest: wrong realm")
 	ErrQOP           = errors.New("digest: qop must be auth")
 	ErrURI           = errors.New("digest: uri does not match the request")
+	// ErrLocked: too many failures in a row; every login is refused until
+	// the backoff ends, the right one too.
+	ErrLocked = errors.New("digest: login blocked after repeated failures")
 )

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,9 +19,13 @@ type ServerOptions struct {
 	// NonceLifetime is how long a nonce is good for; after it a correct
 	// response gets stale=true. Default 5 minutes.
 	NonceLifetime time.Duration
-	// MaxNonces bounds the nonces remembered at once (the oldest goes
-	// first); default 16. A forgotten nonce counts as expired.
+	// MaxNonces bounds the nonces remembered at once (used ones go first,
+	// then the oldest); default 64, so that several clients logging in at
+	// once keep theirs. A forgotten nonce counts as expired.
 	MaxNonces int
+	// Lockout is the backoff after repeated failures; the zero value is
+	// AMT's (DefaultLockout).
+	Lockout Lockout
 	// Now is the server's clock; default time.Now.
 	Now func() time.Time
 	// Rand makes nonces; default crypto/rand.
@@ -32,12 +37,35 @@ type ServerOptions struct {
 	AllowEmptyResponse bool
 }
 
+// Lockout is the login backoff: after After failures in a row every login
+// is refused for First, doubling at each further failure up to Max; Reset
+// without a failure clears it.
+type Lockout struct {
+	After      int
+	First, Max time.Duration
+	Reset      time.Duration
+	Disabled   bool
+}
+
+// DefaultLockout is AMT's, as Intel's provisioning guide describes it
+// (quoted on Intel's forum, topic 284855): ten successive failures block
+// logins for 5 s, growing to 80 s under a continuing attack, reset after
+// an hour without one.
+var DefaultLockout = Lockout{After: 10, First: 5 * time.Second, Max: 80 * time.Second, Reset: time.Hour}
+
 // Server issues challenges and checks responses for one realm. It is safe
 // for concurrent use.
 type Server struct {
 	o      ServerOptions
 	mu     sync.Mutex
 	nonces map[string]*nonceState
+
+	// The backoff: failures in a row, when the last was, the period of
+	// the last block and when the block ends.
+	failures    int
+	lastFailure time.Time
+	period      time.Duration
+	lockedUntil time.Time
 }
 
 type nonceState struct {
@@ -51,7 +79,10 @@ func NewServer(o ServerOptions) *Server {
 		o.NonceLifetime = 5 * time.Minute
 	}
 	if o.MaxNonces <= 0 {
-		o.MaxNonces = 16
+		o.MaxNonces = 64
+	}
+	if o.Lockout == (Lockout{}) {
+		o.Lockout = DefaultLockout
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -86,10 +117,11 @@ func (s *Server) Challenge(stale bool) (*Challenge, error) {
 	return &Challenge{Realm: s.o.Realm, Nonce: n, QOP: "auth", Stale: stale}, nil
 }
 
-// evictLocked drops expired nonces, and the oldest if none has expired.
+// evictLocked drops expired nonces; if none has, the oldest used one (its
+// client has logged in and can take another), else the oldest.
 func (s *Server) evictLocked(now time.Time) {
-	var oldest string
-	var at time.Time
+	var oldest, oldestUsed string
+	var at, atUsed time.Time
 	for k, v := range s.nonces {
 		if now.Sub(v.issued) > s.o.NonceLifetime {
 			delete(s.nonces, k)
@@ -98,10 +130,58 @@ func (s *Server) evictLocked(now time.Time) {
 		if oldest == "" || v.issued.Before(at) {
 			oldest, at = k, v.issued
 		}
+		if v.nc > 0 && (oldestUsed == "" || v.issued.Before(atUsed)) {
+			oldestUsed, atUsed = k, v.issued
+		}
 	}
 	if len(s.nonces) >= s.o.MaxNonces {
+		if oldestUsed != "" {
+			oldest = oldestUsed
+		}
 		delete(s.nonces, oldest)
 	}
+}
+
+// Locked reports whether logins are blocked now, and until when.
+func (s *Server) Locked() (bool, time.Time) {
+	now := s.o.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return now.Before(s.lockedUntil), s.lockedUntil
+}
+
+// failed counts a failed login and blocks logins when the run of them
+// is long enough.
+func (s *Server) failed(now time.Time) {
+	l := s.o.Lockout
+	if l.Disabled {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.lastFailure) > l.Reset {
+		s.failures, s.period = 0, 0
+	}
+	s.lastFailure = now
+	s.failures++
+	if s.failures < l.After && s.period == 0 {
+		return
+	}
+	// The tenth failure blocks for First; under a continuing attack each
+	// further one blocks for twice as long, up to Max.
+	if s.period == 0 {
+		s.period = l.First
+	} else {
+		s.period = min(2*s.period, l.Max)
+	}
+	s.lockedUntil = now.Add(s.period)
+}
+
+// succeeded ends a run of failures.
+func (s *Server) succeeded() {
+	s.mu.Lock()
+	s.failures, s.period = 0, 0
+	s.mu.Unlock()
 }
 
 // Verify checks credentials a for a request (method, uri). ha1 looks up a
@@ -112,6 +192,20 @@ func (s *Server) Verify(a *Authorization, method, uri string, ha1 func(user stri
 	if a == nil {
 		return ErrNoCredentials
 	}
+	if locked, until := s.Locked(); locked {
+		return fmt.Errorf("%w (for %v more)", ErrLocked, until.Sub(s.o.Now()).Round(time.Second))
+	}
+	err := s.verify(a, method, uri, ha1)
+	switch {
+	case err == nil:
+		s.succeeded()
+	case errors.Is(err, ErrBadResponse), errors.Is(err, ErrUnknownUser), errors.Is(err, ErrEmptyResponse), errors.Is(err, ErrReplay):
+		s.failed(s.o.Now())
+	}
+	return err
+}
+
+func (s *Server) verify(a *Authorization, method, uri string, ha1 func(user string) ([]byte, bool)) error {
 	if a.Realm != s.o.Realm {
 		return fmt.Errorf("%w: %q", ErrRealm, clip(a.Realm))
 	}

@@ -1,13 +1,16 @@
 package firmware
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/wsman"
@@ -132,4 +135,59 @@ func TestPutWithJunkBodyIsAFault(t *testing.T) {
 		assert.Equal(t, "Fault", e.Body.Name.Local, "%q: %s", body, b)
 	}
 	assert.Equal(t, before.HostName, r.d.current().HostName)
+}
+
+// Ten wrong passwords in a row block the device's logins (the right one
+// too) and the device closes the connection on the guesser; once the
+// block is over the right password logs in.
+func TestDigestLockout(t *testing.T) {
+	r := newRig(t, 10)
+	ctx := context.Background()
+	c, err := r.dial(ctx, "tcp", netip.AddrPortFrom(r.d.Addr(), PortHTTP).String())
+	require.NoError(t, err)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	body := string(wsman.Marshal(wsman.Header{Action: wsman.ActionGet, MessageID: "1", ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"}, ""))
+	send := func(cl *digest.Client) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, "http://device/wsman", strings.NewReader(body))
+		if cl != nil {
+			h, err := cl.Authorize(http.MethodPost, "/wsman")
+			require.NoError(t, err)
+			req.Header.Set("Authorization", h)
+		}
+		if err := req.Write(c); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, nil
+	}
+	resp, err := send(nil)
+	require.NoError(t, err)
+	wrong := &digest.Client{Username: "admin", Password: "Wrong-Pass9!"}
+	for i := range 10 {
+		require.NoError(t, wrong.Observe(resp.Header.Get("WWW-Authenticate")))
+		resp, err = send(wrong)
+		require.NoError(t, err, "guess %d on the same connection", i+1)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}
+	right := &digest.Client{Username: "admin", Password: testPassword}
+	require.NoError(t, right.Observe(resp.Header.Get("WWW-Authenticate")))
+	resp, err = send(right)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "blocked: the right password too")
+	assert.True(t, resp.Close, "the device closes the connection on the guesser")
+	_, err = send(right)
+	assert.Error(t, err, "the connection is gone")
+	assert.NotEmpty(t, r.d.ev.named(string(event.AuthFailed)))
+
+	// 5 s of the device's clock (×100 here) later, the right one passes.
+	require.Eventually(t, func() bool {
+		_, err := r.wsmanAs("admin", testPassword).Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond)
 }

@@ -241,7 +241,7 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
-		closing := req.close || sess.over
+		closing := req.close || sess.over || resp.close
 		if err := writeResponse(bw, resp, closing); err != nil || closing {
 			return
 		}
@@ -257,6 +257,7 @@ type response struct {
 	body         []byte
 	server       string // the Server header: the firmware's version
 	drop         bool   // no answer: the connection closes (AnswerDrop)
+	close        bool   // the connection closes after this answer
 }
 
 func writeResponse(w *bufio.Writer, r response, closing bool) error {
@@ -326,7 +327,11 @@ func (d *Device) handle(sess *session, req *request) response {
 			d.Stats.AuthFailures.Add(1)
 			d.emit(event.AuthFailed, "peer", sess.peer, "user", auth.Username, "reason", err.Error())
 		}
-		return d.challenge(errors.Is(err, digest.ErrStale))
+		r := d.challenge(errors.Is(err, digest.ErrStale))
+		// While logins are blocked the connection is not kept for more
+		// guesses.
+		r.close = errors.Is(err, digest.ErrLocked)
+		return r
 	}
 	d.login(sess, auth.Username, admin, cur)
 
