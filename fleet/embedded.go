@@ -21,8 +21,9 @@ import (
 // SCS on it at the ProvisionServer address, and a fleet.
 type EmbeddedOptions struct {
 	Fleet Options // Uplink and Stacks are set by StartEmbedded
-	// Dir keeps the SCS database and CA; "" uses a temporary directory
-	// removed at Close.
+	// Dir keeps the SCS database and CA; "" uses a temporary directory,
+	// removed as soon as they are open (nothing of it outlives the
+	// process, however it ends).
 	Dir string
 	// SCS adjusts the SCS's options before it starts (DB, CA, Dial and
 	// Password are set already).
@@ -134,6 +135,16 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	}
 	if err := e.StartSCS(ctx); err != nil {
 		return nil, err
+	}
+	if e.tmp != "" {
+		// The CA's key and the PPS database are open or in memory from
+		// here on: their directory goes now, so that not even a kill -9
+		// leaves a secret behind (the journal is written through its open
+		// descriptor, and a restarted SCS reuses what is in memory).
+		e.DB.Temporary()
+		if err := os.RemoveAll(e.tmp); err != nil {
+			return nil, fmt.Errorf("fleet: remove the SCS's temporary directory: %w", err)
+		}
 	}
 	ok = true
 	return e, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -68,4 +69,21 @@ func TestSpoofedHellosDoNotStarveTheDevice(t *testing.T) {
 	assert.Equal(t, dev.Addr().String(), rec.Addr, "the record keeps the device's address, not the spoofer's")
 	assert.NotZero(t, e.srv.Stats.Conflicts.Load(), "the conflict is counted")
 
+}
+
+// The embedded default's SCS directory (the CA's key, the PPS database)
+// is gone while the fleet runs, so no exit, kill -9 included, leaves it.
+func TestEmbeddedLeavesNoSecretOnDisk(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Fleet: Options{Devices: 3, Seed: 42, Password: testPassword}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	require.NotEmpty(t, e.tmp)
+	_, err = os.Stat(e.tmp)
+	assert.ErrorIs(t, err, os.ErrNotExist, "the temporary SCS directory is gone once open")
+	require.NoError(t, e.Fleet.Start(ctx))
+	require.NoError(t, e.Wait(ctx), "and the fleet is provisioned all the same")
+	e.StopSCS()
+	require.NoError(t, e.StartSCS(ctx), "a restarted SCS uses what is in memory")
 }

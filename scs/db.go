@@ -78,9 +78,10 @@ type DB struct {
 	// size is where the last whole record ends: a write that fails is cut
 	// back to it, so that no partial line stays for later appends to land
 	// on.
-	size int64
-	lock *os.File // flock'd for the database's owner
-	torn int
+	size      int64
+	lock      *os.File // flock'd for the database's owner
+	torn      int
+	temporary bool
 }
 
 // ErrDBLocked: another process has the database open.
@@ -144,6 +145,14 @@ func OpenDB(path string) (*DB, error) {
 	db.f, db.size = f, st.Size()
 	ok = true
 	return db, nil
+}
+
+// Temporary marks a database whose file is gone (its directory removed
+// while open): Close does not compact it.
+func (db *DB) Temporary() {
+	db.mu.Lock()
+	db.temporary = true
+	db.mu.Unlock()
 }
 
 // Torn counts the torn records OpenDB dropped.
@@ -396,7 +405,7 @@ func (db *DB) Close() error {
 	db.closed = true
 	err := db.f.Close()
 	defer db.lock.Close()
-	if db.stale() {
+	if db.stale() && !db.temporary {
 		if cerr := db.compact(); err == nil {
 			err = cerr
 		}
