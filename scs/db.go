@@ -337,8 +337,14 @@ func (db *DB) putAll(rs []Record) error {
 		db.mu.Unlock()
 		return errors.New("scs: database closed")
 	}
-	for _, r := range rs {
+	// What the records replace, to put back if the write fails: memory
+	// says what the disk does.
+	prev := make([]*Record, len(rs))
+	mine := make([]*Record, len(rs))
+	for i, r := range rs {
+		prev[i] = db.recs[r.PID]
 		c := r
+		mine[i] = &c
 		db.index(&c)
 	}
 	db.pending = append(db.pending, lines...)
@@ -349,7 +355,33 @@ func (db *DB) putAll(rs []Record) error {
 		go db.flush()
 	}
 	db.mu.Unlock()
-	return <-done
+	err := <-done
+	if err != nil {
+		db.mu.Lock()
+		for i := len(rs) - 1; i >= 0; i-- {
+			if db.recs[rs[i].PID] != mine[i] {
+				continue // a later write has it
+			}
+			db.unindex(mine[i])
+			if prev[i] != nil {
+				db.index(prev[i])
+			}
+		}
+		db.mu.Unlock()
+	}
+	return err
+}
+
+// unindex drops r's index entries.
+func (db *DB) unindex(r *Record) {
+	for _, k := range []string{r.PID, r.NewPID} {
+		if k != "" && db.recs[k] == r {
+			delete(db.recs, k)
+		}
+	}
+	if u := strings.ToUpper(r.UUID); r.UUID != "" && db.byUUID[u] == r {
+		delete(db.byUUID, u)
+	}
 }
 
 // flush writes what is pending, fsyncs, and answers the waiters; it loops
@@ -470,45 +502,72 @@ func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int
 	return nil
 }
 
-// ImportCSV adds records from CSV lines "PID,PPS[,MEBx password[,host]]"
-// (dashes allowed; a first line starting with "pid" is a header).
-func (db *DB) ImportCSV(r io.Reader) (int, error) {
+// ImportOptions adjust ImportCSV.
+type ImportOptions struct {
+	// Replace lets a line change the record of a PID the database holds:
+	// its PPS, password and host (its UUID, state and any pending new
+	// pair are kept). Without it such a line fails the import.
+	Replace bool
+}
+
+// ImportCSV adds PID,PPS[,MEBx password[,host]] lines (a header line
+// "pid,…" is skipped). It is all or nothing: every line is read and
+// checked first, and the records go to disk in one write, or none do.
+func (db *DB) ImportCSV(r io.Reader, o ImportOptions) (int, error) {
 	cr := csv.NewReader(bufio.NewReader(r))
 	cr.FieldsPerRecord = -1
 	cr.TrimLeadingSpace = true
-	n := 0
+	var recs []Record
+	seen := map[string]int{}
 	for line := 1; ; line++ {
 		rec, err := cr.Read()
 		if err == io.EOF {
-			return n, nil
+			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+			return 0, fmt.Errorf("scs: import line %d: %w (nothing imported)", line, err)
 		}
 		if line == 1 && len(rec) > 0 && strings.EqualFold(strings.TrimSpace(rec[0]), "pid") {
 			continue
 		}
 		if len(rec) < 2 {
-			return n, fmt.Errorf("scs: import line %d: want PID,PPS[,password[,host]]", line)
+			return 0, fmt.Errorf("scs: import line %d: want PID,PPS[,password[,host]] (nothing imported)", line)
 		}
 		pid, err := identity.NormalizePID(rec[0])
 		if err != nil {
-			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+			return 0, fmt.Errorf("scs: import line %d: %w (nothing imported)", line, err)
 		}
 		pps, err := identity.NormalizePPS(rec[1])
 		if err != nil {
-			return n, fmt.Errorf("scs: import line %d: %w", line, err)
+			return 0, fmt.Errorf("scs: import line %d: %w (nothing imported)", line, err)
 		}
-		r := Record{PID: pid, PPS: pps, State: StateNew}
+		if at, dup := seen[pid]; dup {
+			return 0, fmt.Errorf("scs: import line %d: PID %s is on line %d too (nothing imported)", line, pid, at)
+		}
+		seen[pid] = line
+		n := Record{PID: pid, PPS: pps, State: StateNew}
 		if len(rec) > 2 {
-			r.Password = rec[2]
+			n.Password = rec[2]
 		}
 		if len(rec) > 3 {
-			r.Host = rec[3]
+			n.Host = rec[3]
 		}
-		if err := db.Put(r); err != nil {
-			return n, err
+		if old, ok := db.Get(pid); ok {
+			if old.PID != pid {
+				return 0, fmt.Errorf("scs: import line %d: PID %s is the pending new PID of %s (nothing imported)", line, pid, old.PID)
+			}
+			if !o.Replace {
+				return 0, fmt.Errorf("scs: import line %d: PID %s is in the database already; --import-replace changes it (nothing imported)", line, pid)
+			}
+			// What the line says replaces what it names; the rest of the
+			// record (UUID, state, a pending new pair) stays.
+			old.PPS, old.Password, old.Host = n.PPS, n.Password, n.Host
+			n = old
 		}
-		n++
+		recs = append(recs, n)
 	}
+	if err := db.putAll(recs); err != nil {
+		return 0, fmt.Errorf("%w (nothing imported)", err)
+	}
+	return len(recs), nil
 }

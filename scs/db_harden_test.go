@@ -141,6 +141,10 @@ func fullDiskHelper(dir string) {
 	} else {
 		fmt.Println("short write failed:", err)
 	}
+	if _, ok := db.Get(record(nil, 1, "").PID); ok {
+		fmt.Println("the failed record is in memory, though not on disk")
+		os.Exit(2)
+	}
 	_ = os.Remove(filepath.Join(dir, "filler"))
 	if err := put(record(nil, 2, "")); err != nil {
 		fmt.Println("put after room was made:", err)
@@ -150,4 +154,52 @@ func fullDiskHelper(dir string) {
 	note()
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {}
+}
+
+// An import is all or nothing, and changes a PID the database holds only
+// when told to, keeping its UUID, state and pending new pair.
+func TestImportAllOrNothing(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	a, b := record(t, 0, ""), record(t, 1, "")
+	a.UUID = "4C4C4544-0030-3110-8030-B0C04F303130"
+	a.NewPID, a.NewPPS = record(t, 2, "").PID, record(t, 2, "").PPS
+	require.NoError(t, db.Put(a))
+	other := record(t, 3, "").PPS
+
+	// A bad line after good ones: nothing is imported.
+	_, err = db.ImportCSV(strings.NewReader(b.PID+","+b.PPS+"\nBADPID,"+other+"\n"), ImportOptions{})
+	require.ErrorContains(t, err, "line 2")
+	_, ok := db.Get(b.PID)
+	assert.False(t, ok, "the good line before the bad one is not imported")
+
+	// A PID the database holds: refused without Replace, nothing imported.
+	_, err = db.ImportCSV(strings.NewReader(b.PID+","+b.PPS+"\n"+a.PID+","+other+",New-Pass1!\n"), ImportOptions{})
+	require.ErrorContains(t, err, "--import-replace")
+	_, ok = db.Get(b.PID)
+	assert.False(t, ok)
+	got, _ := db.Get(a.PID)
+	assert.Equal(t, a.PPS, got.PPS)
+
+	// The same line twice in one file is refused.
+	_, err = db.ImportCSV(strings.NewReader(b.PID+","+b.PPS+"\n"+b.PID+","+b.PPS+"\n"), ImportOptions{})
+	require.ErrorContains(t, err, "line 1 too")
+
+	// With Replace: the PPS, password change; UUID, state and the pending
+	// new pair stay.
+	n, err := db.ImportCSV(strings.NewReader(b.PID+","+b.PPS+"\n"+a.PID+","+other+",New-Pass1!\n"), ImportOptions{Replace: true})
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	got, _ = db.Get(a.PID)
+	assert.Equal(t, other, got.PPS)
+	assert.Equal(t, "New-Pass1!", got.Password)
+	assert.Equal(t, a.UUID, got.UUID)
+	assert.Equal(t, a.NewPID, got.NewPID, "the pending commit is not lost")
+	_, ok = db.ByUUID(a.UUID)
+	assert.True(t, ok)
+
+	// A PID that is another record's pending new PID cannot be imported.
+	_, err = db.ImportCSV(strings.NewReader(a.NewPID+","+other+"\n"), ImportOptions{Replace: true})
+	require.ErrorContains(t, err, "pending new PID")
 }

@@ -101,14 +101,14 @@ func TestImportCSV(t *testing.T) {
 	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
 	require.NoError(t, err)
 	defer db.Close()
-	n, err := db.ImportCSV(strings.NewReader("pid,pps,password\n0000-037M,NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ,Some-Pass1!\n"))
+	n, err := db.ImportCSV(strings.NewReader("pid,pps,password\n0000-037M,NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ,Some-Pass1!\n"), ImportOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	r, ok := db.Get("0000037M")
 	require.True(t, ok)
 	assert.Equal(t, "NKLDG5DCRRNQE9YZZIJL7LFLVJED69XJ", r.PPS)
 	assert.Equal(t, "Some-Pass1!", r.Password)
-	_, err = db.ImportCSV(strings.NewReader("0000-037X,NKLD\n"))
+	_, err = db.ImportCSV(strings.NewReader("0000-037X,NKLD\n"), ImportOptions{})
 	assert.ErrorContains(t, err, "line 1")
 }
 
@@ -149,7 +149,7 @@ func FuzzImportCSV(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		n, _ := db.ImportCSV(strings.NewReader(s))
+		n, _ := db.ImportCSV(strings.NewReader(s), ImportOptions{})
 		if len(db.All()) > n {
 			t.Fatalf("%d records from %d imported lines", len(db.All()), n)
 		}

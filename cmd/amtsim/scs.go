@@ -34,7 +34,8 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dbPath := fs.String("db", "", "PID/PPS database file (created if missing)")
 	caDir := fs.String("ca", "", "directory of the CA (ca.crt, ca.key; made if missing; default: the database's directory)")
 	generate := fs.String("generate", "", "add a generated fleet to the database: SEED:SHARD:COUNT (shard may be a range A-B)")
-	importCSV := fs.String("import", "", "add PID,PPS[,MEBx password[,host]] lines from this CSV file")
+	importCSV := fs.String("import", "", "add PID,PPS[,MEBx password[,host]] lines from this CSV file (all or nothing)")
+	importReplace := fs.Bool("import-replace", false, "let --import change the PPS, password and host of PIDs the database holds (their state and any pending new pair are kept)")
 	password := fs.String("mebx-password", defaultMEBxPassword, "MEBx password of devices whose record names none")
 	profilePath := fs.String("profile", "", "JSON file of what to configure (see --print-profile); default: the built-in profile")
 	printProfile := fs.Bool("print-profile", false, "print the profile in force (built-in, or --profile's) as JSON and exit")
@@ -127,7 +128,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		_, err = db.ImportCSV(f)
+		_, err = db.ImportCSV(f, scs.ImportOptions{Replace: *importReplace})
 		f.Close()
 		if err != nil {
 			return err
