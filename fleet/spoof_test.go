@@ -5,14 +5,18 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/event"
+	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/scs"
 )
 
 // PIDs are public: a host on the segment that sends the device's Hello
@@ -86,4 +90,40 @@ func TestEmbeddedLeavesNoSecretOnDisk(t *testing.T) {
 	require.NoError(t, e.Wait(ctx), "and the fleet is provisioned all the same")
 	e.StopSCS()
 	require.NoError(t, e.StartSCS(ctx), "a restarted SCS uses what is in memory")
+}
+
+// A device that commits and then vanishes (its cable out the moment it
+// commits, so the answer is lost, past the SCS's verify window and
+// retries) is settled by the SCS's
+// background scan once it is back, with no restart of the SCS and no
+// Hello from the device (a provisioned device sends none).
+func TestVanishedAfterCommitIsSettled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var devs []*firmware.Device
+	var cut atomic.Bool
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
+		SCS: func(o *scs.ServerOptions) {
+			o.VerifyWindow, o.MaxAttempts, o.SettleEvery, o.CallTimeout = 300*time.Millisecond, 1, 200*time.Millisecond, time.Second
+		},
+		Fleet: Options{Devices: 1, Seed: 43, Password: testPassword, Events: func(ev firmware.Event) {
+			if ev.Name == event.Provisioned && !cut.Swap(true) {
+				devs[0].SetLink(false) // gone the moment it commits
+			}
+		}}})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	devs = e.Fleet.Devices()
+	require.NoError(t, e.Fleet.Start(ctx))
+	require.NoError(t, e.Fleet.Wait(ctx), "the device commits")
+	id := e.Fleet.Identities()[0]
+	require.Eventually(t, func() bool { return e.srv.Stats.Failed.Load() >= 1 }, 10*time.Second, 20*time.Millisecond,
+		"the SCS's session and its settling retry fail while the device is away")
+	// One attempt: the session's failure released the device, and only
+	// the background scan is left to find it.
+	devs[0].SetLink(true)
+	require.Eventually(t, func() bool {
+		rec, _ := e.DB.ByUUID(id.UUID.String())
+		return rec.State == scs.StateProvisioned && rec.NewPID == ""
+	}, 10*time.Second, 50*time.Millisecond, "settled in the background once the device is back")
 }

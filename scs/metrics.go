@@ -9,11 +9,12 @@ import (
 // metrics are the SCS's Prometheus collectors. With no registerer they are
 // made but not registered, so the code paths are the same.
 type metrics struct {
-	hellos   *prometheus.CounterVec
-	sessions *prometheus.CounterVec
-	steps    *prometheus.HistogramVec
-	total    prometheus.Histogram
-	queue    prometheus.Gauge
+	hellos    *prometheus.CounterVec
+	sessions  *prometheus.CounterVec
+	steps     *prometheus.HistogramVec
+	total     prometheus.Histogram
+	queue     prometheus.Gauge
+	unsettled prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,9 +30,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Duration of successful provisioning sessions, verification included.", Buckets: buckets}),
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "amtsim", Subsystem: "scs", Name: "queue_depth",
 			Help: "Hellos waiting for a worker."}),
+		unsettled: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "amtsim", Subsystem: "scs", Name: "unsettled_records",
+			Help: "Records left with a pending new PID/PPS and no session, at the last settling scan."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.hellos, m.sessions, m.steps, m.total, m.queue} {
+		for _, c := range []prometheus.Collector{m.hellos, m.sessions, m.steps, m.total, m.queue, m.unsettled} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

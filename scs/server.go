@@ -59,6 +59,12 @@ type ServerOptions struct {
 	// from RetryBase (default 1 s), doubling.
 	MaxAttempts int
 	RetryBase   time.Duration
+	// SettleEvery is how often the SCS looks for records left with a
+	// pending new pair (a device that committed and vanished before the
+	// SCS could learn so) and tries to settle them; default 1 min. It
+	// gives a record up after SettleFor (default 24 h), with an
+	// scs.unsettled event; amtsim_scs_unsettled_records counts the rest.
+	SettleEvery, SettleFor time.Duration
 	// SessionTimeout bounds one provisioning session (default 2 min);
 	// CallTimeout each request in it (default 20 s).
 	SessionTimeout time.Duration
@@ -152,13 +158,17 @@ type Server struct {
 	inflight map[string]bool
 	perPID   map[string]int
 	pidLocks map[string]*pidLock
-	failures map[string]map[string]int
-	latency  []time.Duration
-	queue    chan job
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	started  bool
+	// unsettled: when the settling scan first found each record with a
+	// pending pair (by record PID), for SettleFor.
+	unsettled map[string]time.Time
+	gaveUp    map[string]bool
+	failures  map[string]map[string]int
+	latency   []time.Duration
+	queue     chan job
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	started   bool
 }
 
 type job struct {
@@ -214,6 +224,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Flaws.TrustAnswers {
 		o.NoVerify = true
 	}
+	if o.SettleEvery <= 0 {
+		o.SettleEvery = time.Minute
+	}
+	if o.SettleFor <= 0 {
+		o.SettleFor = 24 * time.Hour
+	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 2 * time.Minute
 	}
@@ -224,7 +240,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Profile.AdminUser == "" {
 		o.Profile.AdminUser = "admin"
 	}
-	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
+	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, unsettled: map[string]time.Time{}, gaveUp: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
 	if o.PKI != nil && len(o.PKI.Certificate) > 0 {
 		root := o.PKI.Certificate[len(o.PKI.Certificate)-1]
 		s1, s256 := sha1.Sum(root), sha256.Sum256(root)
@@ -258,7 +274,19 @@ func (s *Server) Start(ctx context.Context) {
 		s.wg.Add(1)
 		go pprof.Do(context.Background(), scsLabel, func(context.Context) { s.worker() })
 	}
-	pending := 0
+	pending := s.queueSettlingLocked()
+	s.wg.Add(1)
+	go s.settleLoop()
+	s.emit(event.SCSStarted, "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
+}
+
+// queueSettlingLocked queues a settling job for every record left with a
+// pending new pair and not in flight, and returns how many it queued
+// (s.mu held). Records pending past SettleFor are given up.
+func (s *Server) queueSettlingLocked() int {
+	queued, left := 0, 0
+	now := time.Now()
+	seen := map[string]bool{}
 	for _, r := range s.o.DB.All() {
 		if r.NewPID == "" || r.Addr == "" {
 			continue
@@ -267,14 +295,61 @@ func (s *Server) Start(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		seen[r.PID] = true
+		if s.perPID[r.PID] > 0 {
+			continue // in a session, or being settled
+		}
+		left++
+		first, ok := s.unsettled[r.PID]
+		if !ok {
+			s.unsettled[r.PID], first = now, now
+		}
+		if now.Sub(first) > s.o.SettleFor {
+			if !s.gaveUp[r.PID] {
+				s.gaveUp[r.PID] = true
+				pid := r.PID
+				// Off s.mu: the sink is the caller's.
+				go s.emit(event.SCSUnsettled, pid, "given_up", true, "since", first.Format(time.RFC3339))
+			}
+			continue
+		}
+		key := inflightKey(r.PID, addr)
 		select {
-		case s.queue <- job{pid: r.PID, key: inflightKey(r.PID, addr), rec: r.PID, addr: addr, settle: true}:
-			s.hold(r.PID, inflightKey(r.PID, addr))
-			pending++
+		case s.queue <- job{pid: r.PID, key: key, rec: r.PID, addr: addr, settle: true}:
+			s.hold(r.PID, key)
+			queued++
 		default:
 		}
 	}
-	s.emit(event.SCSStarted, "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
+	for pid := range s.unsettled {
+		if !seen[pid] {
+			delete(s.unsettled, pid)
+			delete(s.gaveUp, pid)
+		}
+	}
+	s.m.unsettled.Set(float64(left))
+	return queued
+}
+
+// settleLoop settles what is left, every SettleEvery, until Stop: a
+// provisioned device sends no Hello, so nothing else would bring its
+// record back.
+func (s *Server) settleLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.o.SettleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.started {
+				s.queueSettlingLocked()
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 // Stop ends every session in progress and waits for the workers. Hellos
