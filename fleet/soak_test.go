@@ -68,7 +68,12 @@ func BenchmarkSoak(b *testing.B) {
 		go func() { done <- e.Wait(ctx) }()
 		var heap0 uint64
 		var gr0 int
+		// The day ends a day after the start, and not before half a day
+		// of the fleet provisioned (renewals, restarts and loss going on),
+		// over which heap and goroutines must stay flat.
 		end := time.After(day)
+		var half <-chan time.Time
+		dayOver := false
 	loop:
 		for {
 			select {
@@ -78,6 +83,13 @@ func BenchmarkSoak(b *testing.B) {
 				}
 				heap0, gr0 = liveHeap(), runtime.NumGoroutine()
 				b.ReportMetric(time.Since(start).Seconds(), "s-to-all-provisioned")
+				half = time.After(day / 2)
+				done = nil
+			case <-half:
+				half = nil
+				if dayOver {
+					break loop
+				}
 			case <-restart.C:
 				e.StopSCS()
 				if err := e.StartSCS(ctx); err != nil {
@@ -85,7 +97,13 @@ func BenchmarkSoak(b *testing.B) {
 				}
 				restarts++
 			case <-end:
-				break loop
+				dayOver = true
+				if heap0 != 0 && half == nil {
+					break loop
+				}
+				if heap0 == 0 && done == nil {
+					break loop
+				}
 			}
 		}
 		restart.Stop()
