@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -102,9 +103,11 @@ func TestVanishedAfterCommitIsSettled(t *testing.T) {
 	defer cancel()
 	var devs []*firmware.Device
 	var cut atomic.Bool
+	reg := prometheus.NewRegistry()
 	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: t.TempDir(),
 		SCS: func(o *scs.ServerOptions) {
 			o.VerifyWindow, o.MaxAttempts, o.SettleEvery, o.CallTimeout = 300*time.Millisecond, 1, 200*time.Millisecond, time.Second
+			o.Metrics = reg
 		},
 		Fleet: Options{Devices: 1, Seed: 43, Password: testPassword, Events: func(ev firmware.Event) {
 			if ev.Name == event.Provisioned && !cut.Swap(true) {
@@ -120,10 +123,24 @@ func TestVanishedAfterCommitIsSettled(t *testing.T) {
 	require.Eventually(t, func() bool { return e.srv.Stats.Failed.Load() >= 1 }, 10*time.Second, 20*time.Millisecond,
 		"the SCS's session and its settling retry fail while the device is away")
 	// One attempt: the session's failure released the device, and only
-	// the background scan is left to find it.
+	// the background scan is left to find it; /metrics counts it.
+	require.Eventually(t, func() bool { return unsettledGauge(t, reg) == 1 }, 5*time.Second, 20*time.Millisecond)
 	devs[0].SetLink(true)
 	require.Eventually(t, func() bool {
 		rec, _ := e.DB.ByUUID(id.UUID.String())
 		return rec.State == scs.StateProvisioned && rec.NewPID == ""
 	}, 10*time.Second, 50*time.Millisecond, "settled in the background once the device is back")
+	require.Eventually(t, func() bool { return unsettledGauge(t, reg) == 0 }, 5*time.Second, 20*time.Millisecond)
+}
+
+func unsettledGauge(t *testing.T, reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "amtsim_scs_unsettled_records" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no amtsim_scs_unsettled_records")
+	return 0
 }
