@@ -104,8 +104,6 @@ const (
 	AnswerDrop Answer = "drop"
 )
 
-// Answers lists the call faults' answers.
-var Answers = []Answer{AnswerDelay, AnswerEmpty, AnswerFault, AnswerDrop}
 
 // CallFault changes the device's answer to one named WS-MAN call
 // (wsman.Header.CallName: "CommitChanges", "Get:AMT_GeneralSettings").

@@ -95,7 +95,11 @@ const (
 var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout, FlawUncheckedProfile}
 
 func (f *Flaw) decodeYAML(d *decoder, n *yaml.Node) error {
-	s, err := d.oneOf(n, "an SCS flaw", string(FlawForgetCommit), string(FlawTrustAnswers), string(FlawNoCallTimeout), string(FlawUncheckedProfile))
+	names := make([]string, len(Flaws))
+	for i, fl := range Flaws {
+		names[i] = string(fl)
+	}
+	s, err := d.oneOf(n, "an SCS flaw", names...)
 	*f = Flaw(s)
 	return err
 }

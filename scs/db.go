@@ -238,6 +238,21 @@ func (db *DB) index(r *Record) {
 	}
 }
 
+// Pending returns a copy of every record with a pending new pair: one
+// pass over the index, copying only those (All copies and sorts them
+// all).
+func (db *DB) Pending() []Record {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var out []Record
+	for k, r := range db.recs {
+		if r.NewPID != "" && k == r.PID {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
 // All returns a copy of every record, by PID.
 func (db *DB) All() []Record {
 	db.mu.Lock()

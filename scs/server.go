@@ -274,23 +274,21 @@ func (s *Server) Start(ctx context.Context) {
 		s.wg.Add(1)
 		go pprof.Do(context.Background(), scsLabel, func(context.Context) { s.worker() })
 	}
-	pending := s.queueSettlingLocked()
+	pending, _ := s.queueSettlingLocked(s.o.DB.Pending())
 	s.wg.Add(1)
 	go s.settleLoop()
 	s.emit(event.SCSStarted, "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
 }
 
-// queueSettlingLocked queues a settling job for every record left with a
-// pending new pair and not in flight, and returns how many it queued
-// (s.mu held). Records pending past SettleFor are given up.
-func (s *Server) queueSettlingLocked() int {
-	queued, left := 0, 0
+// queueSettlingLocked queues a settling job for every record of pending
+// (DB.Pending, read before s.mu was taken) not in flight, and returns how
+// many it queued and the records it gives up now, past SettleFor (s.mu
+// held).
+func (s *Server) queueSettlingLocked(pending []Record) (queued int, gaveUp []string) {
+	left := 0
 	now := time.Now()
 	seen := map[string]bool{}
-	for _, r := range s.o.DB.All() {
-		if r.NewPID == "" || r.Addr == "" {
-			continue
-		}
+	for _, r := range pending {
 		addr, err := netip.ParseAddr(r.Addr)
 		if err != nil {
 			continue
@@ -307,9 +305,7 @@ func (s *Server) queueSettlingLocked() int {
 		if now.Sub(first) > s.o.SettleFor {
 			if !s.gaveUp[r.PID] {
 				s.gaveUp[r.PID] = true
-				pid := r.PID
-				// Off s.mu: the sink is the caller's.
-				go s.emit(event.SCSUnsettled, pid, "given_up", true, "since", first.Format(time.RFC3339))
+				gaveUp = append(gaveUp, r.PID)
 			}
 			continue
 		}
@@ -328,7 +324,7 @@ func (s *Server) queueSettlingLocked() int {
 		}
 	}
 	s.m.unsettled.Set(float64(left))
-	return queued
+	return queued, gaveUp
 }
 
 // settleLoop settles what is left, every SettleEvery, until Stop: a
@@ -343,11 +339,16 @@ func (s *Server) settleLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			pending := s.o.DB.Pending()
 			s.mu.Lock()
+			var gaveUp []string
 			if s.started {
-				s.queueSettlingLocked()
+				_, gaveUp = s.queueSettlingLocked(pending)
 			}
 			s.mu.Unlock()
+			for _, pid := range gaveUp {
+				s.emit(event.SCSUnsettled, pid, "given_up", true, "after", s.o.SettleFor.String())
+			}
 		}
 	}
 }
