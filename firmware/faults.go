@@ -104,7 +104,6 @@ const (
 	AnswerDrop Answer = "drop"
 )
 
-
 // CallFault changes the device's answer to one named WS-MAN call
 // (wsman.Header.CallName: "CommitChanges", "Get:AMT_GeneralSettings").
 type CallFault struct {
