@@ -81,6 +81,9 @@ func (r *run) judge(took time.Duration) *Report {
 	r.mu.Unlock()
 	for _, d := range r.devices {
 		rep.Stories[d.id.HostName] = d.log.story()
+		if d.storePath != "" {
+			d.leftover, _ = atomicfile.Stale(d.storePath)
+		}
 	}
 	for i := range r.s.Expect {
 		e := &r.s.Expect[i]
@@ -181,7 +184,8 @@ func (m *Match) describe() string {
 }
 
 // storeWhole says what is wrong with d's persisted settings, or "": they
-// read and validate, and no temporary file of a write is left beside them.
+// read and validate, and no temporary file of a write was left beside them
+// (looked for before anything loaded the store, which removes them).
 func storeWhole(d *device) string {
 	s, err := d.store.Load()
 	if err != nil {
@@ -190,12 +194,8 @@ func storeWhole(d *device) string {
 	if err := s.Validate(); err != nil {
 		return fmt.Sprintf("its settings are not valid: %v", err)
 	}
-	if d.storePath != "" {
-		// mebx.FileStore writes .<name>.tmp-* beside the file and renames it.
-		left, _ := filepath.Glob(filepath.Join(filepath.Dir(d.storePath), "."+filepath.Base(d.storePath)+".tmp-*"))
-		if len(left) > 0 {
-			return fmt.Sprintf("a write left %s behind", filepath.Base(left[0]))
-		}
+	if len(d.leftover) > 0 {
+		return fmt.Sprintf("a write left %s behind", filepath.Base(d.leftover[0]))
 	}
 	return ""
 }

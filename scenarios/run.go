@@ -63,6 +63,7 @@ type device struct {
 	// storePath is the store's file, for checking that no write was left
 	// half-done beside it.
 	storePath string
+	leftover  []string // temp files of a crashed write, found at the end
 	ring      *nic.Capture
 	log       *deviceLog
 }

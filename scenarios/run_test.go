@@ -2,11 +2,15 @@ package scenarios
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/mebx"
 )
 
 func logFailures(t *testing.T, rep *Report) {
@@ -96,4 +100,42 @@ expect:
 	require.Len(t, rep.Captures, 1, "only the failed device")
 	assert.Contains(t, rep.Captures[0], rep.Cases[1].Failures[0].Device)
 	assert.Less(t, rep.Duration, 20*time.Second)
+}
+
+// A device whose store has a write's temp file beside it at the end fails
+// "persisted settings whole", though loading the store would remove it.
+func TestLeftoverTempFileFails(t *testing.T) {
+	s, err := Parse("tmp.yaml", []byte("name: tmp\ndeadline: 10s\ngroups:\n  - name: desks\n    count: 1\nexpect:\n  - state: provisioned\n"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	var rep *Report
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		rep, err = Run(context.Background(), s, Options{Dir: dir})
+		done <- err
+	}()
+	// A crash's leftover, beside the store, once the device has committed
+	// (it loads its store only at power-on, which would remove it).
+	stores := filepath.Join(dir, "mebx", "desks")
+	require.Eventually(t, func() bool {
+		// Read, not Load: a Load would remove the device's own temp file.
+		b, err := os.ReadFile(filepath.Join(stores, "0.json"))
+		if err != nil {
+			return false
+		}
+		st, err := mebx.Decode(b)
+		return err == nil && st.State == mebx.StatePost
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, os.WriteFile(filepath.Join(stores, ".0.json.tmp-1"), []byte("{}"), 0o600))
+	require.NoError(t, <-done)
+	var whole *Case
+	for i := range rep.Cases {
+		if rep.Cases[i].Name == "persisted settings whole" {
+			whole = &rep.Cases[i]
+		}
+	}
+	require.NotNil(t, whole)
+	require.Len(t, whole.Failures, 1)
+	assert.Contains(t, whole.Failures[0].Reason, ".0.json.tmp-1")
 }

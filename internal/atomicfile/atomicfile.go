@@ -65,11 +65,16 @@ func WriteWith(path string, data []byte, perm os.FileMode, o Options) error {
 	return nil
 }
 
+// Stale lists the temp files a crashed write of path left.
+func Stale(path string) ([]string, error) {
+	return filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern(path)))
+}
+
 // RemoveStale removes the temp files a crashed write of path left, and
 // says how many. Only the file's owner may call it: a write in progress
 // elsewhere would lose its temp file.
 func RemoveStale(path string) (int, error) {
-	left, err := filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern(path)))
+	left, err := Stale(path)
 	if err != nil {
 		return 0, err
 	}
