@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
@@ -64,9 +65,8 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 		assert.NotEqual(t, e.Fleet.Identities()[i].PID, st.PID, "a new PID")
 		assert.Equal(t, st.PPS, r.PPS)
 		assert.Equal(t, scs.StateProvisioned, r.State)
-		assert.NotEmpty(t, r.CertSerial, "a certificate was issued")
 		assert.True(t, st.AMT.TLSEnabled)
-		require.NotEmpty(t, st.AMT.Certs)
+		assert.Equal(t, servedSerial(t, st), r.CertSerial, "the SCS recorded the certificate it issued")
 		assert.Equal(t, "Amtsim-Mebx5!", st.Password, "the SCS set a new MEBx password")
 		assert.Equal(t, st.Password, r.Password, "and recorded it")
 		require.Len(t, st.AMT.Users, 2)
@@ -173,6 +173,22 @@ func TestVerifyFailureSettles(t *testing.T) {
 	require.True(t, ok, "the record has the device's new PID")
 	assert.Equal(t, scs.StateProvisioned, r.State)
 	assert.Empty(t, r.NewPID)
+	assert.Equal(t, servedSerial(t, st), r.CertSerial, "settling records the certificate the device serves")
+}
+
+// servedSerial is the serial (hex, as the SCS records it) of the
+// certificate st's 16993 serves.
+func servedSerial(t *testing.T, st mebx.Settings) string {
+	t.Helper()
+	for _, c := range st.AMT.Certs {
+		if c.ID == st.AMT.TLSCert {
+			cert, err := x509.ParseCertificate(c.DER)
+			require.NoError(t, err)
+			return cert.SerialNumber.Text(16)
+		}
+	}
+	t.Fatalf("no certificate %q among the device's %d", st.AMT.TLSCert, len(st.AMT.Certs))
+	return ""
 }
 
 // provisionOne runs a one-device embedded fleet with the SCS adjusted by

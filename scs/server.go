@@ -744,7 +744,7 @@ func (s *Server) provision(j job) error {
 		// The commit answered (or its answer was lost): until the device
 		// has re-armed its ports with the certificate, its old TLS-PSK
 		// port may still answer with an alert, so alerts are retried.
-		if verr := s.verify(ctx, target, res, p, false); verr != nil {
+		if _, verr := s.verify(ctx, target, res, p, false); verr != nil {
 			if err == nil {
 				err = &StepError{Step: "verify", Err: verr}
 			}
@@ -802,7 +802,8 @@ func (s *Server) settle(j job) {
 	p := s.o.Profile
 	domain := recordDomain(rec, p)
 	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout}
-	if err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true); err != nil {
+	leaf, err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true)
+	if err != nil {
 		s.emit(event.SCSUnsettled, rec.PID, "attempt", j.attempt+1, "err", err.Error())
 		if errors.Is(err, errNotCommitted) {
 			s.release(j) // still in setup: its next Hello starts a session
@@ -820,12 +821,18 @@ func (s *Server) settle(j job) {
 	if p.NewMEBxPassword != "" {
 		rec.Password = p.NewMEBxPassword
 	}
+	if leaf != nil {
+		// The session that issued it never reached its end: the
+		// certificate is the one the device now serves, which verify
+		// checked is of our CA and names the device.
+		rec.CertSerial, rec.CertNotAfter = leaf.SerialNumber.Text(16), leaf.NotAfter
+	}
 	if err := s.o.DB.Put(rec); err != nil {
 		return
 	}
 	s.Stats.Provisioned.Add(1)
 	s.m.session("provisioned", "")
-	s.emit(event.SCSProvisioned, rec.PID, "old_pid", oldPID, "addr", rec.Addr, "settled", true)
+	s.emit(event.SCSProvisioned, rec.PID, "old_pid", oldPID, "addr", rec.Addr, "settled", true, "cert_serial", rec.CertSerial)
 }
 
 // verify logs in with the new credentials: over the issued certificate on
@@ -834,22 +841,24 @@ func (s *Server) settle(j job) {
 // a growing pause, for VerifyWindow. A Digest 401 ends it at once; so does
 // a TLS alert or a certificate not of our CA when alertIsFinal (settling,
 // long after any commit, when either means the device is still in setup:
-// it never committed).
-func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, alertIsFinal bool) error {
+// it never committed). Over TLS it returns the certificate the device
+// served.
+func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, alertIsFinal bool) (*x509.Certificate, error) {
 	var last error
 	end := time.Now().Add(s.o.VerifyWindow)
 	for pause := time.Duration(0); ; pause = min(max(2*pause, 50*time.Millisecond), time.Second) {
 		if pause > 0 {
 			if time.Now().Add(pause).After(end) {
-				return last
+				return nil, last
 			}
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			case <-time.After(pause):
 			}
 		}
 		var sess *Session
+		var leaf *x509.Certificate
 		if s.o.NoTLS {
 			t.Password = p.AdminPassword
 			sess = OpenSetup(t)
@@ -860,14 +869,19 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, a
 				name += "." + res.Domain
 			}
 			sess = OpenOperational(t, s.o.CA.Pool(), name, p.AdminUser, p.AdminPassword)
+			// Runs after the chain and name are verified.
+			sess.tr.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+				leaf = cs.PeerCertificates[0]
+				return nil
+			}
 		}
 		sc, err := sess.WSMAN.Get(ctx, wsman.SetupAndConfigurationService, nil)
 		sess.Close()
 		if err == nil {
 			if st, _ := sc.Get("ProvisioningState"); st != "2" {
-				return fmt.Errorf("%w: ProvisioningState %s", errNotCommitted, st)
+				return nil, fmt.Errorf("%w: ProvisioningState %s", errNotCommitted, st)
 			}
-			return nil
+			return leaf, nil
 		}
 		last = err
 		// The device answered, and not as a provisioned one: no point
@@ -877,7 +891,7 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, a
 		var op *net.OpError
 		var cv *tls.CertificateVerificationError
 		if strings.Contains(err.Error(), "401") || alertIsFinal && (errors.As(err, &op) && op.Op == "remote error" || errors.As(err, &cv)) {
-			return fmt.Errorf("%w: %w", errNotCommitted, err)
+			return nil, fmt.Errorf("%w: %w", errNotCommitted, err)
 		}
 	}
 }
