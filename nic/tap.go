@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/songgao/water"
@@ -22,22 +21,15 @@ import (
 type TAP struct {
 	name string
 	ifce *water.Interface
-
-	mu    sync.RWMutex
-	ports map[[6]byte]Port
+	demux
 
 	done chan struct{}
 	// closing is set before the fd is closed, so that the reader takes the
 	// resulting error for a stop, not a fault.
 	closing atomic.Bool
 	created bool
-	onDup   func(net.HardwareAddr)
-	dups    sync.Map // [6]byte → struct{}: MACs already reported
 
-	RxFrames, RxUnknown, ReadErrors, WriteErrors atomic.Uint64
-	// DuplicateMACs counts frames from the wire whose source MAC is one of
-	// this TAP's devices': another host on the segment uses it.
-	DuplicateMACs atomic.Uint64
+	UplinkStats
 }
 
 // TAPOptions configure OpenTAP.
@@ -77,7 +69,8 @@ func OpenTAP(o TAPOptions) (*TAP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tap %s: open: %w", o.Name, err)
 	}
-	t := &TAP{name: o.Name, ifce: ifce, ports: map[[6]byte]Port{}, done: make(chan struct{}), created: !exists, onDup: o.OnDuplicateMAC}
+	t := &TAP{name: o.Name, ifce: ifce, done: make(chan struct{}), created: !exists}
+	t.demux = newDemux("tap "+o.Name, &t.UplinkStats, o.OnDuplicateMAC)
 	if t.created {
 		// A TAP made for the run is up at once; its kernel side is the
 		// caller's to configure or bridge.
@@ -202,46 +195,12 @@ func (t *TAP) read() {
 	}
 }
 
-func (t *TAP) dispatch(frame []byte) {
-	if len(frame) < 14 {
-		t.RxUnknown.Add(1)
-		return
-	}
-	t.RxFrames.Add(1)
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if _, ours := t.ports[[6]byte(frame[6:12])]; ours {
-		// The TAP hands us only what others sent: our own source MAC here
-		// means a second host with the same MAC (another amtsim on the
-		// same seed and shard, as a rule).
-		t.DuplicateMACs.Add(1)
-		if _, seen := t.dups.LoadOrStore([6]byte(frame[6:12]), struct{}{}); !seen && t.onDup != nil {
-			t.onDup(net.HardwareAddr(append([]byte(nil), frame[6:12]...)))
-		}
-		return
-	}
-	if frame[0]&1 != 0 {
-		for _, p := range t.ports {
-			p.DeliverFrame(frame)
-		}
-		return
-	}
-	if p, ok := t.ports[[6]byte(frame[:6])]; ok {
-		p.DeliverFrame(frame)
-		return
-	}
-	t.RxUnknown.Add(1)
-}
-
 // Attach implements Uplink.
 func (t *TAP) Attach(p Port) (Attachment, error) {
-	mac := [6]byte(p.HardwareAddr())
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, dup := t.ports[mac]; dup {
-		return nil, fmt.Errorf("tap %s: MAC %v is already attached", t.name, p.HardwareAddr())
+	mac, err := t.attach(p)
+	if err != nil {
+		return nil, err
 	}
-	t.ports[mac] = p
 	return &tapAttachment{t: t, mac: mac}, nil
 }
 
@@ -268,8 +227,4 @@ func (a *tapAttachment) Send(frame []byte) error {
 	return nil
 }
 
-func (a *tapAttachment) Detach() {
-	a.t.mu.Lock()
-	delete(a.t.ports, a.mac)
-	a.t.mu.Unlock()
-}
+func (a *tapAttachment) Detach() { a.t.detach(a.mac) }

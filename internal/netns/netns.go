@@ -122,3 +122,30 @@ func (ns *NS) TAP(t testing.TB, dev string, addrs ...string) *nic.TAP {
 	t.Cleanup(func() { _ = tap.Close() })
 	return tap
 }
+
+// Veth makes a veth pair in the namespace: dev for the devices, with no
+// address, and peer for the kernel, at addrs (CIDR); both up.
+func (ns *NS) Veth(t testing.TB, dev, peer string, addrs ...string) {
+	t.Helper()
+	Run(t, "ip", "-n", ns.Name, "link", "add", dev, "type", "veth", "peer", "name", peer)
+	for _, a := range addrs {
+		Run(t, "ip", "-n", ns.Name, "addr", "add", a, "dev", peer)
+	}
+	Run(t, "ip", "-n", ns.Name, "link", "set", dev, "up")
+	Run(t, "ip", "-n", ns.Name, "link", "set", peer, "up")
+}
+
+// Packet opens a packet uplink on dev in the namespace; it closes with
+// the test.
+func (ns *NS) Packet(t testing.TB, dev string) *nic.Packet {
+	t.Helper()
+	var p *nic.Packet
+	if err := ns.Do(func() (err error) {
+		p, err = nic.OpenPacket(nic.PacketOptions{Name: dev})
+		return err
+	}); err != nil {
+		t.Fatalf("open packet uplink on %s in %s: %v", dev, ns.Name, err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}

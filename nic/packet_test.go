@@ -1,0 +1,61 @@
+package nic_test
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/netns"
+	"github.com/amtsim/amtsim/nic"
+)
+
+// TestPacketUplink: two devices behind one AF_PACKET socket on a veth,
+// each with its own MAC, answer the kernel's ping on the other end; the
+// interface is promiscuous exactly while the uplink is open, and the
+// devices' own frames are not read back as another host's.
+func TestPacketUplink(t *testing.T) {
+	netns.Need(t, "ping")
+	ns := netns.New(t)
+	ns.Veth(t, "amtp0", "amtp0k", "198.19.251.1/24")
+	promisc := func() bool {
+		out, err := ns.Exec("cat", "/sys/class/net/amtp0/flags")
+		require.NoError(t, err, out)
+		v, err := strconv.ParseUint(strings.TrimSpace(out), 0, 32)
+		require.NoError(t, err)
+		return v&0x100 != 0 // IFF_PROMISC
+	}
+	require.False(t, promisc(), "not promiscuous before the run")
+	p := ns.Packet(t, "amtp0")
+	assert.True(t, promisc(), "promiscuous while the devices are on it")
+
+	stacks := nic.NewStacks(nic.StackOptions{})
+	defer stacks.Close()
+	for i := range 2 {
+		id, err := identity.Of(1, 0, i)
+		require.NoError(t, err)
+		c, err := nic.New(nic.Options{MAC: id.MAC, Uplink: p})
+		require.NoError(t, err)
+		h, err := stacks.Attach(c)
+		require.NoError(t, err)
+		require.NoError(t, h.SetAddress(netip.MustParsePrefix("198.19.251."+strconv.Itoa(10+i)+"/24"), netip.MustParseAddr("198.19.251.1")))
+		ip := "198.19.251." + strconv.Itoa(10+i)
+		out, err := ns.Exec("ping", "-c", "2", "-W", "2", "-i", "0.2", ip)
+		require.NoError(t, err, "ping device %d: %s", i, out)
+		assert.Contains(t, out, "2 received")
+		neigh, _ := ns.Exec("ip", "neigh", "show", ip)
+		assert.Contains(t, strings.ToLower(neigh), id.MAC.String(), "the kernel learned device %d's own MAC", i)
+	}
+	assert.Zero(t, p.DuplicateMACs.Load(), "the devices' own frames are not read back")
+	assert.Positive(t, p.RxFrames.Load())
+	_, drops, err := p.KernelStats()
+	require.NoError(t, err)
+	assert.Zero(t, drops)
+
+	require.NoError(t, p.Close())
+	assert.False(t, promisc(), "the interface's own setting is back after the run")
+}
