@@ -75,6 +75,8 @@ const (
 	LANUp          Name = "lan.up"
 	TAPOpened      Name = "tap.opened"
 	TAPWarning     Name = "tap.warning"
+	PacketOpened   Name = "packet.opened"
+	MetricsServing Name = "metrics.serving"
 	MACDuplicate   Name = "mac.duplicate"
 	RunDone        Name = "run.done"
 	FleetGC        Name = "fleet.gc"
@@ -158,7 +160,9 @@ func Known() []Info {
 		{LANUp, i, cmd, "the embedded LAN is up: subnet, provision_server"},
 		{TAPOpened, i, cmd, "the TAP uplink is open: created, up, bridge, addrs"},
 		{TAPWarning, w, cmd, "the TAP is down, or on no bridge and with no address or route"},
-		{MACDuplicate, w, cmd, "another host on the TAP's segment sends with one of the devices' MACs"},
+		{PacketOpened, i, cmd, "the packet uplink is open on an existing interface, promiscuous for the run"},
+		{MACDuplicate, w, cmd, "another host on the uplink's segment sends with one of the devices' MACs"},
+		{MetricsServing, i, cmd, "Prometheus /metrics is served: addr"},
 		{FleetGC, i, cmd, "the garbage collector's settings for the run"},
 		{RunDone, i, cmd, "amtsim run ends: devices, hellos_sent, hellos_failed"},
 	}

@@ -9,12 +9,12 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/event"
@@ -71,6 +71,9 @@ type Options struct {
 	// Capture gives device i a capture of its frames; nil, or a nil
 	// capture, records nothing. The fleet closes what it is given at Stop.
 	Capture func(i int, id identity.Identity) (*nic.Capture, error)
+	// Metrics, when set, gets the fleet's Prometheus collectors, labelled
+	// with the shard (see metrics.go).
+	Metrics prometheus.Registerer
 	// Setup hears the progress of the work before power-on: stage
 	// "database" (the embedded SCS's records) and "devices", with the
 	// count done so far of total.
@@ -125,6 +128,11 @@ type Fleet struct {
 	helloedOnce sync.Once
 	captures    []*nic.Capture
 	stopOnce    sync.Once
+
+	dhcpFailures atomic.Uint64
+	// latency observes each device's boot → provisioned for /metrics
+	// (nil without Options.Metrics).
+	latency prometheus.Observer
 }
 
 type tracker struct {
@@ -167,6 +175,11 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 		f.counts.Store(s, new(atomic.Int64))
 	}
 	f.count(StateOff).Store(int64(o.Devices))
+	if o.Metrics != nil {
+		if err := f.register(o.Metrics); err != nil {
+			return nil, fmt.Errorf("fleet: metrics: %w", err)
+		}
+	}
 	pool := firmware.KeyPool(max(o.KeyPool, 1))
 	if o.KeyPool > 0 {
 		// Made now, in parallel: key generation is the fleet's set-up, not
@@ -264,6 +277,8 @@ func (f *Fleet) sink(i int) firmware.Sink {
 			next = StateHelloing
 		case event.Provisioned:
 			next = StateProvisioned
+		case event.DHCPNak, event.DHCPLost, event.DHCPNoAnswer, event.DHCPMalformed, event.DHCPError:
+			f.dhcpFailures.Add(1)
 		}
 		if next != "" {
 			f.move(i, next)
@@ -292,6 +307,9 @@ func (f *Fleet) move(i int, next string) {
 	}
 	if next == StateProvisioned {
 		t.provisioned = now
+		if f.latency != nil {
+			f.latency.Observe(now.Sub(t.booted).Seconds())
+		}
 	}
 	t.mu.Unlock()
 	f.count(prev).Add(-1)
@@ -513,14 +531,6 @@ func (f *Fleet) Progress() Progress {
 	return p
 }
 
-// Latency is a distribution summary in milliseconds.
-type Latency struct {
-	P50 float64 `json:"p50_ms"`
-	P95 float64 `json:"p95_ms"`
-	P99 float64 `json:"p99_ms"`
-	Max float64 `json:"max_ms"`
-}
-
 // Summary is the fleet's result.
 type Summary struct {
 	Devices     int              `json:"devices"`
@@ -530,14 +540,25 @@ type Summary struct {
 	States      map[string]int64 `json:"states"`
 	// BootToProvisioned is per device, from its power-on.
 	BootToProvisioned Latency `json:"boot_to_provisioned"`
-	// Devices' own counts of what went wrong on their side.
+	Counts
+	// Unprovisioned lists the devices that did not make it (first 20).
+	Unprovisioned []string `json:"unprovisioned,omitempty"`
+}
+
+// Counts are the devices' own counts of what went wrong on their side,
+// summed over the fleet.
+type Counts struct {
 	HellosSent   uint64 `json:"hellos_sent"`
 	HellosFailed uint64 `json:"hellos_failed"`
+	// DHCPFailures: NAKs, leases lost, DISCOVERs long unanswered, answers
+	// that could not be read.
+	DHCPFailures uint64 `json:"dhcp_failures"`
+	// DNSFailures: SCS names that did not resolve, answers that could not
+	// be read.
+	DNSFailures  uint64 `json:"dns_failures"`
 	TLSFailures  uint64 `json:"tls_failures"`
 	AuthFailures uint64 `json:"auth_failures"`
 	BadRequests  uint64 `json:"bad_requests"`
-	// Unprovisioned lists the devices that did not make it (first 20).
-	Unprovisioned []string `json:"unprovisioned,omitempty"`
 }
 
 // Summary reports the fleet now.
@@ -556,27 +577,19 @@ func (f *Fleet) Summary() Summary {
 		t.mu.Unlock()
 	}
 	s.BootToProvisioned = Percentiles(lat)
-	for _, d := range f.devs {
-		s.HellosSent += d.Stats.HellosSent.Load()
-		s.HellosFailed += d.Stats.HellosFailed.Load()
-		s.TLSFailures += d.Stats.TLSFailures.Load()
-		s.AuthFailures += d.Stats.AuthFailures.Load()
-		s.BadRequests += d.Stats.BadRequests.Load()
-	}
+	s.Counts = f.tally()
 	return s
 }
 
-// Percentiles summarizes durations (nearest-rank).
-func Percentiles(d []time.Duration) Latency {
-	if len(d) == 0 {
-		return Latency{}
+func (f *Fleet) tally() Counts {
+	c := Counts{DHCPFailures: f.dhcpFailures.Load()}
+	for _, d := range f.devs {
+		c.HellosSent += d.Stats.HellosSent.Load()
+		c.HellosFailed += d.Stats.HellosFailed.Load()
+		c.DNSFailures += d.Stats.DNSFailures.Load() + d.Stats.DNSMalformed.Load()
+		c.TLSFailures += d.Stats.TLSFailures.Load()
+		c.AuthFailures += d.Stats.AuthFailures.Load()
+		c.BadRequests += d.Stats.BadRequests.Load()
 	}
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	at := func(q float64) float64 {
-		i := int(math.Ceil(q*float64(len(d)))) - 1
-		return ms(d[max(i, 0)])
-	}
-	return Latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: ms(d[len(d)-1])}
+	return c
 }
-
-func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/event"
@@ -26,17 +31,6 @@ import (
 	"github.com/amtsim/amtsim/scs"
 )
 
-// report is what --report writes.
-type report struct {
-	fleet.Summary
-	SCS *fleet.SCSSummary `json:"scs,omitempty"`
-	OK  bool              `json:"ok"`
-	// Interrupted is set when SIGINT or SIGTERM ended the run; Phase says
-	// where it was: setup, boot or provisioning.
-	Interrupted bool   `json:"interrupted,omitempty"`
-	Phase       string `json:"phase"`
-}
-
 // cmdFleet boots a fleet and follows it to provisioned: on the embedded LAN
 // with the reference SCS attached (default), or on a TAP next to a real
 // DHCP/DNS server and SCS.
@@ -45,12 +39,16 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	n := fs.Int("n", 25, "how many devices")
 	fs.IntVar(n, "devices", 25, "how many devices (same as -n)")
 	seed := fs.Uint64("seed", 1, "identity seed")
-	shard := fs.Int("shard", 0, "identity shard")
+	shard := fs.Int("shard", 0, "identity shard (default: $JOB_COMPLETION_INDEX when set, as in a Kubernetes Indexed Job; else 0)")
+	shards := fs.Int("shards", 0, "how many shards the whole fleet has, for reports that merge (0: not said)")
 	rate := fs.Float64("rate", 0, "devices powered on per second (0: as fast as they boot, in batches)")
-	uplinkFlag := fs.String("uplink", "embedded", "embedded | tap:NAME")
+	uplinkFlag := fs.String("uplink", "embedded", "embedded | tap:NAME | packet:IFACE (an existing interface through an AF_PACKET socket: a veth, a bridge port, a lab NIC)")
 	create := fs.Bool("create", false, "with --uplink tap:NAME: create the TAP for this run and remove it after (default: it must exist)")
 	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this, counted from the start (set-up included)")
-	reportPath := fs.String("report", "", "write the summary as JSON to this file (also when interrupted)")
+	reportPath := fs.String("report", "", "write the summary as JSON to this file (also when interrupted); `amtsim report merge` adds shards' up")
+	reportStdout := fs.Bool("report-stdout", false, "also print the report as one JSON line on stdout, last (for a pod's log)")
+	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, boot_to_provisioned_ms")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram; labelled with the shard)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
 	pcapDir := fs.String("pcap-dir", "", "write each device's frames to DIR/<host name>.pcap (streamed: readable while the run goes on)")
 	logFormat := fs.String("log-format", "text", "text | json (events with --events)")
@@ -64,9 +62,16 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
+	if err := shardFromEnv(fs, shard); err != nil {
+		return err
+	}
 	c := checks{fs: fs}
 	checkDevices(&c, "-n", *n)
 	c.intIn("shard", *shard, 0, identity.MaxShards-1)
+	c.intIn("shards", *shards, 0, identity.MaxShards)
+	if *shards > 0 && *shard >= *shards {
+		c.fail("--shard %d: the fleet has %d shards (0 to %d)", *shard, *shards, *shards-1)
+	}
 	c.floatIn("rate", *rate, 0, 1e6)
 	c.durationIn("deadline", *deadline, time.Millisecond, 100*365*24*time.Hour)
 	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)
@@ -112,6 +117,17 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	}
 	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale),
 		Factory: *provisioning == "pki"}
+	if *metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		addr, stop, err := serveMetrics(*metricsAddr, reg)
+		if err != nil {
+			return fmt.Errorf("fleet: --metrics: %w", err)
+		}
+		defer stop()
+		slog.New(handler).Info(string(event.MetricsServing), "addr", addr, "shard", *shard)
+		fo.Metrics = reg
+	}
 	if err := dev.apply(fs, &fo); err != nil {
 		return err
 	}
@@ -135,7 +151,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	// The deadline counts from here: set-up is part of the run.
 	dctx, cancel := context.WithTimeout(ctx, *deadline)
 	defer cancel()
-	rep := report{Phase: "setup"}
+	rep := fleet.Report{Seed: *seed, Shard: *shard, Shards: *shards, Phase: "setup"}
 	var (
 		e    *fleet.Embedded
 		f    *fleet.Fleet
@@ -151,14 +167,14 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 			f, wait = e.Fleet, e.Wait
 		}
 	} else {
-		var tap *nic.TAP
-		if tap, err = up.open(handler); err != nil {
+		wire, closer, err := up.openWire(handler)
+		if err != nil {
 			return err
 		}
-		defer tap.Close()
+		defer closer.Close()
 		stacks := nic.NewStacks(nic.StackOptions{})
 		defer stacks.Close()
-		fo.Uplink, fo.Stacks = tap, stacks
+		fo.Uplink, fo.Stacks = wire, stacks
 		if f, err = fleet.New(dctx, fo); err == nil {
 			defer f.Stop()
 			wait = f.Wait
@@ -174,6 +190,11 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		}
 		stopProgress()
 		rep.Summary = f.Summary()
+		if *deviceList != "" {
+			if derr := writeDeviceList(*deviceList, f.DeviceReports()); derr != nil {
+				return fmt.Errorf("fleet: --device-list: %w", derr)
+			}
+		}
 		if e != nil {
 			s := e.SCSSummary()
 			rep.SCS = &s
@@ -192,17 +213,21 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		}
 		rep.Summary = fleet.Summary{Devices: *n}
 	}
+	rep.Shard = *shard
 	rep.OK = err == nil
 	rep.Interrupted = ctx.Err() != nil
 	printSummary(stdout, rep, *deadline)
 	if *reportPath != "" {
-		b, jerr := json.MarshalIndent(rep, "", "  ")
-		if jerr == nil {
-			jerr = atomicfile.Write(*reportPath, append(b, '\n'), 0o644)
+		if jerr := writeReport(*reportPath, rep); jerr != nil {
+			return fmt.Errorf("fleet: report: %w", jerr)
 		}
+	}
+	if *reportStdout {
+		b, jerr := json.Marshal(rep)
 		if jerr != nil {
 			return fmt.Errorf("fleet: report: %w", jerr)
 		}
+		fmt.Fprintf(stdout, "%s\n", b)
 	}
 	switch {
 	case err == nil:
@@ -335,12 +360,60 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func printSummary(w io.Writer, r report, deadline time.Duration) {
+// shardFromEnv takes --shard from $JOB_COMPLETION_INDEX (a Kubernetes
+// Indexed Job's pod index) when the flag is not given.
+func shardFromEnv(fs *flag.FlagSet, shard *int) error {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "shard" })
+	v, ok := os.LookupEnv("JOB_COMPLETION_INDEX")
+	if set || !ok {
+		return nil
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil {
+		return bad(fs, "$JOB_COMPLETION_INDEX %q: want the shard, a number (or pass --shard)", v)
+	}
+	*shard = i
+	return nil
+}
+
+// writeReport writes r as indented JSON, whole or not at all.
+func writeReport(path string, r fleet.Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(b, '\n'), 0o644)
+}
+
+// writeDeviceList writes one JSON line per device, whole or not at all.
+func writeDeviceList(path string, ds []fleet.DeviceReport) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, d := range ds {
+		if err := enc.Encode(d); err != nil {
+			return err
+		}
+	}
+	return atomicfile.Write(path, buf.Bytes(), 0o644)
+}
+
+func printSummary(w io.Writer, r fleet.Report, deadline time.Duration) {
 	fmt.Fprintf(w, "\n%d of %d devices provisioned in %.2fs (%.1f/s)\n", r.Provisioned, r.Devices, r.ElapsedMS/1000, r.PerSecond)
 	l := r.BootToProvisioned
 	fmt.Fprintf(w, "boot → provisioned: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms\n", l.P50, l.P95, l.P99, l.Max)
-	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d TLS, %d auth, %d request failures\n",
-		r.HellosSent, r.HellosFailed, r.TLSFailures, r.AuthFailures, r.BadRequests)
+	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d DHCP, %d DNS, %d TLS, %d auth, %d request failures\n",
+		r.HellosSent, r.HellosFailed, r.DHCPFailures, r.DNSFailures, r.TLSFailures, r.AuthFailures, r.BadRequests)
+	if len(r.MergedShards) > 0 {
+		fmt.Fprintf(w, "shards: %s merged", joinInts(r.MergedShards))
+		if len(r.Missing) > 0 {
+			fmt.Fprintf(w, "; MISSING %s", joinInts(r.Missing))
+		}
+		if len(r.Failed) > 0 {
+			fmt.Fprintf(w, "; FAILED %s", joinInts(r.Failed))
+		}
+		fmt.Fprintln(w)
+	}
 	if r.SCS != nil {
 		s := r.SCS
 		fmt.Fprintf(w, "SCS: %d Hellos (%d duplicate, %d unknown, %d dropped), %d sessions, %d provisioned, %d failed",
@@ -363,6 +436,8 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 	switch {
 	case r.Interrupted:
 		fmt.Fprintf(w, "INTERRUPTED during %s\n", r.Phase)
+	case !r.OK && len(r.MergedShards) > 0:
+		fmt.Fprintln(w, "NOT OK: a shard failed or is missing")
 	case !r.OK:
 		fmt.Fprintf(w, "NOT all provisioned within %v (stopped during %s)", deadline, r.Phase)
 		if len(r.Unprovisioned) > 0 {
@@ -370,4 +445,12 @@ func printSummary(w io.Writer, r report, deadline time.Duration) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
 }

@@ -94,6 +94,7 @@ Usage:
   amtsim run     [flags]                       boot devices and follow them to their Hello
   amtsim mebx    init|show|set|reset --store FILE [KEY=VALUE...]
   amtsim scenario list|validate|run [flags] FILE|NAME...   scenarios: suites, faults, verdicts, JUnit
+  amtsim report  merge [--report OUT] FILE...  add up the reports of a sharded fleet
   amtsim version
 
 Run 'amtsim COMMAND -h' for the flags of a command.
@@ -147,6 +148,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdMEBx(args[1:], stdout)
 	case "scenario":
 		err = cmdScenario(ctx, args[1:], stdout, stderr)
+	case "report":
+		err = cmdReport(args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, version())
 	case "-h", "--help", "help":

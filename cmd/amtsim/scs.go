@@ -163,15 +163,11 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *metricsAddr != "" {
-		mln, err := net.Listen("tcp", *metricsAddr)
+		_, stop, err := serveMetrics(*metricsAddr, reg)
 		if err != nil {
 			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = hs.Serve(mln) }()
-		defer hs.Close()
+		defer stop()
 	}
 	slog.New(handler).Info(string(event.SCSListening), "hello", ln.Addr().String(), "records", len(db.All()), "tls", !*noTLS, "pki", *pki, "metrics", *metricsAddr, "gc", gc)
 	srv.Start(ctx)
@@ -223,4 +219,18 @@ func maxRecords() int {
 		return identity.MaxShards * identity.MaxIndex
 	}
 	return scs.MaxRecords(avail)
+}
+
+// serveMetrics serves reg's /metrics on addr until stop; it returns the
+// address it listens on (addr may ask for port 0).
+func serveMetrics(addr string, reg *prometheus.Registry) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = hs.Close() }, nil
 }

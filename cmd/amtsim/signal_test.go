@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"github.com/amtsim/amtsim/fleet"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,7 +92,7 @@ func stopWithin() time.Duration {
 
 // interrupt sends sig and checks the clean stop: exit 130 within
 // stopWithin, and a report at path that says it was interrupted.
-func (p *process) interrupt(t *testing.T, sig syscall.Signal, path string) report {
+func (p *process) interrupt(t *testing.T, sig syscall.Signal, path string) fleet.Report {
 	t.Helper()
 	code, took := p.stop(t, sig)
 	t.Logf("stopped %v after the signal", took)
@@ -102,11 +103,11 @@ func (p *process) interrupt(t *testing.T, sig syscall.Signal, path string) repor
 	return r
 }
 
-func readReport(t *testing.T, path string) report {
+func readReport(t *testing.T, path string) fleet.Report {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err, "the report is written when interrupted")
-	var r report
+	var r fleet.Report
 	require.NoError(t, json.Unmarshal(b, &r))
 	return r
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -14,6 +15,7 @@ import (
 type uplink struct {
 	embedded bool
 	tap      string
+	packet   string
 	create   bool
 }
 
@@ -26,8 +28,51 @@ func parseUplink(fs *flag.FlagSet, s string, create bool) (uplink, error) {
 		return uplink{embedded: true}, nil
 	case strings.HasPrefix(s, "tap:") && len(s) > len("tap:") && len(s) <= len("tap:")+15:
 		return uplink{tap: strings.TrimPrefix(s, "tap:"), create: create}, nil
+	case strings.HasPrefix(s, "packet:") && len(s) > len("packet:") && len(s) <= len("packet:")+15:
+		if create {
+			return uplink{}, bad(fs, "--create goes with --uplink tap:NAME; a packet: interface must exist")
+		}
+		return uplink{packet: strings.TrimPrefix(s, "packet:")}, nil
 	}
-	return uplink{}, bad(fs, "--uplink %q: want embedded or tap:NAME (an interface name of 1 to 15 characters)", s)
+	return uplink{}, bad(fs, "--uplink %q: want embedded, tap:NAME or packet:IFACE (an interface name of 1 to 15 characters)", s)
+}
+
+// name is the flag's value, for logs.
+func (u uplink) name() string {
+	switch {
+	case u.embedded:
+		return "embedded"
+	case u.packet != "":
+		return "packet:" + u.packet
+	}
+	return "tap:" + u.tap
+}
+
+// openWire opens a TAP or packet uplink.
+func (u uplink) openWire(h slog.Handler) (nic.Uplink, io.Closer, error) {
+	if u.packet != "" {
+		return u.openPacket(h)
+	}
+	tap, err := u.open(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tap, tap, nil
+}
+
+// openPacket opens the packet uplink and says so (packet.opened), and
+// later mac.duplicate as the TAP does.
+func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
+	log := slog.New(h)
+	p, err := nic.OpenPacket(nic.PacketOptions{Name: u.packet, OnDuplicateMAC: func(mac net.HardwareAddr) {
+		log.Warn(string(event.MACDuplicate), "packet", u.packet, "mac", mac.String(),
+			"why", "another host on this segment sends with a device's MAC (a second amtsim with the same --seed and --shard?)")
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info(string(event.PacketOpened), "packet", u.packet, "promiscuous", "for this run")
+	return p, p, nil
 }
 
 // open opens the TAP and says what stands between it and a network:

@@ -1,0 +1,73 @@
+package fleet
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The fleet's /metrics. The counts are read from the devices at scrape
+// time, the same sums as Summary's, so a scrape after the run equals the
+// report; only the latency histogram is kept as devices get provisioned
+// (one Observe each). Every series carries the shard as a label, so the
+// scrapes of a sharded fleet's pods add up.
+type collector struct {
+	f                            *Fleet
+	devices                      *prometheus.Desc
+	hellosSent, hellosFailed     *prometheus.Desc
+	failures                     *prometheus.Desc
+	provisionedTotal, deviceSize *prometheus.Desc
+}
+
+// latencyBuckets are the histogram's bounds in seconds: 50 ms to about
+// 9 minutes, each 1.5 times the one before.
+var latencyBuckets = prometheus.ExponentialBuckets(0.05, 1.5, 24)
+
+func (f *Fleet) register(reg prometheus.Registerer) error {
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(f.o.Shard)}, reg)
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("amtsim_fleet_"+name, help, labels, nil)
+	}
+	c := &collector{f: f,
+		devices:          d("devices", "Devices by the state the fleet counts them in.", "state"),
+		deviceSize:       d("devices_total", "Devices in the fleet."),
+		provisionedTotal: d("provisioned_total", "Devices that reached provisioned."),
+		hellosSent:       d("hellos_sent_total", "Hellos the devices sent."),
+		hellosFailed:     d("hellos_failed_total", "Hellos that could not be sent (no connection to the SCS)."),
+		failures:         d("failures_total", "What went wrong on the devices' side, by kind: dhcp, dns, tls, auth, request.", "kind"),
+	}
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
+		Help: "Each device's time from power-on to provisioned.", Buckets: latencyBuckets})
+	if err := reg.Register(c); err != nil {
+		return err
+	}
+	if err := reg.Register(h); err != nil {
+		return err
+	}
+	f.latency = h
+	return nil
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.devices, c.deviceSize, c.provisionedTotal, c.hellosSent, c.hellosFailed, c.failures} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	p := c.f.Progress()
+	for _, s := range States {
+		ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(p.States[s]), s)
+	}
+	ch <- prometheus.MustNewConstMetric(c.deviceSize, prometheus.GaugeValue, float64(len(c.f.devs)))
+	ch <- prometheus.MustNewConstMetric(c.provisionedTotal, prometheus.CounterValue, float64(p.Provisioned))
+	n := c.f.tally()
+	ch <- prometheus.MustNewConstMetric(c.hellosSent, prometheus.CounterValue, float64(n.HellosSent))
+	ch <- prometheus.MustNewConstMetric(c.hellosFailed, prometheus.CounterValue, float64(n.HellosFailed))
+	for _, k := range []struct {
+		kind string
+		v    uint64
+	}{{"dhcp", n.DHCPFailures}, {"dns", n.DNSFailures}, {"tls", n.TLSFailures}, {"auth", n.AuthFailures}, {"request", n.BadRequests}} {
+		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(k.v), k.kind)
+	}
+}

@@ -1,0 +1,253 @@
+package fleet
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"net/http/httptest"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// shardReport is a report of n latencies drawn log-normally around
+// median, as one shard's run would write it.
+func shardReport(t *testing.T, shard, n int, median time.Duration, rng *rand.Rand) (Report, []time.Duration) {
+	t.Helper()
+	lat := make([]time.Duration, n)
+	for i := range lat {
+		lat[i] = time.Duration(float64(median) * math.Exp(rng.NormFloat64()*0.6))
+	}
+	r := Report{Seed: 7, Shard: shard, Shards: 4, OK: true, Phase: "provisioning",
+		Summary: Summary{Devices: n, Provisioned: n, ElapsedMS: float64(1000 + shard), States: map[string]int64{StateProvisioned: int64(n)},
+			Counts: Counts{HellosSent: uint64(n + shard), DHCPFailures: uint64(shard)}}}
+	r.BootToProvisioned = Percentiles(append([]time.Duration(nil), lat...))
+	// Through the JSON, as a merge reads reports from files.
+	b, err := json.Marshal(r)
+	require.NoError(t, err)
+	back, err := ParseReport(b)
+	require.NoError(t, err)
+	return back, lat
+}
+
+// nearRank reports whether v is within the sketch's accuracy of a value
+// of the union whose rank is that of quantile q, give or take one.
+func nearRank(all []time.Duration, q, v float64) bool {
+	r := q * float64(len(all)-1)
+	for _, i := range []int{int(math.Floor(r)) - 1, int(math.Floor(r)), int(math.Ceil(r)), int(math.Ceil(r)) + 1} {
+		if i < 0 || i >= len(all) {
+			continue
+		}
+		x := float64(all[i]) / float64(time.Millisecond)
+		if math.Abs(v-x) <= SketchAccuracy*x+0.01 {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMergeReportsAddUp(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var rs []Report
+	var all []time.Duration
+	for shard, median := range []time.Duration{300 * time.Millisecond, 800 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+		r, lat := shardReport(t, shard, 500+100*shard, median, rng)
+		rs = append(rs, r)
+		all = append(all, lat...)
+	}
+	m, err := MergeReports(rs)
+	require.NoError(t, err)
+	assert.Equal(t, []int{0, 1, 2, 3}, m.MergedShards)
+	assert.Empty(t, m.Missing)
+	assert.True(t, m.OK)
+	assert.Equal(t, 2600, m.Devices)
+	assert.Equal(t, 2600, m.Provisioned)
+	assert.Equal(t, int64(2600), m.States[StateProvisioned])
+	assert.Equal(t, uint64(2606), m.HellosSent)
+	assert.Equal(t, uint64(6), m.DHCPFailures)
+	assert.Equal(t, 1003.0, m.ElapsedMS, "the longest shard")
+	assert.Equal(t, int64(2600), m.BootToProvisioned.Count)
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	for _, p := range []struct {
+		q float64
+		v float64
+	}{{0.50, m.BootToProvisioned.P50}, {0.95, m.BootToProvisioned.P95}, {0.99, m.BootToProvisioned.P99}} {
+		assert.True(t, nearRank(all, p.q, p.v), "p%v of the merge %.2f ms is that of the union", p.q*100, p.v)
+	}
+	// The merged p50 lies between the shards' own, far from any one.
+	assert.Greater(t, m.BootToProvisioned.P50, rs[0].BootToProvisioned.P50*1.5)
+	assert.Less(t, m.BootToProvisioned.P50, rs[3].BootToProvisioned.P50/1.5)
+	assert.Equal(t, float64(all[len(all)-1].Microseconds()/10)/100, math.Floor(m.BootToProvisioned.Max*100)/100)
+
+	// A merged report is a report: it parses, and merges again.
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	back, err := ParseReport(b)
+	require.NoError(t, err)
+	assert.Equal(t, m.BootToProvisioned, back.BootToProvisioned)
+	half1, err := MergeReports(rs[:2])
+	require.NoError(t, err)
+	half2, err := MergeReports(rs[2:])
+	require.NoError(t, err)
+	assert.False(t, half1.OK, "two of four shards is not the fleet")
+	assert.Equal(t, []int{2, 3}, half1.Missing)
+	again, err := MergeReports([]Report{half1, half2})
+	require.NoError(t, err)
+	assert.Equal(t, m.BootToProvisioned, again.BootToProvisioned, "merging is associative")
+	assert.True(t, again.OK)
+}
+
+func TestMergeReportsRefuses(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	a, _ := shardReport(t, 0, 10, time.Second, rng)
+	b, _ := shardReport(t, 1, 10, time.Second, rng)
+	_, err := MergeReports([]Report{a, a})
+	assert.ErrorContains(t, err, "shard 0 is in reports 1 and 2")
+	c := b
+	c.Seed = 8
+	_, err = MergeReports([]Report{a, c})
+	assert.ErrorContains(t, err, "seed 8")
+	d := b
+	d.BootToProvisioned.Sketch = &Sketch{RelativeAccuracy: 0.02, Bins: b.BootToProvisioned.Sketch.Bins}
+	_, err = MergeReports([]Report{a, d})
+	assert.ErrorContains(t, err, "accuracies")
+	f := b
+	f.OK = false
+	m, err := MergeReports([]Report{a, f})
+	require.NoError(t, err)
+	assert.False(t, m.OK)
+	assert.Equal(t, []int{1}, m.Failed)
+	_, err = MergeReports(nil)
+	assert.Error(t, err)
+}
+
+func TestParseReportRefuses(t *testing.T) {
+	for name, in := range map[string]string{
+		"unknown field":     `{"seed":1,"shard":0,"devices":1,"provisioned":0,"phase":"boot","ok":false,"extra":1}`,
+		"two values":        `{"phase":"boot"} {}`,
+		"no sketch":         `{"devices":1,"provisioned":1,"phase":"provisioning","boot_to_provisioned":{"count":1,"p50_ms":1}}`,
+		"count disagrees":   `{"devices":2,"provisioned":2,"phase":"provisioning","boot_to_provisioned":{"count":2,"sketch":{"relative_accuracy":0.01,"bins":[[10,1]]}}}`,
+		"index bomb":        `{"devices":2,"provisioned":2,"phase":"provisioning","boot_to_provisioned":{"count":2,"sketch":{"relative_accuracy":0.01,"bins":[[-2000000000,1],[2000000000,1]]}}}`,
+		"bins out of order": `{"devices":2,"provisioned":2,"phase":"provisioning","boot_to_provisioned":{"count":2,"sketch":{"relative_accuracy":0.01,"bins":[[11,1],[10,1]]}}}`,
+		"more provisioned":  `{"devices":1,"provisioned":2,"phase":"provisioning"}`,
+		"bad phase":         `{"phase":"later"}`,
+	} {
+		_, err := ParseReport([]byte(in))
+		assert.Error(t, err, name)
+	}
+}
+
+// FuzzParseReport: whatever a report file holds, parsing returns a report
+// or an error, and a report that parses merges with itself shifted to
+// another shard without error and with its counts doubled.
+func FuzzParseReport(f *testing.F) {
+	r := Report{Seed: 1, Shard: 0, Phase: "provisioning", OK: true,
+		Summary: Summary{Devices: 3, Provisioned: 3, States: map[string]int64{StateProvisioned: 3}}}
+	r.BootToProvisioned = Percentiles([]time.Duration{time.Second, 2 * time.Second, 0})
+	b, _ := json.Marshal(r)
+	f.Add(b)
+	f.Add([]byte(`{"phase":"boot"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseReport(b)
+		if err != nil {
+			return
+		}
+		o := r
+		o.MergedShards = nil
+		o.Shard = r.Shard + 1
+		if len(r.MergedShards) > 0 || r.Shards > 0 {
+			return // shard bookkeeping of its own: covered above
+		}
+		m, err := MergeReports([]Report{r, o})
+		if err != nil {
+			t.Fatalf("a parsed report does not merge: %v", err)
+		}
+		if m.Devices != 2*r.Devices || m.BootToProvisioned.Count != 2*r.BootToProvisioned.Count {
+			t.Fatalf("counts do not add: %+v", m.Summary)
+		}
+	})
+}
+
+// The fleet's /metrics, scraped while it runs and after, parse with the
+// Prometheus text parser; at the end the counters are the summary's.
+func TestFleetMetricsMatchSummary(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := startEmbeddedWith(t, EmbeddedOptions{Fleet: Options{Devices: 20, Seed: 21, Shard: 3, Password: testPassword, Metrics: reg}})
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	scrape := func() map[string]*dto.MetricFamily {
+		resp, err := srv.Client().Get(srv.URL)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(resp.Body)
+		require.NoError(t, err)
+		return mfs
+	}
+	during := scrape()
+	require.Contains(t, during, "amtsim_fleet_devices")
+	require.NoError(t, e.Fleet.Start(t.Context()))
+	require.NoError(t, e.Wait(t.Context()))
+	sum := e.Fleet.Summary()
+	mfs := scrape()
+	value := func(name string, labels map[string]string) float64 {
+		mf, ok := mfs[name]
+		require.True(t, ok, "%s is exported", name)
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			require.Equal(t, "3", got["shard"], "%s carries the shard", name)
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("no %s %v", name, labels)
+		return 0
+	}
+	assert.Equal(t, float64(sum.Provisioned), value("amtsim_fleet_provisioned_total", nil))
+	assert.Equal(t, float64(20), value("amtsim_fleet_devices", map[string]string{"state": StateProvisioned}))
+	assert.Equal(t, float64(sum.HellosSent), value("amtsim_fleet_hellos_sent_total", nil))
+	assert.Positive(t, sum.HellosSent)
+	assert.Equal(t, float64(sum.HellosFailed), value("amtsim_fleet_hellos_failed_total", nil))
+	assert.Equal(t, float64(sum.TLSFailures), value("amtsim_fleet_failures_total", map[string]string{"kind": "tls"}))
+	assert.Equal(t, float64(sum.DHCPFailures), value("amtsim_fleet_failures_total", map[string]string{"kind": "dhcp"}))
+	assert.Equal(t, float64(sum.BootToProvisioned.Count), value("amtsim_fleet_boot_to_provisioned_seconds", nil))
+	h := mfs["amtsim_fleet_boot_to_provisioned_seconds"].GetMetric()[0].GetHistogram()
+	var total float64
+	for _, d := range e.Fleet.DeviceReports() {
+		total += d.BootToProvisionedMS / 1000
+	}
+	assert.InEpsilon(t, total, h.GetSampleSum(), 0.01, "the histogram's sum is of the devices' latencies")
+}
+
+func startEmbeddedWith(t *testing.T, o EmbeddedOptions) *Embedded {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	e, err := StartEmbedded(t.Context(), o)
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	return e
+}
