@@ -29,10 +29,6 @@ import (
 // closes: the interface's own setting is restored at Close, and also when
 // the process is killed. Frames the devices send are not read back
 // (PACKET_IGNORE_OUTGOING).
-//
-// Measured on 2 cores (BenchmarkUplinks, 1,000 devices provisioned against
-// the embedded SCS across a veth): see the doc of that benchmark for the
-// figures against the TAP uplink in the same run.
 type Packet struct {
 	name    string
 	fd      int
