@@ -213,7 +213,6 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		}
 		rep.Summary = fleet.Summary{Devices: *n}
 	}
-	rep.Shard = *shard
 	rep.OK = err == nil
 	rep.Interrupted = ctx.Err() != nil
 	printSummary(stdout, rep, *deadline)
