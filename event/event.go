@@ -77,9 +77,12 @@ const (
 	TAPWarning     Name = "tap.warning"
 	PacketOpened   Name = "packet.opened"
 	MetricsServing Name = "metrics.serving"
-	MACDuplicate   Name = "mac.duplicate"
-	RunDone        Name = "run.done"
-	FleetGC        Name = "fleet.gc"
+	// MetricsLingering: the run is over and /metrics stays up for
+	// --metrics-linger, so that the last scrape sees the final counts.
+	MetricsLingering Name = "metrics.lingering"
+	MACDuplicate     Name = "mac.duplicate"
+	RunDone          Name = "run.done"
+	FleetGC          Name = "fleet.gc"
 )
 
 // Info describes one event for the docs.
@@ -163,6 +166,7 @@ func Known() []Info {
 		{PacketOpened, i, cmd, "the packet uplink is open on an existing interface, promiscuous for the run"},
 		{MACDuplicate, w, cmd, "another host on the uplink's segment sends with one of the devices' MACs"},
 		{MetricsServing, i, cmd, "Prometheus /metrics is served: addr"},
+		{MetricsLingering, i, cmd, "the run is over; /metrics stays up for the final scrape: addr, for"},
 		{FleetGC, i, cmd, "the garbage collector's settings for the run"},
 		{RunDone, i, cmd, "amtsim run ends: devices, hellos_sent, hellos_failed"},
 	}

@@ -29,6 +29,13 @@ import (
 // closes: the interface's own setting is restored at Close, and also when
 // the process is killed. Frames the devices send are not read back
 // (PACKET_IGNORE_OUTGOING).
+//
+// Frames come with a virtio_net_hdr (PACKET_VNET_HDR): a host's own stack
+// sending through a veth or a bridge leaves TCP and UDP checksums and TCP
+// segmentation to an offload that never happens, and the socket would
+// otherwise hand over such frames unfinished (a DHCP lease would bind and
+// the very next DNS answer fail its checksum). The reader finishes them
+// (vnet.go) and counts the ones it cannot (Unfinished).
 type Packet struct {
 	name    string
 	fd      int
@@ -39,6 +46,15 @@ type Packet struct {
 	demux
 
 	UplinkStats
+	// Unfinished counts frames the reader could not finish as a NIC would
+	// have sent them (a checksum outside the frame, a GSO type other than
+	// TCPv4, a GSO frame whose headers do not parse).
+	Unfinished atomic.Uint64
+
+	// noOffload is the virtio_net_hdr before every frame a device sends
+	// (all zero: nothing left to fill or segment; the 82566DM does
+	// neither). Never written.
+	noOffload [vnetHdrLen]byte
 }
 
 // PacketOptions configure OpenPacket.
@@ -87,6 +103,9 @@ func OpenPacket(o PacketOptions) (*Packet, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return fail("PACKET_IGNORE_OUTGOING (Linux 4.20 or later)", err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fail("PACKET_VNET_HDR", err)
+	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.RcvBuf); err != nil {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf); err != nil {
 			return fail("SO_RCVBUF", err)
@@ -105,7 +124,8 @@ func OpenPacket(o PacketOptions) (*Packet, error) {
 	}
 	p := &Packet{name: o.Name, fd: fd, ifindex: ifi.Index, stop: sf, done: make(chan struct{})}
 	p.demux = newDemux("packet "+o.Name, &p.UplinkStats, o.OnDuplicateMAC)
-	// Frames up to the MTU plus an Ethernet header and a VLAN tag.
+	// A device takes frames up to the MTU plus an Ethernet header and a
+	// VLAN tag; a GSO frame from a local sender is up to 64 KiB of IP.
 	go p.read(o.Batch, max(ifi.MTU, 1500)+18)
 	return p, nil
 }
@@ -115,8 +135,10 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // Name is the interface name.
 func (p *Packet) Name() string { return p.name }
 
-func (p *Packet) read(batch, size int) {
+func (p *Packet) read(batch, mtu int) {
 	defer close(p.done)
+	size := vnetHdrLen + ethernetHdrSize + 4 + 65535
+	scratch := make([]byte, mtu)
 	bufs := make([]byte, batch*size)
 	iovs := make([]unix.Iovec, batch)
 	hdrs := make([]rawfile.MMsgHdr, batch)
@@ -140,10 +162,16 @@ func (p *Packet) read(batch, size int) {
 		for i := 0; i < n; i++ {
 			l := int(hdrs[i].Len)
 			if hdrs[i].Msg.Flags&unix.MSG_TRUNC != 0 || l > size {
-				p.ReadErrors.Add(1) // larger than the MTU: no device sends or takes it
+				p.ReadErrors.Add(1) // larger than any frame or GSO frame
 				continue
 			}
-			p.dispatch(bufs[i*size : i*size+l])
+			h, frame, err := parseVnetHdr(bufs[i*size : i*size+l])
+			if err == nil {
+				err = h.resolve(frame, scratch, p.dispatch)
+			}
+			if err != nil {
+				p.Unfinished.Add(1)
+			}
 		}
 	}
 }
@@ -196,7 +224,8 @@ type packetAttachment struct {
 // the frame as a congested wire would, and is counted.
 func (a *packetAttachment) Send(frame []byte) error {
 	for tries := 0; ; tries++ {
-		errno := rawfile.NonBlockingWrite(a.p.fd, frame)
+		iov := [2]unix.Iovec{rawfile.IovecFromBytes(a.p.noOffload[:]), rawfile.IovecFromBytes(frame)}
+		errno := rawfile.NonBlockingWriteIovec(a.p.fd, iov[:])
 		if errno == 0 {
 			return nil
 		}

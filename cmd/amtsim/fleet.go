@@ -49,6 +49,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	reportStdout := fs.Bool("report-stdout", false, "also print the report as one JSON line on stdout, last (for a pod's log)")
 	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, boot_to_provisioned_ms")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram; labelled with the shard)")
+	linger := fs.Duration("metrics-linger", 0, "with --metrics: keep serving the final counts this long after the run (a signal ends it sooner), so that\nthe next scrape sees them; a scrape interval or two")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
 	pcapDir := fs.String("pcap-dir", "", "write each device's frames to DIR/<host name>.pcap (streamed: readable while the run goes on)")
 	logFormat := fs.String("log-format", "text", "text | json (events with --events)")
@@ -127,6 +128,18 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		defer stop()
 		slog.New(handler).Info(string(event.MetricsServing), "addr", addr, "shard", *shard)
 		fo.Metrics = reg
+		if *linger > 0 {
+			// After the report: the last scrape sees what the report says.
+			defer func() {
+				slog.New(handler).Info(string(event.MetricsLingering), "addr", addr, "for", *linger)
+				select {
+				case <-time.After(*linger):
+				case <-ctx.Done():
+				}
+			}()
+		}
+	} else if *linger > 0 {
+		return bad(fs, "--metrics-linger goes with --metrics")
 	}
 	if err := dev.apply(fs, &fo); err != nil {
 		return err

@@ -36,7 +36,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	seed := fs.Uint64("seed", 1, "identity seed")
 	shard := fs.Int("shard", runShard, "identity shard (default: the last one, which amtsim fleet does not use by default, so the two never share a MAC, UUID or PID)")
 	storePath := fs.String("store", "", "MEBx store file of the first device; created in setup mode if missing (default: in memory)")
-	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME")
+	uplink := fs.String("uplink", "embedded", "embedded | tap:NAME | packet:IFACE (an existing interface through an AF_PACKET socket)")
 	create := fs.Bool("create", false, "with --uplink tap:NAME: create the TAP for this run and remove it after (default: it must exist)")
 	pcapPath := fs.String("pcap", "", "write the first device's frames to this pcap file (streamed: readable while the run goes on)")
 	logFormat := fs.String("log-format", "text", "text | json")
@@ -130,14 +130,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return setupFailed(ctx, err)
 		}
 	} else {
-		tap, err := up.open(handler)
+		wire, closer, err := up.openWire(handler)
 		if err != nil {
 			return err
 		}
-		defer tap.Close()
+		defer closer.Close()
 		stacks := nic.NewStacks(nic.StackOptions{})
 		defer stacks.Close()
-		fo.Uplink, fo.Stacks = tap, stacks
+		fo.Uplink, fo.Stacks = wire, stacks
 		if f, err = fleet.New(ctx, fo); err != nil {
 			return setupFailed(ctx, err)
 		}
