@@ -11,11 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/internal/scrape"
 )
 
 // shardReport is a report of n latencies drawn log-normally around
@@ -183,47 +182,24 @@ func TestFleetMetricsMatchSummary(t *testing.T) {
 	e := startEmbeddedWith(t, EmbeddedOptions{Fleet: Options{Devices: 20, Seed: 21, Shard: 3, Password: testPassword, Metrics: reg}})
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
-	scrape := func() map[string]*dto.MetricFamily {
-		resp, err := srv.Client().Get(srv.URL)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		p := expfmt.NewTextParser(model.UTF8Validation)
-		mfs, err := p.TextToMetricFamilies(resp.Body)
+	scrapeNow := func() scrape.Families {
+		mfs, err := scrape.Get(srv.Client(), srv.URL)
 		require.NoError(t, err)
 		return mfs
 	}
-	during := scrape()
+	during := scrapeNow()
 	require.Contains(t, during, "amtsim_fleet_devices")
 	require.NoError(t, e.Fleet.Start(t.Context()))
 	require.NoError(t, e.Wait(t.Context()))
 	sum := e.Fleet.Summary()
-	mfs := scrape()
+	mfs := scrapeNow()
 	value := func(name string, labels map[string]string) float64 {
-		mf, ok := mfs[name]
-		require.True(t, ok, "%s is exported", name)
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			require.Equal(t, "3", got["shard"], "%s carries the shard", name)
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
+		for _, m := range mfs[name].GetMetric() {
+			require.Equal(t, "3", scrape.Labels(m)["shard"], "%s carries the shard", name)
 		}
-		t.Fatalf("no %s %v", name, labels)
-		return 0
+		v, ok := mfs.Value(name, labels)
+		require.True(t, ok, "%s %v is exported", name, labels)
+		return v
 	}
 	assert.Equal(t, float64(sum.Provisioned), value("amtsim_fleet_provisioned_total", nil))
 	assert.Equal(t, float64(20), value("amtsim_fleet_devices", map[string]string{"state": StateProvisioned}))

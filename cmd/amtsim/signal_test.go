@@ -34,12 +34,16 @@ func start(t *testing.T, args ...string) *process {
 	return spawn(t, exec.Command(self, args...))
 }
 
-// spawn starts cmd, the test binary as amtsim (under mainEnv), and kills
+// spawn starts cmd, the test binary as amtsim (under mainEnv, added to
+// cmd.Env or to this process's environment), and kills
 // it when the test ends, printing its output if the test failed.
 func spawn(t *testing.T, cmd *exec.Cmd) *process {
 	t.Helper()
 	p := &process{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
+	if p.cmd.Env == nil {
+		p.cmd.Env = os.Environ()
+	}
+	p.cmd.Env = append(p.cmd.Env, mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()

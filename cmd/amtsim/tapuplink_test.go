@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,15 @@ const (
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
+	l := newBareLab(t)
+	l.listenHellos(t)
+	return l
+}
+
+// newBareLab is the lab with no Hello listener: a test's own SCS takes
+// the lab router's port 9971.
+func newBareLab(t *testing.T) *lab {
+	t.Helper()
 	netns.Need(t, "dnsmasq")
 	ns := netns.New(t)
 	netns.Run(t, "ip", "-n", ns.Name, "link", "add", "br0", "type", "bridge")
@@ -61,9 +71,16 @@ func newLab(t *testing.T) *lab {
 			t.Logf("dnsmasq:\n%s", l.dns.String())
 		}
 	})
+	return l
+}
+
+// listenHellos takes the SCS's port on the lab router with a Hello
+// receiver of the test's own, which hands each Hello to l.hellos.
+func (l *lab) listenHellos(t *testing.T) {
+	t.Helper()
 	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { l.hellos <- r }})
 	var ln net.Listener
-	require.NoError(t, ns.Do(func() (err error) {
+	require.NoError(t, l.ns.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", labRouter+":9971")
 		return err
 	}))
@@ -71,7 +88,22 @@ func newLab(t *testing.T) *lab {
 	served := make(chan struct{})
 	go func() { _ = rx.Serve(ctx, ln); close(served) }()
 	t.Cleanup(func() { cancel(); <-served })
-	return l
+}
+
+// port adds a veth pair to the lab's bridge, as a CNI plugin does for a
+// pod: host on br0, and dev, up with no address, for the devices, in pod's
+// namespace (nil: the lab's own).
+func (l *lab) port(t *testing.T, host, dev string, pod *netns.NS) {
+	t.Helper()
+	args := []string{"-n", l.ns.Name, "link", "add", host, "type", "veth", "peer", "name", dev}
+	where := l.ns
+	if pod != nil {
+		args, where = append(args, "netns", pod.Name), pod
+	}
+	netns.Run(t, "ip", args...)
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", host, "master", "br0")
+	netns.Run(t, "ip", "-n", l.ns.Name, "link", "set", host, "up")
+	netns.Run(t, "ip", "-n", where.Name, "link", "set", dev, "up")
 }
 
 // amtsim runs amtsim inside the lab's namespace, as an administrator
@@ -168,6 +200,40 @@ func TestTAPChecks(t *testing.T) {
 	code, _ := p.stop(t, syscall.SIGTERM)
 	assert.Equal(t, exitInterrupted, code)
 	assert.Empty(t, l.link("amt9"), "and removed after it")
+}
+
+// The devices sit on an existing interface through a packet socket: a
+// veth whose other end is a port of the lab's bridge. They lease from
+// dnsmasq, find the SCS by its DNS and send their Hello through frames the
+// kernel's stack left to offload (checksums, GSO); the interface is
+// promiscuous only while amtsim runs; one that does not exist is an error.
+func TestRunsOnPacketUplink(t *testing.T) {
+	l := newLab(t)
+	l.port(t, "vamt0b", "vamt0", nil)
+	p := l.amtsim(t, "run", "--uplink", "packet:vamt0", "--until", "hello", "--timeout", "60s")
+	p.waitFor(t, "msg=packet.opened packet=vamt0", 30*time.Second)
+	promiscuity := func() string {
+		out, err := l.ns.Exec("ip", "-d", "-o", "link", "show", "dev", "vamt0")
+		require.NoError(t, err, out)
+		return regexp.MustCompile(`promiscuity \d+`).FindString(out)
+	}
+	assert.Equal(t, "promiscuity 1", promiscuity(), "promiscuous while it runs (by the socket's membership, which ip link's flags do not show)")
+	require.Equal(t, exitOK, p.wait(t, 90*time.Second))
+	out := p.out.String()
+	assert.Regexp(t, `msg=dhcp.bound .*ip=198\.19\.248\.1\d\d/24 .*domain=`+labDomain, out)
+	assert.Contains(t, out, "msg=scs.resolved")
+	assert.NotContains(t, out, "mac.duplicate")
+	select {
+	case h := <-l.hellos:
+		assert.Equal(t, 8, len(h.Message.PID))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Hello reached the lab's listener")
+	}
+	assert.Equal(t, "promiscuity 0", promiscuity(), "the interface's own setting is back")
+
+	p = l.amtsim(t, "run", "--uplink", "packet:nosuch0")
+	assert.Equal(t, exitFailure, p.wait(t, 30*time.Second))
+	assert.Contains(t, p.out.String(), "packet nosuch0: no such interface")
 }
 
 // Two amtsims with the same identities on one segment: the second sees

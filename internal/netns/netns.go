@@ -43,7 +43,18 @@ func Run(t testing.TB, name string, args ...string) string {
 // New creates a namespace with its loopback up.
 func New(t testing.TB) *NS {
 	t.Helper()
-	ns := &NS{Name: fmt.Sprintf("amtsim-%d-%s", os.Getpid(), strings.ToLower(t.Name()))}
+	return NewAs(t, "")
+}
+
+// NewAs creates a namespace with its loopback up, one of several in a test
+// told apart by role ("pod0", "pod1", ...).
+func NewAs(t testing.TB, role string) *NS {
+	t.Helper()
+	name := strings.ToLower(t.Name())
+	if role != "" {
+		name = role + "-" + name
+	}
+	ns := &NS{Name: fmt.Sprintf("amtsim-%d-%s", os.Getpid(), name)}
 	ns.Name = strings.NewReplacer("/", "-", " ", "-").Replace(ns.Name)
 	if len(ns.Name) > 40 {
 		ns.Name = ns.Name[:40]
