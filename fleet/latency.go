@@ -139,7 +139,10 @@ func (s *Sketch) Merge(o *Sketch) error {
 }
 
 // Quantile is the value at quantile q (0 to 1), within the sketch's
-// relative accuracy.
+// relative accuracy. The rank is the nearest rank, as in Percentiles (the
+// ceil(q·n)-th smallest), so that a report merged alone reads as itself;
+// sketches-go's own rank is q·(n−1), which at p99 of 80 values is the
+// 79th, not the 80th.
 func (s *Sketch) Quantile(q float64) (float64, error) {
 	if err := s.Validate(); err != nil {
 		return 0, err
@@ -160,6 +163,12 @@ func (s *Sketch) Quantile(q float64) (float64, error) {
 		if err := dd.AddWithCount(0, float64(s.Zero)); err != nil {
 			return 0, fmt.Errorf("sketch: %w", err)
 		}
+	}
+	if n := float64(s.Count()); n > 1 {
+		// GetValueAtQuantile takes the value of rank q·(n−1) (0-based);
+		// aim at the middle of the nearest rank's slot.
+		i := math.Max(math.Ceil(q*n)-1, 0)
+		q = math.Min((i+0.5)/(n-1), 1)
 	}
 	v, err := dd.GetValueAtQuantile(q)
 	if err != nil {

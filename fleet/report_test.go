@@ -227,3 +227,19 @@ func startEmbeddedWith(t *testing.T, o EmbeddedOptions) *Embedded {
 	t.Cleanup(e.Close)
 	return e
 }
+
+// A sketch's quantiles are by nearest rank, as a report's own: p99 of 80
+// values is the largest, p50 the 40th.
+func TestSketchQuantileIsNearestRank(t *testing.T) {
+	d := make([]time.Duration, 80)
+	for i := range d {
+		d[i] = time.Duration(i+1) * 10 * time.Millisecond
+	}
+	l := Percentiles(d)
+	for _, c := range []struct{ q, want, exact float64 }{{0, 10, 10}, {0.5, 400, l.P50}, {0.95, 760, l.P95}, {0.99, 800, l.P99}, {1, 800, l.Max}} {
+		got, err := l.Sketch.Quantile(c.q)
+		require.NoError(t, err)
+		assert.InEpsilon(t, c.want, got, SketchAccuracy, "q=%v", c.q)
+		assert.Equal(t, c.want, c.exact, "q=%v exact", c.q)
+	}
+}

@@ -58,7 +58,7 @@ func newBareLab(t *testing.T) *lab {
 	l := &lab{ns: ns, hellos: make(chan hello.Received, 16), dns: &syncbuf.Buffer{}}
 	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
 		"--interface=br0", "--bind-interfaces", "--except-interface=lo",
-		"--dhcp-range=198.19.248.100,198.19.248.150,255.255.255.0,1h",
+		"--dhcp-range=198.19.248.100,198.19.248.199,255.255.255.0,1h",
 		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
 		"--domain="+labDomain, "--host-record=ProvisionServer."+labDomain+","+labRouter,
 		"--no-ping", "--no-resolv", "--no-hosts", "--log-dhcp", "--log-facility=-")
