@@ -6,6 +6,7 @@ package k8s
 import (
 	"bytes"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,8 +81,16 @@ func checkJob(t *testing.T, objs objects) batchv1.Job {
 	assert.Contains(t, c.Args, "--shards=$(AMTSIM_SHARDS)")
 	assert.Contains(t, c.Args, "--report=/reports/shard-$(JOB_COMPLETION_INDEX).json")
 	assert.Contains(t, c.Args, "--report-stdout")
+	assert.Contains(t, c.Args, "--mebx=scs.address=$(AMTSIM_SCS)")
+	assert.Contains(t, c.Args, "--metrics-linger=30s", "the last scrape sees the final counts")
 	for _, a := range c.Args {
 		assert.False(t, strings.HasPrefix(a, "--shard="), "the shard comes from JOB_COMPLETION_INDEX, not a flag: %s", a)
+		// Kubernetes leaves a $(VAR) it cannot resolve as it is: each must
+		// be the Job's index or a key of the ConfigMap.
+		for _, m := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(a, -1) {
+			_, ok := cm.Data[m[1]]
+			assert.True(t, ok || m[1] == "JOB_COMPLETION_INDEX", "%s: $(%s) is defined nowhere", a, m[1])
+		}
 	}
 	require.Len(t, c.EnvFrom, 1)
 	assert.Equal(t, cm.Name, c.EnvFrom[0].ConfigMapRef.Name, "the env comes from the generated ConfigMap")
