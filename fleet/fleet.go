@@ -121,6 +121,9 @@ type Fleet struct {
 	done    atomic.Int64
 	start   time.Time
 	allDone chan struct{}
+	// finished is how long the whole fleet took to be provisioned, once
+	// it has been: what Progress reports as Elapsed from then on.
+	finished atomic.Int64
 	once    sync.Once
 
 	helloed     atomic.Int64
@@ -130,6 +133,9 @@ type Fleet struct {
 	stopOnce    sync.Once
 
 	dhcpFailures atomic.Uint64
+	// lastCall is when a device last took a connection or answered a
+	// call (UnixNano, real time), for WaitQuiet.
+	lastCall atomic.Int64
 	// latency observes each device's boot → provisioned for /metrics
 	// (nil without Options.Metrics).
 	latency prometheus.Observer
@@ -280,6 +286,10 @@ func (f *Fleet) sink(i int) firmware.Sink {
 		case event.DHCPNak, event.DHCPLost, event.DHCPNoAnswer, event.DHCPMalformed, event.DHCPError:
 			f.dhcpFailures.Add(1)
 		}
+		switch e.Name {
+		case event.ConnAccepted, event.SessionLogin, event.AMTCall, event.SessionClosed:
+			f.lastCall.Store(time.Now().UnixNano())
+		}
 		if next != "" {
 			f.move(i, next)
 		}
@@ -315,7 +325,10 @@ func (f *Fleet) move(i int, next string) {
 	f.count(prev).Add(-1)
 	f.count(next).Add(1)
 	if next == StateProvisioned && f.done.Add(1) == int64(len(f.devs)) {
-		f.once.Do(func() { close(f.allDone) })
+		f.once.Do(func() {
+			f.finished.Store(int64(time.Since(f.start)))
+			close(f.allDone)
+		})
 	}
 }
 
@@ -471,6 +484,29 @@ func (f *Fleet) Wait(ctx context.Context) error {
 	}
 }
 
+// WaitQuiet returns once no device has taken a connection or answered a
+// call for quiet, or when ctx ends. A device is provisioned at its commit,
+// but an SCS has more to say after it (the reference SCS logs in again
+// over TLS to check the new credentials; others read settings back): a
+// fleet that powered off at its last commit would leave those records
+// unsettled on an external SCS, which a real desktop, still on, never
+// does.
+func (f *Fleet) WaitQuiet(ctx context.Context, quiet time.Duration) error {
+	for {
+		since := time.Since(time.Unix(0, f.lastCall.Load()))
+		if since >= quiet {
+			return nil
+		}
+		t := time.NewTimer(quiet - since)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
 // stopWorkersPerCore bounds the goroutines that power a fleet off. A
 // power-off is mostly its shared stack's lock (gVisor removes one NIC at a
 // time per stack), so more workers only queue: stopping 24,000 booted
@@ -521,6 +557,9 @@ type Progress struct {
 // Progress counts the devices per state now.
 func (f *Fleet) Progress() Progress {
 	p := Progress{Elapsed: time.Since(f.start), States: map[string]int64{}}
+	if d := f.finished.Load(); d > 0 {
+		p.Elapsed = time.Duration(d)
+	}
 	for _, s := range States {
 		p.States[s] = f.count(s).Load()
 	}

@@ -49,6 +49,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	reportStdout := fs.Bool("report-stdout", false, "also print the report as one JSON line on stdout, last (for a pod's log)")
 	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, boot_to_provisioned_ms")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram; labelled with the shard)")
+	quiet := fs.Duration("quiet", 2*time.Second, "with --uplink tap: or packet: (an SCS of your own): once every device is provisioned, keep them on until none\nhas had a call for this long, within --deadline, so that the SCS's checks after its commit are answered (0: power off at once)")
 	linger := fs.Duration("metrics-linger", 0, "with --metrics: keep serving the final counts this long after the run (a signal ends it sooner), so that\nthe next scrape sees them; a scrape interval or two")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
 	pcapDir := fs.String("pcap-dir", "", "write each device's frames to DIR/<host name>.pcap (streamed: readable while the run goes on)")
@@ -190,7 +191,12 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		fo.Uplink, fo.Stacks = wire, stacks
 		if f, err = fleet.New(dctx, fo); err == nil {
 			defer f.Stop()
-			wait = f.Wait
+			wait = func(ctx context.Context) error {
+				if err := f.Wait(ctx); err != nil {
+					return err
+				}
+				return f.WaitQuiet(ctx, *quiet)
+			}
 		}
 	}
 	if f != nil {

@@ -28,7 +28,7 @@ import (
 // `amtsim fleet` with JOB_COMPLETION_INDEX 0–3 on packet:net1; dnsmasq on
 // the bridge for DHCP and DNS, and one `amtsim scs` holding all four
 // shards' identities. Every device is provisioned, no MAC, UUID or PID is
-// shared across shards, each pod's /metrics (scraped during the run and
+// shared across shards, the SCS has settled every record, each pod's /metrics (scraped during the run and
 // after it, while it lingers) parses and its counters equal its report,
 // and the merged report is the sum of the four, its p50/p99 those of all
 // the devices' latencies.
@@ -68,7 +68,7 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 		self, err := os.Executable()
 		require.NoError(t, err)
 		cmd := ns.Command(self, "fleet", "-n", fmt.Sprint(perShard), "--seed", seed, "--shards", fmt.Sprint(shards),
-			"--uplink", "packet:net1", "--rate", "10", "--deadline", "120s", "--steps=false",
+			"--uplink", "packet:net1", "--rate", "20", "--deadline", "120s", "--steps=false",
 			"--metrics", "127.0.0.1:9100", "--metrics-linger", "2m",
 			"--report", pd.report, "--report-stdout", "--device-list", pd.list)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("JOB_COMPLETION_INDEX=%d", i))
@@ -77,9 +77,15 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 	}
 	for i, pd := range pods {
 		pd.p.waitFor(t, "msg=metrics.serving", 30*time.Second)
-		var err error
-		pd.during, err = scrape.Get(pd.client, "http://127.0.0.1:9100/metrics")
-		require.NoError(t, err, "pod %d, during the run", i)
+		// Served from before the fleet is made: scraped until its series
+		// are there.
+		require.Eventually(t, func() bool {
+			mfs, err := scrape.Get(pd.client, "http://127.0.0.1:9100/metrics")
+			require.NoError(t, err, "pod %d, during the run", i)
+			pd.during = mfs
+			_, ok := mfs["amtsim_fleet_provisioned_total"]
+			return ok
+		}, 30*time.Second, 5*time.Millisecond, "pod %d exports the fleet's series", i)
 	}
 	for i, pd := range pods {
 		pd.p.waitFor(t, "msg=metrics.lingering", 150*time.Second)
@@ -146,6 +152,11 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 			all = append(all, d)
 		}
 	}
+
+	// The SCS's side: every record provisioned, its checks after each
+	// commit answered before the pods powered their devices off (--quiet).
+	assert.Equal(t, shards*perShard, strings.Count(scs.out.String(), "msg=scs.provisioned "), "records the SCS provisioned")
+	assert.NotContains(t, scs.out.String(), "msg=scs.failed")
 
 	require.Len(t, all, shards*perShard)
 	seen := map[string]int{}
