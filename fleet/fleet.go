@@ -124,7 +124,7 @@ type Fleet struct {
 	// finished is how long the whole fleet took to be provisioned, once
 	// it has been: what Progress reports as Elapsed from then on.
 	finished atomic.Int64
-	once    sync.Once
+	once     sync.Once
 
 	helloed     atomic.Int64
 	allHelloed  chan struct{}
