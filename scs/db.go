@@ -473,9 +473,25 @@ func MaxRecords(memory int64) int { return int(memory / 4 * 3 / RecordBytes) }
 // and fsync: a 100,000-device fleet is 13 writes, not 100,000.
 const generateBatch = 8192
 
+// holds says whether the database has a record for the device id, under
+// its factory PID or its UUID.
+func (db *DB) holds(id identity.Identity) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if _, ok := db.recs[id.PID]; ok {
+		return true
+	}
+	_, ok := db.byUUID[strings.ToUpper(id.UUID.String())]
+	return ok
+}
+
 // Generate adds the records of a fleet: devices 0..count-1 of each of the
 // shards under seed (identity.Of), readied with password ("" = the
-// profile's). Records that exist are left as they are. progress, if not
+// profile's). A device the database already holds, by its factory PID or
+// by its UUID (a provisioned record has the PID the SCS gave it), is left
+// as it is: an SCS that generates its fleet at every start, as the
+// Kubernetes overlay's does, must not add provisioned devices again as
+// new ones under their factory PID. progress, if not
 // nil, hears the records done so far after each batch. When ctx ends,
 // Generate returns its error with every batch before it on disk.
 func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int, password string, progress func(done, total int)) error {
@@ -501,7 +517,7 @@ func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int
 				return err
 			}
 			done++
-			if _, ok := db.Get(id.PID); !ok {
+			if !db.holds(id) {
 				batch = append(batch, Record{PID: id.PID, PPS: id.PPS, Password: password, Host: id.HostName, UUID: id.UUID.String(), State: StateNew})
 			}
 			if len(batch) == generateBatch {

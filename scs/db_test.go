@@ -50,6 +50,12 @@ func TestDBPutGetReopen(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, StateProvisioned, got.State)
 	assert.Len(t, db.All(), 100)
+	// Generated again at a restart: the provisioned device is known by
+	// its UUID and not added back under its factory PID.
+	require.NoError(t, db.Generate(context.Background(), 7, []int{0, 1}, 50, "Ready-Pass1!", nil))
+	assert.Len(t, db.All(), 100)
+	_, ok = db.Get(id.PID)
+	assert.False(t, ok, "the factory PID stays retired")
 	info, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "the database holds secrets")
