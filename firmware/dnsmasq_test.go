@@ -18,7 +18,6 @@ import (
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/netns"
-	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/nic"
 )
 
@@ -36,24 +35,9 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 	ns := netns.New(t)
 	tap := ns.TAP(t, "amt0", router+"/24")
 
-	dir := t.TempDir()
-	var dnsmasqLog syncbuf.Buffer
-	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
-		"--dhcp-range=198.19.251.100,198.19.251.150,255.255.255.0,1h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
-		"--domain="+domain, "--dhcp-option=option:router,"+router,
-		"--host-record=ProvisionServer."+domain+","+router,
-		"--no-resolv", "--no-hosts", "--log-dhcp", "--log-queries", "--log-facility=-")
-	cmd.Stdout, cmd.Stderr = &dnsmasqLog, &dnsmasqLog
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", dnsmasqLog.String())
-		}
-	})
+	dnsmasqLog := ns.Dnsmasq(t, netns.DnsmasqOptions{Interface: "amt0", Range: "198.19.251.100,198.19.251.150,255.255.255.0,1h",
+		Domain: domain, Router: router, Hosts: []string{"ProvisionServer." + domain + "," + router},
+		Extra: []string{"--log-dhcp", "--log-queries"}})
 
 	// The SCS's Hello listener: a kernel socket inside the namespace.
 	got := make(chan hello.Received, 4)
@@ -68,7 +52,7 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 	go func() { _ = rx.Serve(ctx, ln); close(served) }()
 	t.Cleanup(func() { cancel(); <-served })
 
-	pcapPath := filepath.Join(dir, "device.pcap")
+	pcapPath := filepath.Join(t.TempDir(), "device.pcap")
 	capture, err := nic.CreateCapture(pcapPath)
 	require.NoError(t, err)
 	stacks := nic.NewStacks(nic.StackOptions{})

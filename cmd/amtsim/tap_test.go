@@ -56,18 +56,8 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	tap := ns.TAP(t, "amt0", router+"/24")
 	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
 	dir := t.TempDir()
-	dnsmasq := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
-		"--dhcp-range=198.19.253.100,198.19.253.200,255.255.255.0,1h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
-		"--domain="+domain, "--host-record=ProvisionServer."+domain+","+router,
-		// No ping before each offer: a fleet's DISCOVERs arrive at once, and
-		// dnsmasq's 3 s ping checks would hold them up.
-		"--no-ping", "--no-resolv", "--no-hosts", "--log-facility=-")
-	var dnsLog syncbuf.Buffer
-	dnsmasq.Stdout, dnsmasq.Stderr = &dnsLog, &dnsLog
-	require.NoError(t, dnsmasq.Start())
-	t.Cleanup(func() { _ = dnsmasq.Process.Kill(); _ = dnsmasq.Wait() })
+	dnsLog := ns.Dnsmasq(t, netns.DnsmasqOptions{Interface: "amt0", Range: "198.19.253.100,198.19.253.200,255.255.255.0,1h",
+		Domain: domain, Hosts: []string{"ProvisionServer." + domain + "," + router}})
 
 	// amtsim scs, a process of its own in the namespace.
 	self, err := os.Executable()

@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -54,23 +53,9 @@ func newBareLab(t *testing.T) *lab {
 	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "master", "br0")
 	netns.Run(t, "ip", "-n", ns.Name, "link", "set", "amt0", "up")
 
-	dir := t.TempDir()
-	l := &lab{ns: ns, hellos: make(chan hello.Received, 16), dns: &syncbuf.Buffer{}}
-	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface=br0", "--bind-interfaces", "--except-interface=lo",
-		"--dhcp-range=198.19.248.100,198.19.248.199,255.255.255.0,1h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
-		"--domain="+labDomain, "--host-record=ProvisionServer."+labDomain+","+labRouter,
-		"--no-ping", "--no-resolv", "--no-hosts", "--log-dhcp", "--log-facility=-")
-	cmd.Stdout, cmd.Stderr = l.dns, l.dns
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", l.dns.String())
-		}
-	})
+	l := &lab{ns: ns, hellos: make(chan hello.Received, 16)}
+	l.dns = ns.Dnsmasq(t, netns.DnsmasqOptions{Interface: "br0", Range: "198.19.248.100,198.19.248.199,255.255.255.0,1h",
+		Domain: labDomain, Hosts: []string{"ProvisionServer." + labDomain + "," + labRouter}, Extra: []string{"--log-dhcp"}})
 	return l
 }
 

@@ -26,7 +26,6 @@ import (
 	"github.com/amtsim/amtsim/fleet"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/netns"
-	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 )
@@ -95,23 +94,8 @@ func newLab(t testing.TB) *lab {
 	Need(t)
 	ns := netns.New(t)
 	tap := ns.TAP(t, "amt0", router+"/24")
-	dir := t.TempDir()
-	var dlog syncbuf.Buffer
-	cmd := ns.Command("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface=amt0", "--bind-interfaces", "--except-interface=lo",
-		"--dhcp-range=198.19.7.100,198.19.7.199,255.255.255.0,1h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
-		"--domain="+domain, "--dhcp-option=option:router,"+router,
-		"--host-record="+trustedFQDN+","+router, "--no-resolv", "--no-hosts", "--log-facility=-")
-	cmd.Stdout, cmd.Stderr = &dlog, &dlog
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", dlog.String())
-		}
-	})
+	ns.Dnsmasq(t, netns.DnsmasqOptions{Interface: "amt0", Range: "198.19.7.100,198.19.7.199,255.255.255.0,1h",
+		Domain: domain, Router: router, Hosts: []string{trustedFQDN + "," + router}})
 	stacks := nic.NewStacks(nic.StackOptions{})
 	t.Cleanup(stacks.Close)
 	return &lab{ns: ns, tap: tap, stacks: stacks, chain: newChain(t), certs: t.TempDir()}
