@@ -10,6 +10,8 @@ import (
 // UplinkStats count what an uplink onto a real interface saw.
 type UplinkStats struct {
 	RxFrames, RxUnknown, ReadErrors, WriteErrors atomic.Uint64
+	// TxFrames counts frames the devices sent out through the uplink.
+	TxFrames atomic.Uint64
 	// DuplicateMACs counts frames from the wire whose source MAC is one of
 	// this uplink's devices': another host on the segment uses it.
 	DuplicateMACs atomic.Uint64

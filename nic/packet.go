@@ -227,6 +227,7 @@ func (a *packetAttachment) Send(frame []byte) error {
 		iov := [2]unix.Iovec{rawfile.IovecFromBytes(a.p.noOffload[:]), rawfile.IovecFromBytes(frame)}
 		errno := rawfile.NonBlockingWriteIovec(a.p.fd, iov[:])
 		if errno == 0 {
+			a.p.TxFrames.Add(1)
 			return nil
 		}
 		if errno == unix.EAGAIN && tries < 3 {

@@ -224,6 +224,7 @@ func (a *tapAttachment) Send(frame []byte) error {
 		a.t.WriteErrors.Add(1)
 		return fmt.Errorf("tap %s: write: %w", a.t.name, err)
 	}
+	a.t.TxFrames.Add(1)
 	return nil
 }
 
