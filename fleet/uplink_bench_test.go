@@ -28,12 +28,12 @@ func BenchmarkUplinks(b *testing.B) {
 		defer p.Restore()
 	}
 	const (
-		n      = 1000
+		n = 1000
 		// Powered on at a pace dnsmasq keeps up with: a burst of 1,000
 		// DISCOVERs loses some to its single thread, and each lost one
 		// waits out the client's 4 s retransmit (issue 18), which would
 		// make wall time a measure of dnsmasq.
-		rate = 200
+		rate   = 200
 		router = "198.18.0.1"
 		domain = "amtsim.bench"
 	)
