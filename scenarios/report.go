@@ -17,9 +17,11 @@ import (
 
 // Report is what a run found.
 type Report struct {
-	Scenario string        `json:"scenario"`
-	File     string        `json:"file"`
-	Seed     uint64        `json:"seed"`
+	Scenario string `json:"scenario"`
+	File     string `json:"file"`
+	Seed     uint64 `json:"seed"`
+	// Shards are the identity shards the groups took, in group order.
+	Shards   []int         `json:"shards"`
 	Duration time.Duration `json:"duration_ns"`
 	Devices  int           `json:"devices"`
 	Cases    []Case        `json:"cases"`
@@ -74,7 +76,7 @@ func (r *Report) Failed() int {
 
 // judge checks every expectation on every device.
 func (r *run) judge(took time.Duration) *Report {
-	rep := &Report{Scenario: r.s.Name, File: r.s.File, Seed: r.seed, Duration: took, Devices: len(r.devices),
+	rep := &Report{Scenario: r.s.Name, File: r.s.File, Seed: r.seed, Shards: r.shards(), Duration: took, Devices: len(r.devices),
 		Draws: r.draws, Stories: map[string][]string{}}
 	r.mu.Lock()
 	rep.FaultErrors = append(rep.FaultErrors, r.faultErr...)

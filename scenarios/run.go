@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,9 +39,14 @@ type Options struct {
 	// Dir keeps the run's files (MEBx stores, the SCS database); "" uses
 	// a temporary directory removed after the run.
 	Dir string
-	// Uplink, when set, carries a tap:NAME scenario's devices instead of
-	// the TAP of that name (tests open theirs in a namespace).
+	// Uplink, when set, carries a tap: or packet: scenario's devices
+	// instead of the interface it names (tests open theirs in a
+	// namespace).
 	Uplink nic.Uplink
+	// Shard sets the devices' identities apart from other runs of the same
+	// scenario and seed against one SCS (a Kubernetes Indexed Job's pods):
+	// group i takes identity shard Shard·len(groups)+i.
+	Shard int
 }
 
 // The embedded LAN's fixed plan, so that MEBx presets (a static address,
@@ -164,6 +171,17 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Report, error) {
 	return rep, nil
 }
 
+// shard is group gi's identity shard.
+func (r *run) shard(gi int) int { return r.o.Shard*len(r.s.Groups) + gi }
+
+func (r *run) shards() []int {
+	s := make([]int, len(r.s.Groups))
+	for gi := range s {
+		s[gi] = r.shard(gi)
+	}
+	return s
+}
+
 // build makes the LAN, the SCS and a fleet per group.
 func (r *run) build(ctx context.Context, dir string) error {
 	r.rec = &recorder{logs: map[string]*deviceLog{}, byPID: map[string]string{}, on: r.onEvent}
@@ -195,7 +213,7 @@ func (r *run) build(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
-		fo := fleet.Options{Devices: g.Count, Seed: r.seed, Shard: gi, Rate: g.BootRate, Password: mebxPassword,
+		fo := fleet.Options{Devices: g.Count, Seed: r.seed, Shard: r.shard(gi), Rate: g.BootRate, Password: mebxPassword,
 			Profile: prof, Clock: clock.Scaled(r.s.TimeScale), KeyPool: 2,
 			Quirks: firmware.Quirks{EmptyDigestResponse: g.Quirks.EmptyDigestResponse, FlashWriteLimit: g.Quirks.FlashWriteLimit,
 				CommitDropsConnection: g.Quirks.CommitDropsConnection},
@@ -242,7 +260,7 @@ func (r *run) build(ctx context.Context, dir string) error {
 		// Identities are known before the fleet is made: the logs are
 		// keyed by device ID (the host name) before any event comes.
 		for i := range g.Count {
-			id, err := identity.Of(r.seed, gi, i)
+			id, err := identity.Of(r.seed, r.shard(gi), i)
 			if err != nil {
 				return err
 			}
@@ -260,7 +278,7 @@ func (r *run) build(ctx context.Context, dir string) error {
 			}
 		})
 	}
-	if r.s.tap() == "" {
+	if !r.s.real() {
 		emb, err := fleet.StartEmbedded(ctx, eo)
 		if err != nil {
 			return err
@@ -277,17 +295,29 @@ func (r *run) build(ctx context.Context, dir string) error {
 	return nil
 }
 
-// buildTAP puts the groups on a TAP, with the network's DHCP, DNS and SCS
-// (the SCS under test) and none of ours.
+// buildTAP puts the groups on a real network (a TAP, or a packet socket
+// on an interface), with the network's DHCP, DNS and SCS (the SCS under
+// test) and none of ours.
 func (r *run) buildTAP(ctx context.Context, groups []fleet.Group) error {
 	up := r.o.Uplink
 	if up == nil {
-		tap, err := nic.OpenTAP(nic.TAPOptions{Name: r.s.tap()})
+		var (
+			c   io.Closer
+			err error
+		)
+		if strings.HasPrefix(r.s.Network, "packet:") {
+			var p *nic.Packet
+			p, err = nic.OpenPacket(nic.PacketOptions{Name: r.s.uplinkName()})
+			up, c = p, p
+		} else {
+			var t *nic.TAP
+			t, err = nic.OpenTAP(nic.TAPOptions{Name: r.s.uplinkName()})
+			up, c = t, t
+		}
 		if err != nil {
 			return err
 		}
-		r.closers = append(r.closers, func() { _ = tap.Close() })
-		up = tap
+		r.closers = append(r.closers, func() { _ = c.Close() })
 	}
 	stacks := nic.NewStacks(nic.StackOptions{})
 	r.closers = append(r.closers, stacks.Close)
@@ -320,7 +350,7 @@ func (r *run) close() {
 // settings.
 func (r *run) preset(g *Group, gi, k int, id identity.Identity, s *mebx.Settings) error {
 	if g.PPS == "wrong" {
-		other, err := identity.Of(r.seed^0x5ca1ab1e, gi, k)
+		other, err := identity.Of(r.seed^0x5ca1ab1e, r.shard(gi), k)
 		if err != nil {
 			return err
 		}

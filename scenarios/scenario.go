@@ -39,8 +39,9 @@ type Scenario struct {
 	// provisioning, a refused session); default 2s.
 	Hold time.Duration `yaml:"hold"`
 	// Network is embedded (the default: the embedded LAN, its DHCP and DNS,
-	// and the reference SCS) or tap:NAME (a TAP into a real network, its
-	// DHCP, DNS and SCS: the SCS under test).
+	// and the reference SCS), tap:NAME (a TAP into a real network, its
+	// DHCP, DNS and SCS: the SCS under test) or packet:IFACE (the same
+	// through a packet socket on an existing interface, as in a pod).
 	Network string `yaml:"network"`
 	// LeaseTime is the embedded DHCP server's lease (default 1h).
 	LeaseTime time.Duration `yaml:"lease_time"`
@@ -529,10 +530,27 @@ func (s *Scenario) check(d *decoder) error {
 	return nil
 }
 
-// tap is the TAP's name of a tap: scenario, or "".
-func (s *Scenario) tap() string { return strings.TrimPrefix(s.Network, "tap:") }
+// real says whether the scenario runs on a real network (tap: or
+// packet:), with its DHCP, DNS and SCS.
+func (s *Scenario) real() bool { return s.Network != "" }
 
-// checkNetwork checks the network and the SCS, and what a TAP rules out:
+// uplinkName is the interface of a tap: or packet: network.
+func (s *Scenario) uplinkName() string {
+	_, name, _ := strings.Cut(s.Network, ":")
+	return name
+}
+
+// OnNetwork puts the scenario on another network than its file says
+// (amtsim scenario run --network, as a Kubernetes pod's interface is known
+// only there) and checks it again as Load would.
+func (s *Scenario) OnNetwork(network string) error {
+	s.Network = network
+	d := &decoder{file: "--network " + network}
+	return s.checkNetwork(d)
+}
+
+// checkNetwork checks the network and the SCS, and what a real network
+// (tap: or packet:) rules out:
 // on a real network the DHCP server, DNS and SCS are not ours to stop or
 // to read.
 func (s *Scenario) checkNetwork(d *decoder) error {
@@ -540,15 +558,15 @@ func (s *Scenario) checkNetwork(d *decoder) error {
 	case s.Network == "" || s.Network == "embedded":
 		s.Network = ""
 		if s.SCS.External != "" {
-			return d.at(s.SCS.Pos, "an external SCS is reached on a real network: network: tap:NAME")
+			return d.at(s.SCS.Pos, "an external SCS is reached on a real network: network: tap:NAME or packet:IFACE")
 		}
 		return nil
-	case strings.HasPrefix(s.Network, "tap:") && len(s.tap()) >= 1 && len(s.tap()) <= 15:
+	case (strings.HasPrefix(s.Network, "tap:") || strings.HasPrefix(s.Network, "packet:")) && len(s.uplinkName()) >= 1 && len(s.uplinkName()) <= 15:
 	default:
-		return d.at(s.Pos, "network %q is not embedded or tap:NAME (an interface name of 1 to 15 characters)", s.Network)
+		return d.at(s.Pos, "network %q is not embedded, tap:NAME or packet:IFACE (an interface name of 1 to 15 characters)", s.Network)
 	}
 	if s.LeaseTime > 0 {
-		return d.at(s.Pos, "lease_time sets the embedded DHCP server's leases; a TAP's DHCP server is the network's")
+		return d.at(s.Pos, "lease_time sets the embedded DHCP server's leases; a real network's DHCP server is its own")
 	}
 	if s.SCS.External != "" {
 		ap, err := netip.ParseAddrPort(s.SCS.External)
@@ -562,19 +580,19 @@ func (s *Scenario) checkNetwork(d *decoder) error {
 		s.SCS.external = ap
 	}
 	if len(s.SCS.Flaws) > 0 || s.SCS.AdminPassword != "" || s.SCS.MEBxPassword != "" || s.SCS.MaxAttempts > 0 {
-		return d.at(s.SCS.Pos, "flaws, passwords and max_attempts set up the embedded SCS; on a TAP the SCS is the network's")
+		return d.at(s.SCS.Pos, "flaws, passwords and max_attempts set up the embedded SCS; on a real network the SCS is the network's")
 	}
 	for _, g := range s.Groups {
 		if g.PID == "unknown" || g.Address == "static" {
-			return d.at(g.Pos, "group %q: pid: unknown and address: static need the embedded LAN and SCS (on a TAP, type the settings with mebx:)", g.Name)
+			return d.at(g.Pos, "group %q: pid: unknown and address: static need the embedded LAN and SCS (on a real network, type the settings with mebx:)", g.Name)
 		}
 		if g.SCSInMEBx && !s.SCS.external.IsValid() {
-			return d.at(g.Pos, "group %q: scs_in_mebx on a TAP types scs.external into MEBx; there is none", g.Name)
+			return d.at(g.Pos, "group %q: scs_in_mebx on a real network types scs.external into MEBx; there is none", g.Name)
 		}
 	}
 	for _, f := range s.Faults {
 		if k, _ := f.kind(); k == "dhcp" || k == "dns" || k == "scs" {
-			return d.at(f.Pos, "a %s fault needs the embedded LAN: a TAP's DHCP, DNS and SCS are the network's", k)
+			return d.at(f.Pos, "a %s fault needs the embedded LAN: a real network's DHCP, DNS and SCS are its own", k)
 		}
 	}
 	for _, e := range s.Expect {

@@ -217,3 +217,59 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 	}
 	assert.Equal(t, lat[len(lat)-1], m.BootToProvisioned.Max)
 }
+
+// A scenario as the Job's pods run it (deploy/k8s/overlays/scenario): two
+// pods, each `amtsim scenario run FILE --network packet:net1` with
+// JOB_COMPLETION_INDEX 0 and 1, against one external amtsim scs holding
+// the identities of all four group shards. Each pod's groups take their own
+// shards (0-1 and 2-3), every expectation holds, and the SCS provisions
+// every device once.
+func TestScenarioJobOnPacketUplinks(t *testing.T) {
+	l := newBareLab(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pair.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`name: pair
+description: Two groups of desktops provisioned by the SCS under test.
+seed: 5
+deadline: 60s
+groups:
+  - name: left
+    count: 2
+  - name: right
+    count: 3
+expect:
+  - state: provisioned
+    max_hellos: 2
+`), 0o644))
+	scs := l.amtsim(t, "scs", "--db", filepath.Join(dir, "scs.db"), "--generate", "5:0-3:3", "--listen", labRouter+":9971")
+	scs.waitFor(t, "msg=scs.listening", 30*time.Second)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	pods := make([]*process, 2)
+	for i := range pods {
+		ns := netns.NewAs(t, fmt.Sprintf("pod%d", i))
+		l.port(t, fmt.Sprintf("vpod%d", i), "net1", ns)
+		cmd := ns.Command(self, "scenario", "run", file, "--network", "packet:net1",
+			"--junit", filepath.Join(dir, fmt.Sprintf("junit-%d.xml", i)), "--json", filepath.Join(dir, fmt.Sprintf("scenario-%d.json", i)))
+		cmd.Env = append(os.Environ(), fmt.Sprintf("JOB_COMPLETION_INDEX=%d", i))
+		pods[i] = spawn(t, cmd)
+	}
+	for i, p := range pods {
+		require.Equal(t, exitOK, p.wait(t, 120*time.Second), "pod %d", i)
+		assert.Contains(t, p.out.String(), fmt.Sprintf("PASS pair (seed 5%s, 5 devices", map[int]string{0: "", 1: ", shards 2,3"}[i]), "pod %d", i)
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("scenario-%d.json", i)))
+		require.NoError(t, err)
+		var reps []struct {
+			Shards []int `json:"shards"`
+		}
+		require.NoError(t, json.Unmarshal(b, &reps))
+		require.Len(t, reps, 1)
+		assert.Equal(t, []int{2 * i, 2*i + 1}, reps[0].Shards, "pod %d's groups take shards of their own", i)
+		junit, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("junit-%d.xml", i)))
+		require.NoError(t, err)
+		assert.Contains(t, string(junit), "<testsuite")
+		assert.NotContains(t, string(junit), "<failure")
+	}
+	assert.Equal(t, 10, strings.Count(scs.out.String(), "msg=scs.provisioned "), "each of the 10 devices provisioned once")
+	assert.NotContains(t, scs.out.String(), "msg=hello.unknown", "every device's PID is one the SCS generated")
+}

@@ -20,7 +20,7 @@ const exitExpectations = 4
 const scenarioUsage = `Usage:
   amtsim scenario list     [--suite conformance|fieldbugs]
   amtsim scenario validate FILE|NAME...
-  amtsim scenario run      [--seed N] [--junit FILE] [--json FILE] [--pcap-dir DIR] FILE|NAME...
+  amtsim scenario run      [--seed N] [--shard N] [--network NET] [--junit FILE] [--json FILE] [--pcap-dir DIR] FILE|NAME...
   amtsim scenario run      --suite conformance|fieldbugs|all [flags]
 
 A NAME is a shipped scenario (amtsim scenario list). Exit status: 0 every
@@ -48,9 +48,17 @@ func cmdScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	jsonOut := fs.String("json", "", "run: write the reports as JSON to FILE")
 	pcapDir := fs.String("pcap-dir", "", "run: write a capture of every device that failed an expectation under DIR/SCENARIO/")
 	keep := fs.String("dir", "", "run: keep the run's MEBx stores and SCS database under DIR (default a temporary directory, removed)")
+	network := fs.String("network", "", "run: put the scenarios on this network instead of their files' own: embedded | tap:NAME | packet:IFACE\n(a real network's DHCP, DNS and SCS are the SCS under test's)")
+	shard := fs.Int("shard", 0, "run: set this run's identities apart from other runs of the same scenarios and seed against one SCS:\ngroup i takes identity shard SHARD·groups+i (default: $JOB_COMPLETION_INDEX when set, else 0)")
 	pos, err := parseFlags(fs, args[1:], -1)
 	if err != nil {
 		return err
+	}
+	if err := shardFromEnv(fs, shard); err != nil {
+		return err
+	}
+	if *shard < 0 {
+		return bad(fs, "--shard %d: want 0 or more", *shard)
 	}
 	if *suite == "all" {
 		*suite = ""
@@ -89,13 +97,20 @@ func cmdScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		list = append(list, s)
 	}
+	if *network != "" {
+		for _, s := range list {
+			if err := s.OnNetwork(*network); err != nil {
+				return exitError{exitUsage, fmt.Sprintf("%s: %v", s.Name, err)}
+			}
+		}
+	}
 	if verb == "validate" {
 		for _, s := range list {
 			fmt.Fprintf(stdout, "%s: ok (%s)\n", s.File, s.Name)
 		}
 		return nil
 	}
-	o := scenarios.Options{Dir: *keep}
+	o := scenarios.Options{Dir: *keep, Shard: *shard}
 	if isSet(fs, "seed") {
 		o.Seed = seed
 	}
@@ -162,7 +177,11 @@ func printReport(w io.Writer, rep *scenarios.Report) {
 	if !rep.Passed() {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(w, "%s %s (seed %d, %d devices, %.1fs)\n", verdict, rep.Scenario, rep.Seed, rep.Devices, rep.Duration.Seconds())
+	shards := ""
+	if len(rep.Shards) > 0 && rep.Shards[0] != 0 {
+		shards = ", shards " + joinInts(rep.Shards) // --shard
+	}
+	fmt.Fprintf(w, "%s %s (seed %d%s, %d devices, %.1fs)\n", verdict, rep.Scenario, rep.Seed, shards, rep.Devices, rep.Duration.Seconds())
 	for _, c := range rep.Cases {
 		mark := "ok  "
 		if !c.Passed() {

@@ -6,6 +6,7 @@ package k8s
 import (
 	"bytes"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/amtsim/amtsim/internal/peer"
+	"github.com/amtsim/amtsim/scenarios"
 )
 
 // objects are one overlay's rendered objects by kind.
@@ -64,6 +66,27 @@ func configMap(t *testing.T, objs objects, prefix string) corev1.ConfigMap {
 // --shards, the figures from the ConfigMap, with NET_RAW and nothing else.
 func checkJob(t *testing.T, objs objects) batchv1.Job {
 	t.Helper()
+	job, cm, c := checkIndexedJob(t, objs)
+	assert.Equal(t, "true", job.Spec.Template.Annotations["prometheus.io/scrape"])
+	require.NotEmpty(t, c.Args)
+	assert.Equal(t, "fleet", c.Args[0])
+	assert.Contains(t, c.Args, "--shards=$(AMTSIM_SHARDS)")
+	assert.Contains(t, c.Args, "--report=/reports/shard-$(JOB_COMPLETION_INDEX).json")
+	assert.Contains(t, c.Args, "--report-stdout")
+	assert.Contains(t, c.Args, "--mebx=scs.address=$(AMTSIM_SCS)")
+	assert.Contains(t, c.Args, "--metrics-linger=30s", "the last scrape sees the final counts")
+	for _, k := range []string{"AMTSIM_SEED", "AMTSIM_DEVICES", "AMTSIM_UPLINK"} {
+		assert.NotEmpty(t, cm.Data[k], k)
+	}
+	return job
+}
+
+// checkIndexedJob checks what every variant of the Job shares: one pod
+// per shard, the shard from $JOB_COMPLETION_INDEX (amtsim reads it), the
+// env from the generated ConfigMap and every $(VAR) of the args defined by
+// it, NET_RAW and nothing else.
+func checkIndexedJob(t *testing.T, objs objects) (batchv1.Job, corev1.ConfigMap, corev1.Container) {
+	t.Helper()
 	require.Len(t, objs["Job"], 1)
 	var job batchv1.Job
 	strict(t, objs["Job"][0], &job)
@@ -73,16 +96,8 @@ func checkJob(t *testing.T, objs objects) batchv1.Job {
 	require.NotNil(t, job.Spec.Completions)
 	assert.Equal(t, cm.Data["AMTSIM_SHARDS"], itoa(*job.Spec.Completions), "one completion per shard")
 	pod := job.Spec.Template
-	assert.Equal(t, "true", pod.Annotations["prometheus.io/scrape"])
 	require.Len(t, pod.Spec.Containers, 1)
 	c := pod.Spec.Containers[0]
-	require.NotEmpty(t, c.Args)
-	assert.Equal(t, "fleet", c.Args[0])
-	assert.Contains(t, c.Args, "--shards=$(AMTSIM_SHARDS)")
-	assert.Contains(t, c.Args, "--report=/reports/shard-$(JOB_COMPLETION_INDEX).json")
-	assert.Contains(t, c.Args, "--report-stdout")
-	assert.Contains(t, c.Args, "--mebx=scs.address=$(AMTSIM_SCS)")
-	assert.Contains(t, c.Args, "--metrics-linger=30s", "the last scrape sees the final counts")
 	for _, a := range c.Args {
 		assert.False(t, strings.HasPrefix(a, "--shard="), "the shard comes from JOB_COMPLETION_INDEX, not a flag: %s", a)
 		// Kubernetes leaves a $(VAR) it cannot resolve as it is: each must
@@ -94,9 +109,6 @@ func checkJob(t *testing.T, objs objects) batchv1.Job {
 	}
 	require.Len(t, c.EnvFrom, 1)
 	assert.Equal(t, cm.Name, c.EnvFrom[0].ConfigMapRef.Name, "the env comes from the generated ConfigMap")
-	for _, k := range []string{"AMTSIM_SEED", "AMTSIM_DEVICES", "AMTSIM_UPLINK"} {
-		assert.NotEmpty(t, cm.Data[k], k)
-	}
 	sc := c.SecurityContext
 	require.NotNil(t, sc)
 	require.NotNil(t, sc.Capabilities)
@@ -104,7 +116,7 @@ func checkJob(t *testing.T, objs objects) batchv1.Job {
 	assert.Equal(t, []corev1.Capability{"NET_RAW"}, sc.Capabilities.Add, "AF_PACKET needs NET_RAW, and nothing more")
 	assert.Equal(t, corev1.RestartPolicyNever, pod.Spec.RestartPolicy)
 	assert.Equal(t, "ghcr.io/amtsim/amtsim:latest", c.Image)
-	return job
+	return job, cm, c
 }
 
 func itoa(v int32) string { return strconv.Itoa(int(v)) }
@@ -157,6 +169,46 @@ func TestHostInterfaceOverlay(t *testing.T) {
 	assert.True(t, job.Spec.Template.Spec.HostNetwork)
 	assert.Equal(t, "packet:eth1", configMap(t, objs, "amtsim-fleet").Data["AMTSIM_UPLINK"])
 	require.Len(t, job.Spec.Template.Spec.TopologySpreadConstraints, 1, "one pod per node: each has the node's NIC")
+}
+
+// The scenario overlay runs `amtsim scenario run` in every pod on the
+// Multus interface, with the scenario from a ConfigMap mounted where
+// AMTSIM_SCENARIO says; that file is a scenario that runs on a real
+// network (checked as amtsim scenario validate --network would).
+func TestScenarioOverlay(t *testing.T) {
+	objs := render(t, "overlays/scenario")
+	job, cm, c := checkIndexedJob(t, objs)
+	require.GreaterOrEqual(t, len(c.Args), 3)
+	assert.Equal(t, []string{"scenario", "run", "$(AMTSIM_SCENARIO)"}, c.Args[:3])
+	assert.Contains(t, c.Args, "--network=$(AMTSIM_UPLINK)")
+	assert.Contains(t, c.Args, "--junit=/reports/junit-$(JOB_COMPLETION_INDEX).xml")
+	assert.Empty(t, job.Spec.Template.Annotations["prometheus.io/scrape"], "a scenario run serves no /metrics")
+	assert.Empty(t, c.Ports)
+	assert.Equal(t, "amtsim-lab", job.Spec.Template.Annotations["k8s.v1.cni.cncf.io/networks"], "on the Multus attachment")
+
+	dir, file := filepath.Split(cm.Data["AMTSIM_SCENARIO"])
+	var mount *corev1.VolumeMount
+	for i := range c.VolumeMounts {
+		if c.VolumeMounts[i].MountPath == filepath.Clean(dir) {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	require.NotNil(t, mount, "%s is mounted", dir)
+	var vol *corev1.Volume
+	for i := range job.Spec.Template.Spec.Volumes {
+		if job.Spec.Template.Spec.Volumes[i].Name == mount.Name {
+			vol = &job.Spec.Template.Spec.Volumes[i]
+		}
+	}
+	require.NotNil(t, vol)
+	require.NotNil(t, vol.ConfigMap)
+	scm := configMap(t, objs, "amtsim-scenario")
+	assert.Equal(t, scm.Name, vol.ConfigMap.Name, "the generated ConfigMap, by its hashed name")
+	data, ok := scm.Data[file]
+	require.True(t, ok, "the ConfigMap holds %s", file)
+	sc, err := scenarios.Parse(file, []byte(data))
+	require.NoError(t, err)
+	require.NoError(t, sc.OnNetwork(cm.Data["AMTSIM_UPLINK"]), "the scenario runs on the pods' network")
 }
 
 func TestSCSOverlay(t *testing.T) {
