@@ -76,6 +76,7 @@ const (
 	TAPOpened      Name = "tap.opened"
 	TAPWarning     Name = "tap.warning"
 	PacketOpened   Name = "packet.opened"
+	PacketWarning  Name = "packet.warning"
 	MetricsServing Name = "metrics.serving"
 	// MetricsLingering: the run is over and /metrics stays up for
 	// --metrics-linger, so that the last scrape sees the final counts.
@@ -164,6 +165,7 @@ func Known() []Info {
 		{TAPOpened, i, cmd, "the TAP uplink is open: created, up, bridge, addrs"},
 		{TAPWarning, w, cmd, "the TAP is down, or on no bridge and with no address or route"},
 		{PacketOpened, i, cmd, "the packet uplink is open on an existing interface, promiscuous for the run"},
+		{PacketWarning, w, cmd, "the packet uplink's interface cannot carry devices of their own MACs (a macvlan not in passthru mode, an ipvlan)"},
 		{MACDuplicate, w, cmd, "another host on the uplink's segment sends with one of the devices' MACs"},
 		{MetricsServing, i, cmd, "Prometheus /metrics is served: addr"},
 		{MetricsLingering, i, cmd, "the run is over; /metrics stays up for the final scrape: addr, for"},

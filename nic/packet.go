@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
@@ -50,6 +51,8 @@ type Packet struct {
 	// have sent them (a checksum outside the frame, a GSO type other than
 	// TCPv4, a GSO frame whose headers do not parse).
 	Unfinished atomic.Uint64
+
+	problems []string
 
 	// noOffload is the virtio_net_hdr before every frame a device sends
 	// (all zero: nothing left to fill or segment; the 82566DM does
@@ -122,7 +125,7 @@ func OpenPacket(o PacketOptions) (*Packet, error) {
 	if err != nil {
 		return fail("stop fd", err)
 	}
-	p := &Packet{name: o.Name, fd: fd, ifindex: ifi.Index, stop: sf, done: make(chan struct{})}
+	p := &Packet{name: o.Name, fd: fd, ifindex: ifi.Index, stop: sf, done: make(chan struct{}), problems: linkProblems(o.Name)}
 	p.demux = newDemux("packet "+o.Name, &p.UplinkStats, o.OnDuplicateMAC)
 	// A device takes frames up to the MTU plus an Ethernet header and a
 	// VLAN tag; a GSO frame from a local sender is up to 64 KiB of IP.
@@ -131,6 +134,43 @@ func OpenPacket(o PacketOptions) (*Packet, error) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Problems are what stands between the interface and devices of their
+// own MACs, found at open: a macvlan in any mode but passthru delivers
+// only frames for its own MAC (measured: a DHCP offer unicast to a
+// device's MAC never reached a bridge-mode macvlan's socket, in passthru
+// it did), and an ipvlan gives every slave its parent's MAC.
+func (p *Packet) Problems() []string { return p.problems }
+
+func linkProblems(name string) []string {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil // the open succeeded; netlink's view is a bonus
+	}
+	switch l := l.(type) {
+	case *netlink.Macvlan:
+		if l.Mode != netlink.MACVLAN_MODE_PASSTHRU {
+			return []string{fmt.Sprintf("%s is a macvlan in %s mode: it takes in only frames for its own MAC, so no device's unicast (DHCP offers, DNS answers, the SCS) arrives; use a macvlan in passthru mode, a veth on a bridge or a NIC of its own", name, macvlanMode(l.Mode))}
+		}
+	case *netlink.IPVlan:
+		return []string{fmt.Sprintf("%s is an ipvlan: its slaves share the parent's MAC, and the devices each need their own; use a veth on a bridge, a macvlan in passthru mode or a NIC of its own", name)}
+	}
+	return nil
+}
+
+func macvlanMode(m netlink.MacvlanMode) string {
+	switch m {
+	case netlink.MACVLAN_MODE_PRIVATE:
+		return "private"
+	case netlink.MACVLAN_MODE_VEPA:
+		return "vepa"
+	case netlink.MACVLAN_MODE_BRIDGE:
+		return "bridge"
+	case netlink.MACVLAN_MODE_SOURCE:
+		return "source"
+	}
+	return fmt.Sprintf("%d", m)
+}
 
 // Name is the interface name.
 func (p *Packet) Name() string { return p.name }

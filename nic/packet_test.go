@@ -59,3 +59,35 @@ func TestPacketUplink(t *testing.T) {
 	require.NoError(t, p.Close())
 	assert.False(t, promisc(), "the interface's own setting is back after the run")
 }
+
+// A macvlan in any mode but passthru, and an ipvlan, cannot carry devices
+// of their own MACs; the uplink says so at open. A veth and a passthru
+// macvlan can.
+func TestPacketUplinkProblems(t *testing.T) {
+	netns.Need(t)
+	ns := netns.New(t)
+	ns.Veth(t, "amtq0", "amtq0k")
+	assert.Empty(t, ns.Packet(t, "amtq0").Problems(), "a veth")
+	for _, c := range []struct{ name, args, want string }{
+		{"amtmb0", "macvlan mode bridge", "macvlan in bridge mode"},
+		{"amtmv0", "macvlan mode vepa", "macvlan in vepa mode"},
+		{"amtiv0", "ipvlan mode l2", "ipvlan"},
+		{"amtmp0", "macvlan mode passthru", ""},
+	} {
+		if out, err := ns.Exec(append([]string{"ip", "link", "add", c.name, "link", "amtq0k", "type"}, strings.Fields(c.args)...)...); err != nil {
+			// This machine's kernel has no ipvlan module.
+			require.Contains(t, out, "Unknown device type", c.args)
+			t.Logf("%s: not in this kernel: %s", c.args, strings.TrimSpace(out))
+			continue
+		}
+		netns.Run(t, "ip", "-n", ns.Name, "link", "set", c.name, "up")
+		p := ns.Packet(t, c.name)
+		if c.want == "" {
+			assert.Empty(t, p.Problems(), c.args)
+		} else if assert.Len(t, p.Problems(), 1, c.args) {
+			assert.Contains(t, p.Problems()[0], c.want)
+		}
+		require.NoError(t, p.Close())
+		netns.Run(t, "ip", "-n", ns.Name, "link", "del", c.name)
+	}
+}

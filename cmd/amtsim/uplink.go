@@ -61,6 +61,7 @@ func (u uplink) openWire(h slog.Handler) (nic.Uplink, io.Closer, error) {
 }
 
 // openPacket opens the packet uplink and says so (packet.opened), and
+// what will keep the devices from working there (packet.warning), and
 // later mac.duplicate as the TAP does.
 func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
 	log := slog.New(h)
@@ -72,6 +73,9 @@ func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
 		return nil, nil, err
 	}
 	log.Info(string(event.PacketOpened), "packet", u.packet, "promiscuous", "for this run")
+	for _, pr := range p.Problems() {
+		log.Warn(string(event.PacketWarning), "packet", u.packet, "problem", pr)
+	}
 	return p, p, nil
 }
 
