@@ -181,7 +181,7 @@ func (n Name) Level() slog.Level {
 	case LinkDown, FaultInjected, DHCPRebinding, DHCPLost, DHCPNak, DHCPMalformed, DHCPError, DHCPNoAnswer, SCSUnresolved, DNSMalformed,
 		HelloFailed, HelloStopped, BootFailed, TLSFailed, HTTPBadRequest, WSMANMalformed, AuthFailed,
 		SessionDiscard, CommitFailed, HelloBad, HelloUnknown, HelloDropped, HelloConflict, SCSFailed, SCSUnsettled, SCSAcceptError,
-		TAPWarning, MACDuplicate:
+		TAPWarning, PacketWarning, MACDuplicate:
 		return slog.LevelWarn
 	}
 	return slog.LevelInfo
