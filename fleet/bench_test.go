@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtsim/amtsim/internal/floor"
 	"github.com/amtsim/amtsim/internal/gcpolicy"
 	"github.com/amtsim/amtsim/internal/measure"
 )
@@ -67,7 +68,8 @@ func fleetRun(b *testing.B, n int) {
 	if err != nil {
 		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
 	}
-	measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
+	perProv, devicePerProv := measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
+	floor.Report(b, "prov", perProv, devicePerProv)
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 }

@@ -51,10 +51,8 @@ type Segment struct {
 	own   map[[6]byte]*segPort
 	table map[[6]byte]*segPort
 	// Group frames go to the ports without a filter (open) and to the
-	// filtered ports indexed under the frame's key, never to the rest.
-	open   map[*segPort]struct{}
-	arpFor map[[4]byte]map[*segPort]struct{}
-	udpTo  map[uint16]map[*segPort]struct{}
+	// filtered ports they pass, found by the index, never to the rest.
+	groups *nic.BroadcastIndex[*segPort]
 	nextID uint64
 	closed bool
 
@@ -74,7 +72,6 @@ type segPort struct {
 	port     nic.Port
 	id       uint64
 	detached atomic.Bool
-	filter   *nic.BroadcastFilter // guarded by seg.mu
 	mac      [6]byte              // the port's own MAC (zero if it has none)
 	// macs are the source addresses learned on this port (a NIC's one,
 	// as a rule), so that Detach forgets them without walking the whole
@@ -95,7 +92,7 @@ func NewSegment(o SegmentOptions) *Segment {
 	}
 	s := &Segment{
 		ports: map[*segPort]struct{}{}, own: map[[6]byte]*segPort{}, table: map[[6]byte]*segPort{},
-		open: map[*segPort]struct{}{}, arpFor: map[[4]byte]map[*segPort]struct{}{}, udpTo: map[uint16]map[*segPort]struct{}{},
+		groups: nic.NewBroadcastIndex[*segPort](),
 	}
 	for range o.Workers {
 		q := make(chan delivery, o.QueueLen)
@@ -134,7 +131,7 @@ func (s *Segment) Attach(p nic.Port) (nic.Attachment, error) {
 	}
 	s.nextID++
 	s.ports[sp] = struct{}{}
-	s.open[sp] = struct{}{}
+	s.groups.Set(sp, nil)
 	return sp, nil
 }
 
@@ -146,52 +143,7 @@ func (p *segPort) SetBroadcastFilter(f *nic.BroadcastFilter) {
 	if _, attached := s.ports[p]; !attached {
 		return
 	}
-	s.unindexLocked(p)
-	p.filter = f
-	if f == nil {
-		s.open[p] = struct{}{}
-		return
-	}
-	for _, a := range f.ARPFor {
-		if a.Is4() {
-			addTo(s.arpFor, a.As4(), p)
-		}
-	}
-	for _, port := range f.UDPPorts {
-		addTo(s.udpTo, port, p)
-	}
-}
-
-func addTo[K comparable](m map[K]map[*segPort]struct{}, k K, p *segPort) {
-	set := m[k]
-	if set == nil {
-		set = map[*segPort]struct{}{}
-		m[k] = set
-	}
-	set[p] = struct{}{}
-}
-
-func removeFrom[K comparable](m map[K]map[*segPort]struct{}, k K, p *segPort) {
-	if set := m[k]; set != nil {
-		delete(set, p)
-		if len(set) == 0 {
-			delete(m, k)
-		}
-	}
-}
-
-func (s *Segment) unindexLocked(p *segPort) {
-	delete(s.open, p)
-	if f := p.filter; f != nil {
-		for _, a := range f.ARPFor {
-			if a.Is4() {
-				removeFrom(s.arpFor, a.As4(), p)
-			}
-		}
-		for _, port := range f.UDPPorts {
-			removeFrom(s.udpTo, port, p)
-		}
-	}
+	s.groups.Set(p, f)
 }
 
 // Ports returns how many ports are attached.
@@ -265,13 +217,14 @@ func (p *segPort) Send(frame []byte) error {
 		// only ones that can take it. Flooding every port made each frame
 		// to a powered-off device cost one delivery per device (at 30,000
 		// booted devices, most of the CPU while a fleet stopped).
-		for to := range s.open {
+		var buf [16]*segPort
+		for _, to := range s.groups.AppendOpen(buf[:0]) {
 			if to != p {
 				s.enqueue(to, frame)
 				sent++
 			}
 		}
-		if to, ok := s.own[dst]; ok && to != p && to.filter != nil {
+		if to, ok := s.own[dst]; ok && to != p && s.groups.Filtered(to) {
 			s.enqueue(to, frame)
 			sent++
 		}
@@ -280,20 +233,8 @@ func (p *segPort) Send(frame []byte) error {
 		}
 		return nil
 	}
-	for to := range s.open {
-		if to != p {
-			s.enqueue(to, frame)
-			sent++
-		}
-	}
-	var more map[*segPort]struct{}
-	switch kind, key := nic.Classify(frame); kind {
-	case nic.BroadcastARP:
-		more = s.arpFor[key]
-	case nic.BroadcastUDP:
-		more = s.udpTo[uint16(key[0])<<8|uint16(key[1])]
-	}
-	for to := range more {
+	var buf [16]*segPort
+	for _, to := range s.groups.AppendPasses(buf[:0], frame) {
 		if to != p {
 			s.enqueue(to, frame)
 			sent++
@@ -320,7 +261,7 @@ func (p *segPort) Detach() {
 	p.detached.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.unindexLocked(p)
+	s.groups.Remove(p)
 	delete(s.ports, p)
 	if s.own[p.mac] == p {
 		delete(s.own, p.mac)

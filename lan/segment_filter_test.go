@@ -61,4 +61,16 @@ func TestSegmentDeliversBroadcastsByFilter(t *testing.T) {
 	require.Eventually(t, func() bool { return server.Stats.RxFrames.Load() == 3 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, uint64(1), c.Stats.RxFrames.Load())
 	assert.Equal(t, uint64(5), seg.Stats.Filtered.Load(), "the second ARP skipped b and c")
+
+	// A DHCP server's broadcast offer reaches the device it is for (by
+	// chaddr), and none of the others that listen on port 68.
+	offer := frame(&layers.Ethernet{SrcMAC: server.HardwareAddr(), DstMAC: bc, EthernetType: layers.EthernetTypeIPv4},
+		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(10, 0, 0, 1).To4(), DstIP: net.IPv4bcast.To4()},
+		&layers.UDP{SrcPort: 67, DstPort: 68},
+		&layers.DHCPv4{Operation: layers.DHCPOpReply, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6, ClientHWAddr: b.HardwareAddr()})
+	require.NoError(t, server.WriteRaw(offer))
+	require.Eventually(t, func() bool { return b.Stats.RxFrames.Load() == 1 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, uint64(1), c.Stats.RxFrames.Load(), "c saw no offer")
+	assert.Zero(t, a.Stats.RxFrames.Load()+a.Stats.RxFiltered.Load(), "a was never handed one")
+	assert.Equal(t, uint64(7), seg.Stats.Filtered.Load(), "the offer skipped a and c")
 }

@@ -27,11 +27,15 @@ type demux struct {
 
 	mu    sync.RWMutex
 	ports map[[6]byte]Port
-	dups  sync.Map // [6]byte → struct{}: MACs already reported
+	// groups finds the ports a group frame passes, by the filters the
+	// NICs set (FilterAware), so that an offer broadcast to one device
+	// of 10,000 is one delivery, not 10,000.
+	groups *BroadcastIndex[[6]byte]
+	dups   sync.Map // [6]byte → struct{}: MACs already reported
 }
 
 func newDemux(name string, stats *UplinkStats, onDup func(net.HardwareAddr)) demux {
-	return demux{name: name, stats: stats, onDup: onDup, ports: map[[6]byte]Port{}}
+	return demux{name: name, stats: stats, onDup: onDup, ports: map[[6]byte]Port{}, groups: NewBroadcastIndex[[6]byte]()}
 }
 
 // dispatch delivers one frame read from the interface. The frame is only
@@ -43,8 +47,8 @@ func (d *demux) dispatch(frame []byte) {
 	}
 	d.stats.RxFrames.Add(1)
 	d.mu.RLock()
-	defer d.mu.RUnlock()
 	if _, ours := d.ports[[6]byte(frame[6:12])]; ours {
+		d.mu.RUnlock()
 		// The interface hands us only what others sent: our own source
 		// MAC here means a second host with the same MAC (another amtsim
 		// on the same seed and shard, as a rule).
@@ -54,17 +58,28 @@ func (d *demux) dispatch(frame []byte) {
 		}
 		return
 	}
-	if frame[0]&1 != 0 {
-		for _, p := range d.ports {
-			p.DeliverFrame(frame)
+	if frame[0]&1 == 0 {
+		p, ok := d.ports[[6]byte(frame[:6])]
+		d.mu.RUnlock()
+		if !ok {
+			d.stats.RxUnknown.Add(1)
+			return
 		}
-		return
-	}
-	if p, ok := d.ports[[6]byte(frame[:6])]; ok {
 		p.DeliverFrame(frame)
 		return
 	}
-	d.stats.RxUnknown.Add(1)
+	// Delivered with the lock released: a delivery may set a filter.
+	var buf [8][6]byte
+	macs := d.groups.AppendPasses(buf[:0], frame)
+	var pbuf [8]Port
+	to := pbuf[:0]
+	for _, mac := range macs {
+		to = append(to, d.ports[mac])
+	}
+	d.mu.RUnlock()
+	for _, p := range to {
+		p.DeliverFrame(frame)
+	}
 }
 
 // attach adds p; a MAC already attached is refused.
@@ -76,11 +91,22 @@ func (d *demux) attach(p Port) ([6]byte, error) {
 		return mac, fmt.Errorf("%s: MAC %v is already attached", d.name, p.HardwareAddr())
 	}
 	d.ports[mac] = p
+	d.groups.Set(mac, nil)
 	return mac, nil
+}
+
+// setFilter files the port of mac under f (FilterAware).
+func (d *demux) setFilter(mac [6]byte, f *BroadcastFilter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ports[mac]; ok {
+		d.groups.Set(mac, f)
+	}
 }
 
 func (d *demux) detach(mac [6]byte) {
 	d.mu.Lock()
 	delete(d.ports, mac)
+	d.groups.Remove(mac)
 	d.mu.Unlock()
 }

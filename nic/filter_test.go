@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -36,6 +37,47 @@ func udpBroadcast(t testing.TB, port uint16) []byte {
 	return buf.Bytes()
 }
 
+// bootpReply is a DHCP server's broadcast reply (an OFFER) for chaddr.
+func bootpReply(t testing.TB, chaddr net.HardwareAddr) []byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(10, 0, 0, 1).To4(), DstIP: net.IPv4bcast.To4()}
+	udp := &layers.UDP{SrcPort: 67, DstPort: 68}
+	require.NoError(t, udp.SetNetworkLayerForChecksum(ip))
+	buf := gopacket.NewSerializeBuffer()
+	require.NoError(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		&layers.Ethernet{SrcMAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, DstMAC: bcast, EthernetType: layers.EthernetTypeIPv4},
+		ip, udp, &layers.DHCPv4{Operation: layers.DHCPOpReply, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+			Xid: 7, ClientHWAddr: chaddr, YourClientIP: net.IPv4(10, 0, 0, 5).To4(),
+			Options: layers.DHCPOptions{layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(layers.DHCPMsgTypeOffer)})}}))
+	return buf.Bytes()
+}
+
+// A filter with BOOTPFor takes the DHCP replies for its MAC only, and
+// reads chaddr from the frame exactly where gopacket does.
+func TestBroadcastFilterBOOTPFor(t *testing.T) {
+	mine, other := net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 1}, net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 2}
+	f := &BroadcastFilter{UDPPorts: []uint16{68}, BOOTPFor: [6]byte(mine)}
+	assert.True(t, f.Match(bootpReply(t, mine)), "an offer for this NIC")
+	assert.False(t, f.Match(bootpReply(t, other)), "an offer for another device")
+	assert.False(t, f.Match(udpBroadcast(t, 68)), "a datagram to 68 that is no BOOTP reply")
+	chaddr, ok := BOOTPClient(bootpReply(t, other))
+	assert.True(t, ok)
+	assert.Equal(t, [6]byte(other), chaddr)
+	// Without BOOTPFor every datagram to 68 passes, as before.
+	assert.True(t, (&BroadcastFilter{UDPPorts: []uint16{68}}).Match(bootpReply(t, other)))
+
+	// Cut anywhere before chaddr ends, the reply is no longer one.
+	full := bootpReply(t, mine)
+	for n := len(full) - 1; n >= 0; n-- {
+		cut := slices.Clone(full[:n])
+		if n >= 18 { // keep the IP total length honest for the cut
+			binary.BigEndian.PutUint16(cut[16:], uint16(n-14))
+		}
+		if _, ok := BOOTPClient(cut); ok && n < 14+20+8+34 {
+			t.Fatalf("a frame of %d bytes read as a BOOTP reply", n)
+		}
+	}
+}
+
 func TestBroadcastFilterMatch(t *testing.T) {
 	f := &BroadcastFilter{ARPFor: []netip.Addr{netip.MustParseAddr("10.0.0.5")}, UDPPorts: []uint16{68}}
 	assert.True(t, f.Match(arpRequest(t, "10.0.0.5")), "ARP for the NIC's address")
@@ -57,8 +99,10 @@ func TestNICMEFilter(t *testing.T) {
 
 	n.DeliverFrame(arpRequest(t, "10.0.0.5"))
 	assert.Zero(t, seen, "no address yet: no ARP passes")
-	n.DeliverFrame(udpBroadcast(t, 68))
+	n.DeliverFrame(bootpReply(t, n.HardwareAddr()))
 	assert.Equal(t, 1, seen, "DHCP replies pass before an address exists")
+	n.DeliverFrame(bootpReply(t, net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 2}))
+	assert.Equal(t, 1, seen, "not another device's")
 
 	stacks := NewStacks(StackOptions{})
 	defer stacks.Close()
@@ -69,7 +113,7 @@ func TestNICMEFilter(t *testing.T) {
 	assert.Equal(t, 2, seen)
 	n.DeliverFrame(udpBroadcast(t, 67))
 	assert.Equal(t, 2, seen)
-	assert.Equal(t, uint64(2), n.Stats.RxFiltered.Load())
+	assert.Equal(t, uint64(3), n.Stats.RxFiltered.Load())
 
 	h.ClearAddress()
 	n.DeliverFrame(arpRequest(t, "10.0.0.5"))
@@ -79,6 +123,7 @@ func TestNICMEFilter(t *testing.T) {
 func FuzzClassify(f *testing.F) {
 	f.Add(arpRequest(f, "10.0.0.5"))
 	f.Add(udpBroadcast(f, 68))
+	f.Add(bootpReply(f, net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 1}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		kind, key := Classify(frame)
@@ -94,6 +139,13 @@ func FuzzClassify(f *testing.F) {
 			u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
 			if ok && uint16(u.DstPort) != binary.BigEndian.Uint16(key[:2]) {
 				t.Fatalf("UDP port %v, gopacket %d", key, u.DstPort)
+			}
+		}
+		// A chaddr read is one gopacket reads too, from a reply.
+		if chaddr, ok := BOOTPClient(frame); ok {
+			d, isDHCP := p.Layer(layers.LayerTypeDHCPv4).(*layers.DHCPv4)
+			if isDHCP && (d.Operation != layers.DHCPOpReply || [6]byte(d.ClientHWAddr) != chaddr) {
+				t.Fatalf("chaddr %x, gopacket %+v", chaddr, d)
 			}
 		}
 	})

@@ -178,7 +178,7 @@ func (n *NIC) SetFilterAddrs(addrs ...netip.Addr) {
 	if !n.meFilter {
 		return
 	}
-	f := &BroadcastFilter{ARPFor: slices.Clone(addrs), UDPPorts: n.mePorts}
+	f := &BroadcastFilter{ARPFor: slices.Clone(addrs), UDPPorts: n.mePorts, BOOTPFor: [6]byte(n.hw)}
 	n.filter.Store(f)
 	if fa, ok := n.wire.(FilterAware); ok {
 		fa.SetBroadcastFilter(f)

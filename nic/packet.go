@@ -282,3 +282,6 @@ func (a *packetAttachment) Send(frame []byte) error {
 }
 
 func (a *packetAttachment) Detach() { a.p.detach(a.mac) }
+
+// SetBroadcastFilter implements FilterAware.
+func (a *packetAttachment) SetBroadcastFilter(f *BroadcastFilter) { a.p.setFilter(a.mac, f) }

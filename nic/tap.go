@@ -229,3 +229,6 @@ func (a *tapAttachment) Send(frame []byte) error {
 }
 
 func (a *tapAttachment) Detach() { a.t.detach(a.mac) }
+
+// SetBroadcastFilter implements FilterAware.
+func (a *tapAttachment) SetBroadcastFilter(f *BroadcastFilter) { a.t.setFilter(a.mac, f) }

@@ -115,8 +115,9 @@ func runs(s *profile.Sample, name string) bool {
 // label of prof (device, scs, and other for samples without it: the shared
 // netstack, the LAN, the runtime), with the device's share of the SCS's;
 // per-operation metrics end in "/"+op (say "prov"). With AMTSIM_PROFILE
-// set, the profile is written there too, for go tool pprof.
-func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu time.Duration) {
+// set, the profile is written there too, for go tool pprof. It returns the
+// CPU per operation, all and the device's.
+func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu time.Duration) (perOp, devicePerOp time.Duration) {
 	b.Helper()
 	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
 		if err := os.WriteFile(path, prof, 0o644); err != nil {
@@ -135,6 +136,7 @@ func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu
 		b.Fatal(err)
 	}
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	perOp, devicePerOp = cpu/time.Duration(n), by["device"]/time.Duration(n)
 	b.ReportMetric(float64(n)/wall.Seconds(), rate)
 	b.ReportMetric(per(cpu), "cpu-µs/"+op)
 	b.ReportMetric(per(by["device"]), "device-cpu-µs/"+op)
@@ -144,11 +146,12 @@ func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu
 		b.ReportMetric(float64(by["device"])/float64(by["scs"])*100, "device/scs-%")
 	}
 	if rsa["device"]+rsa["scs"] == 0 {
-		return
+		return perOp, devicePerOp
 	}
 	b.ReportMetric(per(rsa["device"]), "device-rsa-cpu-µs/"+op)
 	b.ReportMetric(per(rsa["scs"]), "scs-rsa-cpu-µs/"+op)
 	if rest := by["scs"] - rsa["scs"]; rest > 0 {
 		b.ReportMetric(float64(by["device"]-rsa["device"])/float64(rest)*100, "device/scs-without-rsa-%")
 	}
+	return perOp, devicePerOp
 }
