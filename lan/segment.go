@@ -72,7 +72,7 @@ type segPort struct {
 	port     nic.Port
 	id       uint64
 	detached atomic.Bool
-	mac      [6]byte              // the port's own MAC (zero if it has none)
+	mac      [6]byte // the port's own MAC (zero if it has none)
 	// macs are the source addresses learned on this port (a NIC's one,
 	// as a rule), so that Detach forgets them without walking the whole
 	// table: a walk per port made stopping 100,000 devices take 98 s.
