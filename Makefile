@@ -42,7 +42,7 @@ unit:
 
 ## bench: speed and memory figures (bytes and goroutines per idle device, …)
 bench:
-	$(GO) test $(BENCHFLAGS) -timeout 30m $(PKGS)
+	$(GO) test $(BENCHFLAGS) -timeout 90m $(PKGS)
 
 ## fuzz: every fuzz target for FUZZTIME each
 fuzz:

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,16 +36,52 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	} else {
 		defer p.Restore()
 	}
-	for _, n := range []int{1000} {
+	sizes, err := benchSizes(os.Getenv("AMTSIM_BENCH_FLEET"), []int{1000, 100000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	perProv := map[int]time.Duration{}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			for range b.N {
-				fleetRun(b, n)
+				perProv[n] = fleetRun(b, n)
+			}
+		})
+	}
+	// Flat with size: the largest fleet's CPU per provisioning over the
+	// smallest's, both from this run.
+	small, large := sizes[0], sizes[len(sizes)-1]
+	if large > small && perProv[small] > 0 && perProv[large] > 0 {
+		b.Run(fmt.Sprintf("%dk/%dk", large/1000, small/1000), func(b *testing.B) {
+			for range b.N {
+				b.ReportMetric(float64(perProv[large])/float64(perProv[small]), "cpu-per-prov-ratio")
 			}
 		})
 	}
 }
 
-func fleetRun(b *testing.B, n int) {
+// benchSizes reads a comma-separated list of fleet sizes, smallest first
+// (AMTSIM_BENCH_FLEET=1000 runs the 1k fleet alone); empty gives def.
+func benchSizes(v string, def []int) ([]int, error) {
+	if v == "" {
+		return def, nil
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1000 {
+			return nil, fmt.Errorf("AMTSIM_BENCH_FLEET=%q: want sizes of at least 1000, comma-separated", v)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// fleetRun provisions n devices and returns the CPU per provisioning.
+// It also reports the process's peak RSS per device: the peak is the
+// process's whole life, so it is the largest fleet's when sizes grow.
+func fleetRun(b *testing.B, n int) time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!"}})
@@ -59,7 +98,7 @@ func fleetRun(b *testing.B, n int) {
 	if err := e.Fleet.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute+time.Duration(n)*10*time.Millisecond)
 	defer wcancel()
 	err = e.Wait(wctx)
 	wall := time.Since(start)
@@ -72,4 +111,8 @@ func fleetRun(b *testing.B, n int) {
 	floor.Report(b, "prov", perProv, devicePerProv)
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
+	if rss, err := measure.PeakRSS(); err == nil {
+		b.ReportMetric(float64(rss)/float64(n), "peak-rss-B/device")
+	}
+	return perProv
 }

@@ -155,3 +155,13 @@ func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu
 	}
 	return perOp, devicePerOp
 }
+
+// PeakRSS is the process's largest resident set so far, in bytes
+// (getrusage's ru_maxrss, which Linux gives in KiB).
+func PeakRSS() (uint64, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("measure: peak RSS: %w", err)
+	}
+	return uint64(ru.Maxrss) * 1024, nil
+}
