@@ -41,7 +41,7 @@ unit:
 	fi; rm -f $$skipped; exit $$rc
 
 ## bench: speed and memory figures (bytes and goroutines per idle device, …)
-bench:
+bench: peers
 	$(GO) test $(BENCHFLAGS) -timeout 90m $(PKGS)
 
 ## fuzz: every fuzz target for FUZZTIME each
