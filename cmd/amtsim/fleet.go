@@ -145,13 +145,16 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	if err := dev.apply(fs, &fo); err != nil {
 		return err
 	}
+	// Milestones come from device goroutines and progress from a ticker:
+	// both write through one lock so that their lines never interleave.
+	lines := &lockedWriter{w: stdout}
 	stepsSet := false
 	fs.Visit(func(f *flag.Flag) { stepsSet = stepsSet || f.Name == "steps" })
 	switch {
 	case *events:
 		fo.Events = firmware.LogSink(handler)
 	case *steps || !stepsSet && *n <= 50:
-		fo.Events = milestones(stdout)
+		fo.Events = milestones(lines)
 	}
 	if !*events {
 		fo.Setup = setupProgress(stdout)
@@ -201,7 +204,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	}
 	if f != nil {
 		rep.Phase = "boot"
-		stopProgress := showProgress(stdout, f, *events)
+		stopProgress := showProgress(lines, f, *events)
 		err = f.Start(dctx)
 		if err == nil {
 			rep.Phase = "provisioning"
@@ -323,6 +326,18 @@ func milestones(w io.Writer) firmware.Sink {
 	}
 }
 
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // showProgress prints the fleet's state: one line redrawn on a terminal,
 // a plain line each second otherwise (and not at all when events are
 // logged, which say more).
@@ -370,6 +385,9 @@ func showProgress(w io.Writer, f *fleet.Fleet, quiet bool) func() {
 }
 
 func isTerminal(w io.Writer) bool {
+	if l, ok := w.(*lockedWriter); ok {
+		w = l.w
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
