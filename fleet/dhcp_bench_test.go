@@ -62,26 +62,9 @@ func BenchmarkDHCPOnTAP(b *testing.B) {
 var dhcpSizes = []int{1000, 2000}
 
 func dhcpBurst(b *testing.B, n int) (cpuPerLease, leasesPerSecond float64) {
-	ns := netns.New(b)
-	tap := ns.TAP(b, "amt0", "198.18.0.1/16")
-	dnsmasqFor(b, ns, "amt0", n)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
-	var bound atomic.Int64
-	f, err := New(ctx, Options{Devices: n, Seed: 93, Password: "Bench-Pass1!", Uplink: tap, Stacks: stacks, Rate: 250,
-		MEBx: []string{"scs.address=198.18.0.1"}, Events: func(e firmware.Event) {
-			if e.Name == event.DHCPBound {
-				bound.Add(1)
-			}
-		}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Stop()
+	f, tap, bound := leasingFleet(b, "", n, 93, 250)
 	cpu0, start := measure.CPUTime(), time.Now()
-	if err := f.Start(ctx); err != nil {
+	if err := f.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	deadline := start.Add(10 * time.Minute)
@@ -126,23 +109,18 @@ func BenchmarkDHCPVersusPerfdhcp(b *testing.B) {
 	}
 }
 
-// dnsmasqFor runs the site's DHCP server of both legs on iface.
-func dnsmasqFor(b *testing.B, ns *netns.NS, iface string, n int) {
-	ns.Dnsmasq(b, netns.DnsmasqOptions{Interface: iface, Range: "198.18.1.0,198.18.255.250,255.255.0.0,1h",
-		Domain: "amtsim.bench", Hosts: []string{"ProvisionServer.amtsim.bench,198.18.0.1"},
-		Extra: []string{"--dhcp-broadcast", "--leasefile-ro", fmt.Sprintf("--dhcp-lease-max=%d", n+100)}})
-}
-
-func dhcpFleetRate(b *testing.B, n int, rate float64) float64 {
-	ns := netns.NewAs(b, "fleet")
+// leasingFleet readies n devices on a TAP in a namespace of their own
+// (told apart by role) with dnsmasq on its kernel side, and counts their
+// leases; the fleet stops with the benchmark.
+func leasingFleet(b *testing.B, role string, n int, seed uint64, rate float64) (*Fleet, *nic.TAP, *atomic.Int64) {
+	ns := netns.NewAs(b, role)
 	tap := ns.TAP(b, "amt0", "198.18.0.1/16")
 	dnsmasqFor(b, ns, "amt0", n)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	b.Cleanup(cancel)
 	stacks := nic.NewStacks(nic.StackOptions{})
-	defer stacks.Close()
-	var bound atomic.Int64
-	f, err := New(ctx, Options{Devices: n, Seed: 95, Password: "Bench-Pass1!", Uplink: tap, Stacks: stacks, Rate: rate,
+	bound := &atomic.Int64{}
+	f, err := New(ctx, Options{Devices: n, Seed: seed, Password: "Bench-Pass1!", Uplink: tap, Stacks: stacks, Rate: rate,
 		MEBx: []string{"scs.address=198.18.0.1"}, Events: func(e firmware.Event) {
 			if e.Name == event.DHCPBound {
 				bound.Add(1)
@@ -151,9 +129,21 @@ func dhcpFleetRate(b *testing.B, n int, rate float64) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Stop()
+	b.Cleanup(func() { f.Stop(); stacks.Close() })
+	return f, tap, bound
+}
+
+// dnsmasqFor runs the site's DHCP server of both legs on iface.
+func dnsmasqFor(b *testing.B, ns *netns.NS, iface string, n int) {
+	ns.Dnsmasq(b, netns.DnsmasqOptions{Interface: iface, Range: "198.18.1.0,198.18.255.250,255.255.0.0,1h",
+		Domain: "amtsim.bench", Hosts: []string{"ProvisionServer.amtsim.bench,198.18.0.1"},
+		Extra: []string{"--dhcp-broadcast", "--leasefile-ro", fmt.Sprintf("--dhcp-lease-max=%d", n+100)}})
+}
+
+func dhcpFleetRate(b *testing.B, n int, rate float64) float64 {
+	f, _, bound := leasingFleet(b, "fleet", n, 95, rate)
 	start := time.Now()
-	if err := f.Start(ctx); err != nil {
+	if err := f.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	on := time.Since(start)

@@ -180,6 +180,9 @@ func TestTAPChecks(t *testing.T) {
 
 	p = l.amtsim(t, "run", "--uplink", "tap:amt9", "--create", "--until", "forever")
 	p.waitFor(t, "msg=tap.opened tap=amt9 created=true up=true", 30*time.Second)
+	// The warning follows the opened line: wait for it, not for a moment
+	// (CI once read the output between the two lines).
+	p.waitFor(t, "msg=tap.warning tap=amt9", 30*time.Second)
 	assert.Regexp(t, `level=WARN msg=tap.warning tap=amt9 problem=".*no bridge`, p.out.String())
 	assert.NotEmpty(t, l.link("amt9"), "created for the run")
 	code, _ := p.stop(t, syscall.SIGTERM)
