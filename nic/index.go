@@ -28,18 +28,7 @@ func (x *BroadcastIndex[P]) Set(p P, f *BroadcastFilter) {
 		x.open[p] = struct{}{}
 		return
 	}
-	for _, a := range f.ARPFor {
-		if a.Is4() {
-			addTo(x.arpFor, a.As4(), p)
-		}
-	}
-	for _, port := range f.UDPPorts {
-		if port == bootpClientPort && f.BOOTPFor != ([6]byte{}) {
-			x.bootpFor[f.BOOTPFor] = p
-			continue
-		}
-		addTo(x.udpTo, port, p)
-	}
+	x.file(p, f, true)
 }
 
 // Remove forgets p.
@@ -50,30 +39,32 @@ func (x *BroadcastIndex[P]) Remove(p P) {
 	}
 	delete(x.filters, p)
 	delete(x.open, p)
-	if f == nil {
-		return
+	if f != nil {
+		x.file(p, f, false)
 	}
+}
+
+// file adds p under each key of f, or takes it out.
+func (x *BroadcastIndex[P]) file(p P, f *BroadcastFilter, add bool) {
 	for _, a := range f.ARPFor {
 		if a.Is4() {
-			removeFrom(x.arpFor, a.As4(), p)
+			addOrRemove(x.arpFor, a.As4(), p, add)
 		}
 	}
 	for _, port := range f.UDPPorts {
-		if port == bootpClientPort && f.BOOTPFor != ([6]byte{}) {
-			if x.bootpFor[f.BOOTPFor] == p {
-				delete(x.bootpFor, f.BOOTPFor)
-			}
-			continue
+		switch {
+		case port != bootpClientPort || f.BOOTPFor == ([6]byte{}):
+			addOrRemove(x.udpTo, port, p, add)
+		case add:
+			x.bootpFor[f.BOOTPFor] = p
+		case x.bootpFor[f.BOOTPFor] == p:
+			delete(x.bootpFor, f.BOOTPFor)
 		}
-		removeFrom(x.udpTo, port, p)
 	}
 }
 
 // Filtered reports whether p is indexed with a filter.
 func (x *BroadcastIndex[P]) Filtered(p P) bool { return x.filters[p] != nil }
-
-// Len is how many ports the index holds.
-func (x *BroadcastIndex[P]) Len() int { return len(x.filters) }
 
 // AppendOpen appends to dst every port without a filter.
 func (x *BroadcastIndex[P]) AppendOpen(dst []P) []P {
@@ -111,20 +102,18 @@ func (x *BroadcastIndex[P]) AppendPasses(dst []P, frame []byte) []P {
 	return dst
 }
 
-func addTo[K, P comparable](m map[K]map[P]struct{}, k K, p P) {
+func addOrRemove[K, P comparable](m map[K]map[P]struct{}, k K, p P, add bool) {
 	set := m[k]
-	if set == nil {
-		set = map[P]struct{}{}
-		m[k] = set
-	}
-	set[p] = struct{}{}
-}
-
-func removeFrom[K, P comparable](m map[K]map[P]struct{}, k K, p P) {
-	if set := m[k]; set != nil {
-		delete(set, p)
-		if len(set) == 0 {
-			delete(m, k)
+	if add {
+		if set == nil {
+			set = map[P]struct{}{}
+			m[k] = set
 		}
+		set[p] = struct{}{}
+		return
+	}
+	delete(set, p)
+	if len(set) == 0 {
+		delete(m, k)
 	}
 }
