@@ -38,10 +38,13 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 	}
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
 		Help: "Each device's time from power-on to provisioned.", Buckets: latencyBuckets})
-	if err := reg.Register(c); err != nil {
+	// The histogram first: a scrape that sees the fleet's counters (the
+	// collector) then sees every series the fleet exports.
+	if err := reg.Register(h); err != nil {
 		return err
 	}
-	if err := reg.Register(h); err != nil {
+	if err := reg.Register(c); err != nil {
+		reg.Unregister(h)
 		return err
 	}
 	f.latency = h
