@@ -21,9 +21,13 @@ type SegmentOptions struct {
 	// Workers deliver frames; default GOMAXPROCS. Frames for one port always
 	// go through the same worker, so they arrive in the order sent.
 	Workers int
-	// QueueLen is each worker's frame queue; a full queue drops, as a
-	// switch's buffer does. Default 4096.
-	QueueLen int
+	// BufferBytes bounds the frames queued for each worker, in bytes; a
+	// frame that would pass it is dropped (and counted), as a switch with
+	// full buffers drops. Default 64 MiB: a synchronized round of 30,000
+	// devices queues a few megabytes, and the bound is only there so that
+	// a receiver that stops taking frames cannot grow the process without
+	// end.
+	BufferBytes int
 }
 
 // SegmentStats count what the switch did.
@@ -34,7 +38,7 @@ type SegmentStats struct {
 	// Filtered counts group-frame deliveries skipped because the port's
 	// broadcast filter (nic.BroadcastFilter) would refuse them.
 	Filtered atomic.Uint64
-	Dropped  atomic.Uint64 // lost to a full queue
+	Dropped  atomic.Uint64 // lost to a full buffer (BufferBytes)
 	Hairpin  atomic.Uint64 // addressed back to the sender's own port
 	Runts    atomic.Uint64 // shorter than an Ethernet header
 	// DuplicateMACs counts Attach calls refused because another port
@@ -56,7 +60,7 @@ type Segment struct {
 	nextID uint64
 	closed bool
 
-	queues []chan delivery
+	queues []*portBuffer
 	wg     sync.WaitGroup
 
 	Stats SegmentStats
@@ -87,24 +91,20 @@ func NewSegment(o SegmentOptions) *Segment {
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
-	if o.QueueLen <= 0 {
-		o.QueueLen = 4096
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = 64 << 20
 	}
 	s := &Segment{
 		ports: map[*segPort]struct{}{}, own: map[[6]byte]*segPort{}, table: map[[6]byte]*segPort{},
 		groups: nic.NewBroadcastIndex[*segPort](),
 	}
 	for range o.Workers {
-		q := make(chan delivery, o.QueueLen)
+		q := newPortBuffer(o.BufferBytes)
 		s.queues = append(s.queues, q)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			for d := range q {
-				if !d.to.detached.Load() {
-					d.to.port.DeliverFrame(d.frame)
-				}
-			}
+			q.serve()
 		}()
 	}
 	return s
@@ -162,7 +162,7 @@ func (s *Segment) Close() {
 	}
 	s.closed = true
 	for _, q := range s.queues {
-		close(q)
+		q.close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -246,12 +246,9 @@ func (p *segPort) Send(frame []byte) error {
 	return nil
 }
 
-// enqueue never blocks: the sender may be inside a stack that the receiver
-// would need, so a full queue drops the frame instead.
+// enqueue never waits (see portBuffer): only a full buffer drops.
 func (s *Segment) enqueue(to *segPort, frame []byte) {
-	select {
-	case s.queues[to.id%uint64(len(s.queues))] <- delivery{to: to, frame: frame}:
-	default:
+	if !s.queues[to.id%uint64(len(s.queues))].put(delivery{to: to, frame: frame}) {
 		s.Stats.Dropped.Add(1)
 	}
 }
