@@ -113,13 +113,15 @@ var States = []string{StateOff, StateBooting, StateAddressed, StateHelloing, Sta
 
 // Fleet is many devices.
 type Fleet struct {
-	o       Options
-	devs    []*firmware.Device
-	ids     []identity.Identity
-	track   []tracker
-	counts  sync.Map // state → *atomic.Int64
-	done    atomic.Int64
-	start   time.Time
+	o      Options
+	devs   []*firmware.Device
+	ids    []identity.Identity
+	track  []tracker
+	counts sync.Map // state → *atomic.Int64
+	done   atomic.Int64
+	// start is when Start began (nil before): Progress reads it from the
+	// metrics handler while Start runs.
+	start   atomic.Pointer[time.Time]
 	allDone chan struct{}
 	// finished is how long the whole fleet took to be provisioned, once
 	// it has been: what Progress reports as Elapsed from then on.
@@ -326,7 +328,7 @@ func (f *Fleet) move(i int, next string) {
 	f.count(next).Add(1)
 	if next == StateProvisioned && f.done.Add(1) == int64(len(f.devs)) {
 		f.once.Do(func() {
-			f.finished.Store(int64(time.Since(f.start)))
+			f.finished.Store(int64(f.elapsed()))
 			close(f.allDone)
 		})
 	}
@@ -434,7 +436,8 @@ func (f *Fleet) Identities() []identity.Identity { return f.ids }
 // Start powers the devices on at the fleet's rate and returns; the devices
 // stay on until ctx ends or Stop.
 func (f *Fleet) Start(ctx context.Context) error {
-	f.start = time.Now()
+	now := time.Now()
+	f.start.Store(&now)
 	var tick time.Duration
 	if f.o.Rate > 0 {
 		tick = time.Duration(float64(time.Second) / f.o.Rate)
@@ -558,9 +561,17 @@ type Progress struct {
 	PerSecond float64
 }
 
+// elapsed is the time since Start began (zero before).
+func (f *Fleet) elapsed() time.Duration {
+	if t := f.start.Load(); t != nil {
+		return time.Since(*t)
+	}
+	return 0
+}
+
 // Progress counts the devices per state now.
 func (f *Fleet) Progress() Progress {
-	p := Progress{Elapsed: time.Since(f.start), States: map[string]int64{}}
+	p := Progress{Elapsed: f.elapsed(), States: map[string]int64{}}
 	if d := f.finished.Load(); d > 0 {
 		p.Elapsed = time.Duration(d)
 	}
