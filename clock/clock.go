@@ -38,7 +38,18 @@ func Scaled(scale float64) Clock {
 	return &scaled{scale: scale, epoch: now, realEpoch: now}
 }
 
+// Fleet returns a clock like Scaled(scale) for the devices of a fleet to
+// share: its waits of LongWait or more of real time go on one Wheel, so
+// that a hundred thousand Hello and renewal timers are not a hundred
+// thousand runtime timers. They fire up to DefaultTick late.
+func Fleet(scale float64) Clock {
+	c := Scaled(scale).(*scaled)
+	c.wheel = NewWheel(WheelOptions{})
+	return c
+}
+
 type scaled struct {
+	wheel     *Wheel // nil: runtime timers only
 	scale     float64
 	epoch     time.Time // the clock's time at realEpoch
 	realEpoch time.Time
@@ -52,6 +63,9 @@ func (c *scaled) Now() time.Time {
 }
 
 func (c *scaled) AfterFunc(d time.Duration, f func()) Timer {
+	if c.wheel != nil {
+		return c.wheel.AfterFunc(RealDuration(c, d), f)
+	}
 	return time.AfterFunc(RealDuration(c, d), f)
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/internal/measure"
@@ -112,6 +113,7 @@ func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks
 	b.Helper()
 	const gap = 5 * time.Minute
 	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
+	clk := clock.Fleet(1) // as fleet.New gives its devices: one wheel for their long waits
 	devs := make([]*Device, 0, n)
 	ids := make([]identity.Identity, 0, n)
 	for i := range n {
@@ -130,7 +132,7 @@ func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks
 		if err := st.Save(s); err != nil {
 			b.Fatal(err)
 		}
-		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Schedule: sched, Events: noteFailure})
+		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Clock: clk, Schedule: sched, Events: noteFailure})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -176,4 +178,4 @@ func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, de
 	}
 }
 
-var benchSizes = []int{1000, 10000}
+var benchSizes = []int{1000, 10000, 30000}

@@ -44,7 +44,10 @@ type Options struct {
 	// fleet (firmware.KeyPool; default 2), made when the fleet is; -1 makes
 	// a fresh key each time, as one real device does.
 	KeyPool int
-	Clock   clock.Clock
+	// Clock is every device's (default clock.Fleet(1): real time, the long
+	// waits of all devices on one timer wheel). A clock of the caller's
+	// should be a clock.Fleet too, for the same reason.
+	Clock clock.Clock
 	// Schedule is the Hello schedule (zero: the firmware default).
 	Schedule hello.Schedule
 	// Events also receives every device event (nil: none).
@@ -165,6 +168,9 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	if o.KeyPool == 0 {
 		o.KeyPool = 2
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Fleet(1)
 	}
 	if err := mebx.CheckPassword(o.Password); err != nil && !o.Factory {
 		return nil, fmt.Errorf("fleet: MEBx password: %w", err)

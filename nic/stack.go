@@ -20,6 +20,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/amtsim/amtsim/clock"
 )
 
 // DefaultNICsPerStack is how many NICs share one gVisor stack by default.
@@ -60,6 +62,7 @@ type StackOptions struct {
 // sockets; hosts on one stack never talk to each other except over the wire.
 type Stacks struct {
 	perStack int
+	clock    wheelClock // every stack's timers
 
 	mu     sync.Mutex
 	cur    *sharedStack
@@ -79,14 +82,27 @@ func NewStacks(o StackOptions) *Stacks {
 	if per <= 0 {
 		per = DefaultNICsPerStack
 	}
-	return &Stacks{perStack: per}
+	return &Stacks{perStack: per, clock: wheelClock{std: tcpip.NewStdClock(), w: clock.NewWheel(clock.WheelOptions{})}}
 }
+
+// wheelClock is the stacks' tcpip.Clock: gVisor's own, but with its long
+// timers (TIME_WAIT, keepalive, neighbor reachability) on one clock.Wheel
+// for the whole pool rather than a runtime timer each.
+type wheelClock struct {
+	std tcpip.Clock
+	w   *clock.Wheel
+}
+
+func (c wheelClock) Now() time.Time                                  { return c.std.Now() }
+func (c wheelClock) NowMonotonic() tcpip.MonotonicTime               { return c.std.NowMonotonic() }
+func (c wheelClock) AfterFunc(d time.Duration, f func()) tcpip.Timer { return c.w.AfterFunc(d, f) }
 
 // timeWait is how long a closed TCP connection's TIME_WAIT lasts.
 const timeWait = 5 * time.Second
 
-func newGVisorStack() *stack.Stack {
+func newGVisorStack(clk tcpip.Clock) *stack.Stack {
 	s := stack.New(stack.Options{
+		Clock:              clk,
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 		// Hosts sharing a stack are separate machines: traffic between them
@@ -122,7 +138,7 @@ func (p *Stacks) Attach(n *NIC) (*Host, error) {
 			}
 		}
 		if p.cur == nil {
-			p.cur = &sharedStack{s: newGVisorStack(), nextID: 1}
+			p.cur = &sharedStack{s: newGVisorStack(p.clock), nextID: 1}
 			p.all = append(p.all, p.cur)
 		}
 	}

@@ -214,7 +214,7 @@ func (r *run) build(ctx context.Context, dir string) error {
 			return err
 		}
 		fo := fleet.Options{Devices: g.Count, Seed: r.seed, Shard: r.shard(gi), Rate: g.BootRate, Password: mebxPassword,
-			Profile: prof, Clock: clock.Scaled(r.s.TimeScale), KeyPool: 2,
+			Profile: prof, Clock: clock.Fleet(r.s.TimeScale), KeyPool: 2,
 			Quirks: firmware.Quirks{EmptyDigestResponse: g.Quirks.EmptyDigestResponse, FlashWriteLimit: g.Quirks.FlashWriteLimit,
 				CommitDropsConnection: g.Quirks.CommitDropsConnection},
 			Events: r.rec.device,

@@ -117,7 +117,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 			}
 		}()
 	}
-	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Scaled(*scale),
+	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Fleet(*scale),
 		Factory: *provisioning == "pki"}
 	if *metricsAddr != "" {
 		reg := prometheus.NewRegistry()

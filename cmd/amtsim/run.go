@@ -72,7 +72,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	clk := clock.Scaled(*scale)
+	clk := clock.Fleet(*scale)
 	// Records carry the devices' clock time, so that under --time-scale the
 	// LAN's lines and the devices' read as one timeline.
 	log := slog.New(clockHandler{Handler: handler, now: clk.Now})
