@@ -283,9 +283,6 @@ func (a *packetAttachment) Send(frame []byte) error {
 
 func (a *packetAttachment) Detach() { a.p.detach(a.mac) }
 
-// A packetAttachment is not FilterAware: the packet uplink hands every
-// group frame to every port and each NIC's filter decides, as before the
-// index. With the index, TestIndexedJobOnPacketUplinks lost a device's
-// connection mid-session in 2 of 6 CI runs (and in 1 of 7 runs alone);
-// without it, none in 3. Until that is understood, only the TAP uses the
-// index.
+// SetBroadcastFilter implements FilterAware: group frames from the wire go
+// only to the ports whose filter passes them (the demux's index).
+func (a *packetAttachment) SetBroadcastFilter(f *BroadcastFilter) { a.p.setFilter(a.mac, f) }
