@@ -60,6 +60,18 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	}
 }
 
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // benchSizes reads a comma-separated list of fleet sizes, smallest first
 // (AMTSIM_BENCH_FLEET=1000 runs the 1k fleet alone); empty gives def.
 func benchSizes(v string, def []int) ([]int, error) {
@@ -113,6 +125,14 @@ func fleetRun(b *testing.B, n int) time.Duration {
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 	if rss, err := measure.PeakRSS(); err == nil {
 		b.ReportMetric(float64(rss)/float64(n), "peak-rss-B/device")
+	}
+	// What the provisioned fleet keeps (devices, SCS records, LAN), apart
+	// from the collector's headroom that peak RSS also holds.
+	b.ReportMetric(float64(measure.HeapAfterGC())/float64(n), "live-heap-B/device")
+	if path := measure.HeapProfilePath(b.Name()); path != "" {
+		if err := writeHeapProfile(path); err != nil {
+			b.Error(err)
+		}
 	}
 	return perProv
 }

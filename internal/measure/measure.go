@@ -115,11 +115,13 @@ func runs(s *profile.Sample, name string) bool {
 // label of prof (device, scs, and other for samples without it: the shared
 // netstack, the LAN, the runtime), with the device's share of the SCS's;
 // per-operation metrics end in "/"+op (say "prov"). With AMTSIM_PROFILE
-// set, the profile is written there too, for go tool pprof. It returns the
+// set, the profile is written there too, for go tool pprof; a "{}" in that
+// path is replaced by the benchmark's name, so that every size of one run
+// keeps its own profile. It returns the
 // CPU per operation, all and the device's.
 func ReportCPUSplit(b *testing.B, prof []byte, n int, rate, op string, wall, cpu time.Duration) (perOp, devicePerOp time.Duration) {
 	b.Helper()
-	if path := os.Getenv("AMTSIM_PROFILE"); path != "" {
+	if path := ProfilePath(b.Name()); path != "" {
 		if err := os.WriteFile(path, prof, 0o644); err != nil {
 			b.Error(err)
 		}
@@ -164,4 +166,17 @@ func PeakRSS() (uint64, error) {
 		return 0, fmt.Errorf("measure: peak RSS: %w", err)
 	}
 	return uint64(ru.Maxrss) * 1024, nil
+}
+
+// ProfilePath is where AMTSIM_PROFILE asks a benchmark named name to write
+// its CPU profile, "" when unset; "{}" in it stands for the name, with the
+// slashes of sub-benchmarks made dashes.
+func ProfilePath(name string) string { return profilePath("AMTSIM_PROFILE", name) }
+
+// HeapProfilePath is ProfilePath for AMTSIM_HEAP_PROFILE, where a
+// benchmark writes the heap profile of what it keeps live.
+func HeapProfilePath(name string) string { return profilePath("AMTSIM_HEAP_PROFILE", name) }
+
+func profilePath(env, name string) string {
+	return strings.ReplaceAll(os.Getenv(env), "{}", strings.ReplaceAll(name, "/", "-"))
 }

@@ -58,7 +58,7 @@ func BenchmarkMeshCentralActivation(b *testing.B) {
 		pprof.StopCPUProfile()
 		f.Stop()
 		cancel()
-		if p := os.Getenv("AMTSIM_PROFILE"); p != "" {
+		if p := measure.ProfilePath(b.Name()); p != "" {
 			_ = os.WriteFile(p, prof.Bytes(), 0o644)
 		}
 		by, err := measure.CPUByLabel(prof.Bytes(), "amtsim", "")
