@@ -97,9 +97,11 @@ func benchLAN(b *testing.B) (*lan.Network, *nic.Host, *nic.Stacks, *atomic.Int64
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn); err != nil {
+	ln, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn)
+	if err != nil {
 		b.Fatal(err)
 	}
+	benchListener.Store(ln)
 	stacks := nic.NewStacks(nic.StackOptions{})
 	b.Cleanup(stacks.Close)
 	return netw, srv, stacks, hellos
@@ -149,6 +151,10 @@ func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks
 	return devs, ids
 }
 
+// benchListener is the Hello listener of the last benchLAN, for waitFor's
+// report.
+var benchListener atomic.Pointer[nic.Listener]
+
 // firstFailure keeps the first failed Hello's reason for the report.
 var firstFailure atomic.Value
 
@@ -165,13 +171,18 @@ func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, de
 	deadline := time.Now().Add(within)
 	for v.Load() < want {
 		if time.Now().After(deadline) {
-			var failed, dnsFail uint64
+			var sent, failed, dnsFail uint64
 			for _, d := range devs {
+				sent += d.Stats.HellosSent.Load()
 				failed += d.Stats.HellosFailed.Load()
 				dnsFail += d.Stats.DNSFailures.Load()
 			}
-			b.Fatalf("%d of %d Hellos after %v; %d failed (%d DNS; first: %v); segment dropped %d frames; DNS server: %d queries, %d answered, %d NXDOMAIN",
-				v.Load(), want, within, failed, dnsFail, firstFailure.Load(), netw.Segment.Stats.Dropped.Load(),
+			var accepted uint64
+			if ln := benchListener.Load(); ln != nil {
+				accepted = ln.Accepted.Load()
+			}
+			b.Fatalf("%d of %d Hellos after %v (%d sent by the devices, %d connections accepted); %d failed (%d DNS; first: %v); segment dropped %d frames; DNS server: %d queries, %d answered, %d NXDOMAIN",
+				v.Load(), want, within, sent, accepted, failed, dnsFail, firstFailure.Load(), netw.Segment.Stats.Dropped.Load(),
 				netw.DNS.Stats.Queries.Load(), netw.DNS.Stats.Answered.Load(), netw.DNS.Stats.NXDomain.Load())
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/nic"
 )
 
 // stalledPort takes no frame until released, then records their sequence
@@ -41,12 +43,10 @@ func seqFrame(src, dst net.HardwareAddr, seq uint32) []byte {
 	return f
 }
 
-// A burst far larger than any fixed queue, sent while the receiver is
-// stalled, is buffered whole and delivered in order once it takes frames
-// again: the switch buffers rather than drops, and the sender never waits.
-func TestSegmentBuffersABurst(t *testing.T) {
-	seg := NewSegment(SegmentOptions{Workers: 1})
-	t.Cleanup(seg.Close)
+// stalledPair attaches a sender a and a stalled receiver z whose MAC the
+// switch has learned, and returns a's attachment.
+func stalledPair(t *testing.T, seg *Segment) (*countingPort, nic.Attachment, *stalledPort) {
+	t.Helper()
 	a := &countingPort{mac: net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 1}}
 	z := &stalledPort{mac: net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 2}, release: make(chan struct{})}
 	atA, err := seg.Attach(a)
@@ -55,6 +55,16 @@ func TestSegmentBuffersABurst(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, atZ.Send(seqFrame(z.mac, a.mac, 0))) // the switch learns z
 	require.Eventually(t, func() bool { return a.got.Load() == 1 }, 5*time.Second, time.Millisecond)
+	return a, atA, z
+}
+
+// A burst far larger than any fixed queue, sent while the receiver is
+// stalled, is buffered whole and delivered in order once it takes frames
+// again: the switch buffers rather than drops, and the sender never waits.
+func TestSegmentBuffersABurst(t *testing.T) {
+	seg := NewSegment(SegmentOptions{Workers: 1})
+	t.Cleanup(seg.Close)
+	a, atA, z := stalledPair(t, seg)
 
 	const burst = 50_000
 	sent := make(chan struct{})
@@ -87,14 +97,7 @@ func TestSegmentBuffersABurst(t *testing.T) {
 func TestSegmentBufferIsBounded(t *testing.T) {
 	const limit = 6000 // a hundred 60-byte frames
 	seg := NewSegment(SegmentOptions{Workers: 1, BufferBytes: limit})
-	a := &countingPort{mac: net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 1}}
-	z := &stalledPort{mac: net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, 2}, release: make(chan struct{})}
-	atA, err := seg.Attach(a)
-	require.NoError(t, err)
-	atZ, err := seg.Attach(z)
-	require.NoError(t, err)
-	require.NoError(t, atZ.Send(seqFrame(z.mac, a.mac, 0)))
-	require.Eventually(t, func() bool { return a.got.Load() == 1 }, 5*time.Second, time.Millisecond)
+	a, atA, z := stalledPair(t, seg)
 
 	const sent = 1000
 	for i := range uint32(sent) {
