@@ -73,8 +73,9 @@ type Options struct {
 	// Schedule is the Hello schedule; zero value means
 	// hello.DefaultSchedule.
 	Schedule hello.Schedule
-	// DNSTimeout is the wait for one DNS answer (default 2 s) and
-	// DNSAttempts the tries per server and name (default 2).
+	// DNSTimeout is the wait for the first DNS answer (default 2 s; each
+	// later try waits twice as long as the one before) and DNSAttempts the
+	// tries per server and name (default 2).
 	DNSTimeout  time.Duration
 	DNSAttempts int
 	// NoBareName leaves out the query for "ProvisionServer" with no domain
