@@ -200,8 +200,4 @@ func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, de
 	}
 }
 
-// benchSizes leave out 30k: in its synchronized round the DNS server's
-// answers still come later than 2 s + 4 s for some devices (3 and 2,580 of
-// 30,000 in two runs; issue 18's note), and make bench must pass to print
-// its other ratios.
-var benchSizes = []int{1000, 10000}
+var benchSizes = []int{1000, 10000, 30000}

@@ -75,7 +75,7 @@ type Options struct {
 	Schedule hello.Schedule
 	// DNSTimeout is the wait for the first DNS answer (default 2 s; each
 	// later try waits twice as long as the one before) and DNSAttempts the
-	// tries per server and name (default 2).
+	// tries per server and name (default 3: 2 s, 4 s, 8 s).
 	DNSTimeout  time.Duration
 	DNSAttempts int
 	// NoBareName leaves out the query for "ProvisionServer" with no domain
@@ -222,7 +222,7 @@ func New(o Options) (*Device, error) {
 		o.DNSTimeout = 2 * time.Second
 	}
 	if o.DNSAttempts <= 0 {
-		o.DNSAttempts = 2
+		o.DNSAttempts = 3
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 5 * time.Second

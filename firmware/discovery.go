@@ -123,8 +123,8 @@ var errNXDomain = errors.New("NXDOMAIN")
 // back off: an answer late because the server is busy is still taken, and
 // a busy server is not asked the same again at the same pace. In a
 // synchronized Hello round of 30,000 devices on the embedded LAN, every
-// query was answered, 21,673 too late for two waits of 2 s; with 2 s then
-// 4 s, none.
+// query was answered, 21,673 too late for two waits of 2 s, 3 and 2,580 (two
+// runs) too late for 2 s then 4 s, and none with a third wait of 8 s.
 func (d *Device) resolve(ctx context.Context, servers []netip.Addr, name string) (netip.Addr, error) {
 	var last error
 	for attempt := range d.o.DNSAttempts {
