@@ -13,10 +13,10 @@ import (
 // per provisioning, in a 100,000-device BenchmarkFleetProvisioning). On the
 // wheel they cost the heap one timer, the wheel's own tick.
 //
-// Waits of at least LongWait (by default) go on the wheel and fire at its first tick at
-// or after their time: never early, at most Tick late (under 0.5% of a
-// LongWait). Shorter ones keep runtime timers, whose precision they need
-// (a retransmission, a scaled clock's quick schedule).
+// Waits of at least LongWait (by default) go on the wheel and fire at its
+// first tick at or after their time: never early, at most Tick late (0.5%
+// of a LongWait by default). Shorter ones keep runtime timers, whose
+// precision they need (a retransmission, a scaled clock's quick schedule).
 //
 // The wheel holds 1<<wheelBits slots of Tick each; a wait longer than a
 // turn of the wheel stays in its slot and is passed over until its turn
