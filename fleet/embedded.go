@@ -162,7 +162,7 @@ func (e *Embedded) StartSCS(ctx context.Context) error {
 	// puts minutes away once its first five have gone unanswered (a
 	// 20,000-device run sat idle for 80 s at a time with the default).
 	so := scs.ServerOptions{DB: e.DB, CA: e.CA, Password: e.o.Fleet.Password, Profile: scs.DefaultProfile(e.Net.Domain()),
-		Dial: e.host.DialContext, Queue: e.devices(), PKI: e.pki}
+		Dial: e.host.DialContext, Queue: e.devices(), HelloConns: nic.ListenBacklog, PKI: e.pki}
 	if e.o.SCS != nil {
 		e.o.SCS(&so)
 	}
@@ -201,6 +201,7 @@ type SCSSummary struct {
 	Unknown     uint64                    `json:"unknown"`
 	Duplicates  uint64                    `json:"duplicates"`
 	Dropped     uint64                    `json:"dropped"`
+	Refused     uint64                    `json:"refused"` // Hello connections closed unread
 	Sessions    uint64                    `json:"sessions"`
 	Provisioned uint64                    `json:"provisioned"`
 	Failed      uint64                    `json:"failed"`
@@ -222,6 +223,7 @@ func (e *Embedded) SCSSummary() SCSSummary {
 		s.Unknown += st.Unknown.Load()
 		s.Duplicates += st.Duplicates.Load()
 		s.Dropped += st.Dropped.Load()
+		s.Refused += st.Refused.Load()
 		s.Sessions += st.Sessions.Load()
 		s.Provisioned += st.Provisioned.Load()
 		s.Failed += st.Failed.Load()

@@ -51,6 +51,7 @@ func StartHelloLAN(o HelloLANOptions) (*HelloLAN, error) {
 		return nil, err
 	}
 	rx := hello.NewReceiver(hello.ReceiverOptions{
+		MaxConns: nic.ListenBacklog,
 		Handle: func(r hello.Received) {
 			h.mu.Lock()
 			h.heard[r.UUID] = true

@@ -38,6 +38,9 @@ type ReceiverOptions struct {
 	// past it is closed at once and counted, so that peers that connect
 	// and send nothing cannot hold every descriptor for ReadTimeout.
 	MaxConns int
+	// OnRefused, when set, hears about each connection closed unread
+	// because MaxConns were being served.
+	OnRefused func(from netip.AddrPort)
 	// OnAcceptError, when set, hears about accept failures that Serve
 	// survives (out of descriptors, aborted connections), at most once per
 	// ErrorInterval (default 10 s) with the count since the last report.
@@ -95,6 +98,9 @@ func (r *Receiver) ServeConn(c net.Conn) {
 	if r.active.Add(1) > int64(r.o.MaxConns) {
 		r.active.Add(-1)
 		r.Stats.Refused.Add(1)
+		if r.o.OnRefused != nil {
+			r.o.OnRefused(addrPort(c.RemoteAddr()))
+		}
 		return
 	}
 	defer r.active.Add(-1)

@@ -101,3 +101,50 @@ func TestReceiverConnWithoutRemoteAddr(t *testing.T) {
 type noAddrConn struct{ net.Conn }
 
 func (noAddrConn) RemoteAddr() net.Addr { return nil }
+
+// Past MaxConns a connection is closed unread and reported; once one of
+// those being served ends, the next is served again.
+func TestReceiverRefusesPastMaxConns(t *testing.T) {
+	got := make(chan Received, 1)
+	refused := make(chan struct{}, 1)
+	r := NewReceiver(ReceiverOptions{MaxConns: 2, ReadTimeout: 10 * time.Second,
+		Handle: func(h Received) { got <- h }, OnRefused: func(netip.AddrPort) { refused <- struct{}{} }})
+	var held []net.Conn
+	served := make(chan struct{}, 2)
+	for range 2 {
+		a, b := net.Pipe()
+		held = append(held, b)
+		go func() { r.ServeConn(a); served <- struct{}{} }()
+	}
+	require.Eventually(t, func() bool { return r.Stats.Conns.Load() == 2 }, 5*time.Second, time.Millisecond)
+
+	a, b := net.Pipe()
+	r.ServeConn(a) // refused at once: it returns without reading
+	_, err := b.Read(make([]byte, 1))
+	assert.Error(t, err, "a refused connection is closed")
+	assert.Equal(t, uint64(1), r.Stats.Refused.Load())
+	select {
+	case <-refused:
+	default:
+		t.Fatal("OnRefused was not called")
+	}
+
+	held[0].Close() // that one ends without a Hello, freeing its place
+	<-served
+	id, _ := identity.Of(3, 1, 4)
+	m := Message{Version: VersionPSK, UUID: id.UUID, PID: id.PID}
+	msg, err := m.Marshal()
+	require.NoError(t, err)
+	a, b = net.Pipe()
+	go func() { _, _ = b.Write(msg); b.Close() }()
+	r.ServeConn(a)
+	select {
+	case h := <-got:
+		assert.Equal(t, m, h.Message)
+	default:
+		t.Fatal("the connection after a freed place was not served")
+	}
+	assert.Equal(t, uint64(1), r.Stats.Refused.Load())
+	held[1].Close()
+	<-served
+}

@@ -361,7 +361,7 @@ func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: bind tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
 	}
-	if terr := ep.Listen(listenBacklog); terr != nil {
+	if terr := ep.Listen(ListenBacklog); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("host %v: listen tcp/%d: %s", h.nic.HardwareAddr(), port, terr)
 	}
@@ -442,7 +442,7 @@ func (h *Host) Close() {
 	h.nic.Close()
 }
 
-// listenBacklog is the accept queue of a Host's listeners. A device's own
+// ListenBacklog is the accept queue of a Host's listeners. A device's own
 // ports see one connection at a time, but the same listeners serve the
 // embedded SCS, where a whole fleet's Hellos arrive at once: a short queue
 // there drops the handshakes' last ACKs, and the device, connected as far
@@ -450,4 +450,4 @@ func (h *Host) Close() {
 // (with 4,096, 219 of a 10k synchronized round and 30 of a 30k one were
 // still not accepted a minute later). gVisor keeps the queue as a list, so
 // a long bound costs nothing until it is used.
-const listenBacklog = 1 << 16
+const ListenBacklog = 1 << 16

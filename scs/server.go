@@ -54,6 +54,13 @@ type ServerOptions struct {
 	// how many Hellos may wait for a worker (default 4096). A Hello that
 	// finds the queue full is dropped: the device sends another.
 	Workers, Queue int
+	// HelloConns bounds the Hello connections read at once (default
+	// 1,024, which leaves a real host's descriptors for sessions when
+	// peers connect and send nothing); one past it is closed unread and
+	// counted as refused. A listener that queues more (the embedded LAN's,
+	// nic.ListenBacklog) should be matched: a synchronized round of a big
+	// fleet arrives at once.
+	HelloConns int
 	// MaxAttempts is how often a device is retried after a failed session
 	// before the SCS waits for its next Hello (default 5); retries back off
 	// from RetryBase (default 1 s), doubling.
@@ -131,6 +138,7 @@ type ServerStats struct {
 	Duplicates  atomic.Uint64 // Hellos from devices already queued or in session
 	Conflicts   atomic.Uint64 // Hellos for a PID in flight from another address
 	Dropped     atomic.Uint64 // Hellos that found the queue full
+	Refused     atomic.Uint64 // Hello connections closed unread, past HelloConns
 	Malformed   atomic.Uint64 // connections that carried no readable Hello
 	Sessions    atomic.Uint64 // sessions started
 	Provisioned atomic.Uint64 // sessions that ended provisioned (and verified)
@@ -246,7 +254,10 @@ func NewServer(o ServerOptions) (*Server, error) {
 		s1, s256 := sha1.Sum(root), sha256.Sum256(root)
 		s.rootSHA1, s.rootSHA256 = s1[:], s256[:]
 	}
-	s.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: s.onHello, OnError: func(from netip.AddrPort, err error) {
+	s.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: s.onHello, MaxConns: o.HelloConns, OnRefused: func(netip.AddrPort) {
+		s.Stats.Refused.Add(1)
+		s.m.hello("refused")
+	}, OnError: func(from netip.AddrPort, err error) {
 		s.Stats.Malformed.Add(1)
 		s.m.hello("malformed")
 		s.emit(event.HelloBad, "", "from", from.String(), "err", err.Error())

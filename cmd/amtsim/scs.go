@@ -44,6 +44,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	pki := fs.Bool("pki", false, "answer PKI Hellos too (remote configuration): the CA issues a provisioning certificate for --pki-fqdn,\nand the devices must trust the CA (the pki.hash entry it prints, for amtsim mebx set or --mebx)")
 	pkiFQDN := fs.String("pki-fqdn", "", "with --pki: the provisioning certificate's CN, under the devices' PKI DNS suffix or DHCP domain\n(default ProvisionServer.<--domain>)")
 	workers := fs.Int("workers", 0, "sessions at once (default 16 per core)")
+	helloConns := fs.Int("hello-conns", 0, "Hello connections read at once; one past it is closed unread and counted\n(amtsim_scs_hellos_total{result=\"refused\"}; default 1024, leaving descriptors for sessions)")
 	queue := fs.Int("queue", 0, "Hellos that may wait for a worker; one that finds the queue full is dropped and the device\nis heard again only at its next Hello, minutes later (default 4096; set it to the fleet's size)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address")
 	logFormat := fs.String("log-format", "text", "text | json")
@@ -154,7 +155,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := scs.NewServer(scs.ServerOptions{DB: db, CA: ca, Profile: profile, Password: *password, NoTLS: *noTLS, PKI: provisioning,
-		Workers: *workers, Queue: *queue, Events: scs.LogSink(handler), Metrics: reg})
+		Workers: *workers, Queue: *queue, HelloConns: *helloConns, Events: scs.LogSink(handler), Metrics: reg})
 	if err != nil {
 		return err
 	}
