@@ -65,6 +65,7 @@ func provisionFleet(b *testing.B, n int) {
 	if err := pprof.StartCPUProfile(&prof); err != nil {
 		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
 	}
+	tcp0 := stacks.TCPCounts().Add(netw.Stacks().TCPCounts())
 	cpu0 := measure.CPUTime()
 	start := time.Now()
 	jobs := make(chan int)
@@ -101,6 +102,9 @@ func provisionFleet(b *testing.B, n int) {
 		b.Fatalf("%d of %d provisionings failed; first: %v", f, n, firstErr.Load())
 	}
 	measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
+	tcp := stacks.TCPCounts().Add(netw.Stacks().TCPCounts())
+	b.ReportMetric(float64(tcp.SegmentsSent-tcp0.SegmentsSent)/float64(n), "tcp-segments/prov")
+	b.ReportMetric(float64(tcp.Retransmits-tcp0.Retransmits)/float64(n), "tcp-retransmits/prov")
 	for _, d := range devs {
 		if d.current().State != mebx.StatePost {
 			b.Fatalf("%s is not provisioned", d.ID())

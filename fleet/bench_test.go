@@ -105,6 +105,7 @@ func fleetRun(b *testing.B, n int) time.Duration {
 	if err := pprof.StartCPUProfile(&prof); err != nil {
 		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
 	}
+	tcp0 := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
 	cpu0 := measure.CPUTime()
 	start := time.Now()
 	if err := e.Fleet.Start(ctx); err != nil {
@@ -121,6 +122,11 @@ func fleetRun(b *testing.B, n int) time.Duration {
 	}
 	perProv, devicePerProv := measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
 	floor.Report(b, "prov", perProv, devicePerProv)
+	// Segments, both sides and every connection (DHCP and DNS are UDP):
+	// what the netstack and the LAN carry per provisioning.
+	tcp := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
+	b.ReportMetric(float64(tcp.SegmentsSent-tcp0.SegmentsSent)/float64(n), "tcp-segments/prov")
+	b.ReportMetric(float64(tcp.Retransmits-tcp0.Retransmits)/float64(n), "tcp-retransmits/prov")
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 	// A device that waits its turn in the SCS's queue keeps sending Hellos

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/amtsim/amtsim/lan"
+	"github.com/amtsim/amtsim/nic"
 )
 
 // The connections a Host hands out keep what callers rely on beyond
@@ -62,4 +63,63 @@ func TestHostConnsCloseWithDeadlines(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, u.SetDeadline(time.Now().Add(time.Minute)))
 	assert.NoError(t, u.Close())
+}
+
+// An ACK that comes late, on a LAN whose round trips are microseconds, is
+// waited for, not answered with a retransmission: the stacks run classic
+// loss recovery (the RTO, at least 200 ms), without gVisor's tail loss
+// probe, whose timeout of twice the smoothed RTT has no floor. The pool's
+// TCPCounts see the segments and would see the retransmissions.
+func TestLateACKDrawsNoRetransmission(t *testing.T) {
+	n, err := lan.StartNetwork(lan.NetworkOptions{})
+	require.NoError(t, err)
+	defer n.Close()
+	aAddr := n.Subnet().Addr().Next().Next().Next()
+	bAddr := aAddr.Next()
+	a, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, netip.PrefixFrom(aAddr, n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+	b, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xb}, netip.PrefixFrom(bAddr, n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+
+	const size = 3000 // three segments in flight: the probe's shortest timeout
+	l, err := b.Listen(7000, func(c net.Conn) {
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:1]); err != nil {
+				return
+			}
+		}
+	})
+	require.NoError(t, err)
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := a.DialTCP(ctx, netip.AddrPortFrom(bAddr, 7000))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(time.Minute)))
+	exchange := func() {
+		_, err := c.Write(make([]byte, size))
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, make([]byte, 1))
+		require.NoError(t, err)
+	}
+	// Fast round trips first, so that the smoothed RTT is microseconds…
+	for range 50 {
+		exchange()
+	}
+	before := n.Stacks().TCPCounts()
+	// …then a peer whose ACKs take 30 ms, as a busy one's can.
+	require.NoError(t, b.NIC().SetNetem(nic.Netem{Delay: 30 * time.Millisecond}, nic.Netem{}))
+	for range 5 {
+		exchange()
+	}
+	after := n.Stacks().TCPCounts()
+	assert.Greater(t, after.SegmentsSent, before.SegmentsSent+10)
+	assert.Zero(t, after.Retransmits-before.Retransmits, "segments sent again while their ACKs were on the way")
 }

@@ -117,6 +117,15 @@ func newGVisorStack(clk tcpip.Clock) *stack.Stack {
 	// delivers a segment seconds late, and AMT's own value is unpublished.
 	tw := tcpip.TCPTimeWaitTimeoutOption(timeWait)
 	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &tw)
+	// No RACK and no tail loss probes: classic recovery (three duplicate
+	// ACKs, else the RTO), as an embedded stack of AMT 5's age has it.
+	// gVisor's probe timeout is twice the smoothed RTT with no floor
+	// (Linux keeps 10 ms), and on a LAN of microsecond round trips every
+	// ACK a busy peer sends late draws a needless retransmission: 2.2–2.4
+	// per provisioning in BenchmarkProvisioning (of 108 segments), each
+	// with the duplicate ACK it causes, and in every device's capture.
+	rec := tcpip.TCPRecovery(0)
+	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &rec)
 	return s
 }
 
@@ -160,6 +169,38 @@ func (p *Stacks) release(ss *sharedStack) {
 	p.mu.Lock()
 	ss.nics--
 	p.mu.Unlock()
+}
+
+// TCPCounts are TCP segment counts summed over a pool's stacks.
+type TCPCounts struct {
+	SegmentsSent uint64
+	// Retransmits counts segments sent again; TailLossProbes the
+	// recoveries a tail loss probe made, Timeouts the RTOs that expired,
+	// and Spurious the recoveries later found needless.
+	Retransmits, TailLossProbes, Timeouts, Spurious uint64
+}
+
+// Add returns the sum of c and o.
+func (c TCPCounts) Add(o TCPCounts) TCPCounts {
+	return TCPCounts{SegmentsSent: c.SegmentsSent + o.SegmentsSent, Retransmits: c.Retransmits + o.Retransmits,
+		TailLossProbes: c.TailLossProbes + o.TailLossProbes, Timeouts: c.Timeouts + o.Timeouts, Spurious: c.Spurious + o.Spurious}
+}
+
+// TCPCounts sums the pool's stacks' TCP statistics.
+func (p *Stacks) TCPCounts() TCPCounts {
+	p.mu.Lock()
+	all := append([]*sharedStack(nil), p.all...)
+	p.mu.Unlock()
+	var c TCPCounts
+	for _, ss := range all {
+		t := ss.s.Stats().TCP
+		c.SegmentsSent += t.SegmentsSent.Value()
+		c.Retransmits += t.Retransmits.Value()
+		c.TailLossProbes += t.TLPRecovery.Value()
+		c.Timeouts += t.Timeouts.Value()
+		c.Spurious += t.SpuriousRecovery.Value() + t.SpuriousRTORecovery.Value()
+	}
+	return c
 }
 
 // Count returns how many stacks the pool has made.
