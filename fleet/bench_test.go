@@ -27,15 +27,10 @@ import (
 // Hello intake), and "other" (the shared netstack, the LAN with its DHCP and
 // DNS servers, the devices' DHCP clients, the Go runtime).
 //
-// The garbage collector is set as `amtsim fleet` sets it
-// (gcpolicy.Throughput), so that the figures are the command's.
+// The garbage collector is set for each size as `amtsim fleet -n` sets it
+// (gcpolicy.ThroughputWithin the fleet's MemoryBudget), so that the figures
+// are the command's.
 func BenchmarkFleetProvisioning(b *testing.B) {
-	p, err := gcpolicy.Throughput(os.Getenv)
-	if err != nil {
-		b.Logf("garbage collector at Go's defaults: %v", err)
-	} else {
-		defer p.Restore()
-	}
 	sizes, err := benchSizes(os.Getenv("AMTSIM_BENCH_FLEET"), []int{1000, 100000})
 	if err != nil {
 		b.Fatal(err)
@@ -43,6 +38,13 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	perProv := map[int]time.Duration{}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
+			p, err := gcpolicy.ThroughputWithin(os.Getenv, MemoryBudget(n))
+			if err != nil {
+				b.Logf("garbage collector at Go's defaults: %v", err)
+			} else {
+				defer p.Restore()
+				b.Logf("garbage collector: %s", p)
+			}
 			for range b.N {
 				perProv[n] = fleetRun(b, n)
 			}

@@ -84,3 +84,40 @@ func FuzzParseCgroupMax(f *testing.F) {
 		}
 	})
 }
+
+// A budget below three quarters of memory is the limit, never below
+// MinLimit; one above it, or none, leaves three quarters; GOMEMLIMIT wins
+// over any budget.
+func TestThroughputWithinABudget(t *testing.T) {
+	avail, err := Available()
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name   string
+		budget int64
+		env    map[string]string
+		want   int64
+	}{
+		{"budget", 1 << 30, nil, min(1<<30, avail/4*3)},
+		{"small budget", 1 << 20, nil, min(MinLimit, avail/4*3)},
+		{"budget past memory", avail, nil, avail / 4 * 3},
+		{"no budget", 0, nil, avail / 4 * 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, limit0 := current()
+			p, err := ThroughputWithin(env(c.env), c.budget)
+			require.NoError(t, err)
+			_, limit := current()
+			assert.Equal(t, c.want, limit)
+			assert.Equal(t, c.want, p.Limit)
+			p.Restore()
+			_, limit = current()
+			assert.Equal(t, limit0, limit)
+		})
+	}
+	debug.SetMemoryLimit(3 << 30)
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	p, err := ThroughputWithin(env(map[string]string{"GOMEMLIMIT": "3GiB"}), 1<<30)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3<<30), p.Limit, "GOMEMLIMIT is kept")
+	p.Restore()
+}
