@@ -91,23 +91,6 @@ const setupEvery = 10000
 // 100,000 devices, 2.0 GB for 10,000). MaxDevices sizes fleets by it.
 const PeakBytesPerDevice = 160 << 10
 
-// BudgetBytesPerDevice is the memory a fleet's run is held to per device
-// (MemoryBudget), and MemoryBudget's base the rest of the process (the SCS,
-// the LAN's servers, buffers), so that a 100,000-device fleet peaks under
-// 64 KiB per device. A provisioned device keeps about 24 KB live
-// (BenchmarkFleetProvisioning's live-heap-B/device at 100k); the collector
-// gets the rest as headroom.
-const (
-	BudgetBytesPerDevice = 56 << 10
-	budgetBase           = 256 << 20
-)
-
-// MemoryBudget is the soft memory limit for a run of n devices
-// (gcpolicy.ThroughputWithin). Without it the collector lets the heap grow
-// to five times what is live (GOGC=400, under three quarters of RAM): 180
-// KB per device at 100k, for about 12% less CPU than under the budget.
-func MemoryBudget(n int) int64 { return budgetBase + int64(n)*BudgetBytesPerDevice }
-
 // MaxDevices is the largest fleet that fits in memory bytes, and never more
 // than one shard's identities (identity.MaxIndex). The fleet must fit under
 // three quarters of it, the garbage collector's soft limit

@@ -101,7 +101,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	if err != nil {
 		return err
 	}
-	gc, restoreGC := tuneGC(stderr, fleet.MemoryBudget(*n))
+	gc, restoreGC := tuneGC(stderr)
 	defer restoreGC()
 	if *events {
 		slog.New(handler).Info(string(event.FleetGC), "policy", gc)

@@ -201,11 +201,10 @@ func version() string {
 }
 
 // tuneGC sets the garbage collector for a long run under load
-// (gcpolicy.ThroughputWithin budget bytes, 0 for none; GOGC and GOMEMLIMIT
-// override it). It returns the settings in force, for the log, and what
-// puts the old ones back.
-func tuneGC(stderr io.Writer, budget int64) (string, func()) {
-	p, err := gcpolicy.ThroughputWithin(os.Getenv, budget)
+// (gcpolicy.Throughput; GOGC and GOMEMLIMIT override it). It returns the
+// settings in force, for the log, and what puts the old ones back.
+func tuneGC(stderr io.Writer) (string, func()) {
+	p, err := gcpolicy.Throughput(os.Getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "amtsim: garbage collector left at Go's defaults: %v\n", err)
 		return "go-default", func() {}

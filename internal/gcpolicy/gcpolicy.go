@@ -37,18 +37,7 @@ type Policy struct {
 // smaller of the machine's RAM and its cgroup's limit), unless GOGC or
 // GOMEMLIMIT say otherwise: what a user set is kept. getenv is os.Getenv
 // outside tests.
-func Throughput(getenv func(string) string) (*Policy, error) { return ThroughputWithin(getenv, 0) }
-
-// MinLimit is the lowest soft limit ThroughputWithin sets: below it a
-// small run's own buffers, not its devices, would be what the collector
-// chases.
-const MinLimit = 256 << 20
-
-// ThroughputWithin is Throughput with the soft limit at budget bytes (but
-// at least MinLimit) when that is less than three quarters of memory: a
-// run that knows its size (a fleet of n devices) keeps its peak near what
-// it needs instead of growing into the machine. budget 0 is Throughput.
-func ThroughputWithin(getenv func(string) string, budget int64) (*Policy, error) {
+func Throughput(getenv func(string) string) (*Policy, error) {
 	p := &Policy{PercentFromEnv: getenv("GOGC") != "", LimitFromEnv: getenv("GOMEMLIMIT") != ""}
 	var limit int64 = -1 // -1 reads the limit without changing it
 	if !p.LimitFromEnv {
@@ -59,9 +48,6 @@ func ThroughputWithin(getenv func(string) string, budget int64) (*Policy, error)
 			return nil, fmt.Errorf("gcpolicy: %w", err)
 		}
 		limit = avail / 4 * 3
-		if budget > 0 {
-			limit = min(limit, max(budget, MinLimit))
-		}
 	}
 	p.prevLimit = debug.SetMemoryLimit(limit)
 	p.Limit = debug.SetMemoryLimit(-1)
