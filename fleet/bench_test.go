@@ -27,10 +27,16 @@ import (
 // Hello intake), and "other" (the shared netstack, the LAN with its DHCP and
 // DNS servers, the devices' DHCP clients, the Go runtime).
 //
-// The garbage collector is set for each size as `amtsim fleet -n` sets it
-// (gcpolicy.ThroughputWithin the fleet's MemoryBudget), so that the figures
-// are the command's.
+// The garbage collector is set as `amtsim fleet` sets it
+// (gcpolicy.Throughput), so that the figures are the command's.
 func BenchmarkFleetProvisioning(b *testing.B) {
+	p, err := gcpolicy.Throughput(os.Getenv)
+	if err != nil {
+		b.Logf("garbage collector at Go's defaults: %v", err)
+	} else {
+		defer p.Restore()
+		b.Logf("garbage collector: %s", p)
+	}
 	sizes, err := benchSizes(os.Getenv("AMTSIM_BENCH_FLEET"), []int{1000, 100000})
 	if err != nil {
 		b.Fatal(err)
@@ -38,13 +44,6 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	perProv := map[int]time.Duration{}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
-			p, err := gcpolicy.ThroughputWithin(os.Getenv, MemoryBudget(n))
-			if err != nil {
-				b.Logf("garbage collector at Go's defaults: %v", err)
-			} else {
-				defer p.Restore()
-				b.Logf("garbage collector: %s", p)
-			}
 			for range b.N {
 				perProv[n] = fleetRun(b, n)
 			}
@@ -123,12 +122,15 @@ func fleetRun(b *testing.B, n int) time.Duration {
 		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
 	}
 	perProv, devicePerProv := measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
-	floor.Report(b, "prov", perProv, devicePerProv)
+	fl := floor.Report(b, "prov", perProv, devicePerProv)
 	// Segments, both sides and every connection (DHCP and DNS are UDP):
-	// what the netstack and the LAN carry per provisioning.
+	// what the netstack and the LAN carry per provisioning, and what that
+	// alone costs.
 	tcp := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
-	b.ReportMetric(float64(tcp.SegmentsSent-tcp0.SegmentsSent)/float64(n), "tcp-segments/prov")
+	segs := float64(tcp.SegmentsSent-tcp0.SegmentsSent) / float64(n)
+	b.ReportMetric(segs, "tcp-segments/prov")
 	b.ReportMetric(float64(tcp.Retransmits-tcp0.Retransmits)/float64(n), "tcp-retransmits/prov")
+	floor.ReportTransport(b, "prov", perProv, segs, fl)
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
 	// A device that waits its turn in the SCS's queue keeps sending Hellos

@@ -22,3 +22,14 @@ func TestMeasure(t *testing.T) {
 	// MACs: a floor that said otherwise timed the wrong thing.
 	assert.Greater(t, f.RSADecrypt, f.PSKServer)
 }
+
+// A segment costs something, and less than a TLS-PSK handshake, which
+// sends several and computes a PRF besides.
+func TestTCPSegment(t *testing.T) {
+	seg, err := TCPSegment(50, 2000)
+	require.NoError(t, err)
+	assert.Positive(t, seg)
+	f, err := Measure(5)
+	require.NoError(t, err)
+	assert.Less(t, seg, f.PSKServer+f.PSKClient)
+}
