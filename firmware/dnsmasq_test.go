@@ -39,18 +39,7 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 		Domain: domain, Router: router, Hosts: []string{"ProvisionServer." + domain + "," + router},
 		Extra: []string{"--log-dhcp", "--log-queries"}})
 
-	// The SCS's Hello listener: a kernel socket inside the namespace.
-	got := make(chan hello.Received, 4)
-	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { got <- r }})
-	var ln net.Listener
-	require.NoError(t, ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", router+":9971")
-		return err
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { _ = rx.Serve(ctx, ln); close(served) }()
-	t.Cleanup(func() { cancel(); <-served })
+	got := nsHelloListener(t, ns, router+":9971")
 
 	pcapPath := filepath.Join(t.TempDir(), "device.pcap")
 	capture, err := nic.CreateCapture(pcapPath)
@@ -99,6 +88,24 @@ func TestDnsmasqDHCPAndDNSOverTAP(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, payload, hex.EncodeToString(want), "the Hello on the wire is the one the listener decoded")
 	assert.Contains(t, dnsmasqLog.String(), "DHCPACK(amt0) "+from.String())
+}
+
+// nsHelloListener is an SCS's Hello listener on a kernel socket inside ns
+// at addr, until the test ends; each Hello read is sent on the channel.
+func nsHelloListener(t *testing.T, ns *netns.NS, addr string) <-chan hello.Received {
+	t.Helper()
+	got := make(chan hello.Received, 4)
+	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { got <- r }})
+	var ln net.Listener
+	require.NoError(t, ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { _ = rx.Serve(ctx, ln); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return got
 }
 
 func tshark(t *testing.T, args ...string) string {

@@ -1,8 +1,6 @@
 package firmware
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -32,17 +30,7 @@ func TestKeaDHCPOverTAP(t *testing.T) {
 	ns.Kea(t, netns.KeaOptions{Interface: "amt0", Subnet: "198.19.252.0/24", Pool: "198.19.252.100 - 198.19.252.150",
 		Domain: domain, DNS: router, Lease: time.Hour})
 
-	got := make(chan hello.Received, 4)
-	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(r hello.Received) { got <- r }})
-	var ln net.Listener
-	require.NoError(t, ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", router+":9971")
-		return err
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { _ = rx.Serve(ctx, ln); close(served) }()
-	t.Cleanup(func() { cancel(); <-served })
+	got := nsHelloListener(t, ns, router+":9971")
 
 	stacks := nic.NewStacks(nic.StackOptions{})
 	t.Cleanup(stacks.Close)

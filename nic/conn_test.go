@@ -15,19 +15,27 @@ import (
 	"github.com/amtsim/amtsim/nic"
 )
 
+// twoHosts starts the embedded LAN with two hosts on it, a and b (at
+// bAddr); the LAN closes with the test.
+func twoHosts(t *testing.T) (n *lan.Network, a, b *nic.Host, bAddr netip.Addr) {
+	t.Helper()
+	n, err := lan.StartNetwork(lan.NetworkOptions{})
+	require.NoError(t, err)
+	t.Cleanup(n.Close)
+	aAddr := n.Subnet().Addr().Next().Next().Next()
+	bAddr = aAddr.Next()
+	a, err = n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, netip.PrefixFrom(aAddr, n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+	b, err = n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xb}, netip.PrefixFrom(bAddr, n.Subnet().Bits()), nil)
+	require.NoError(t, err)
+	return n, a, b, bAddr
+}
+
 // The connections a Host hands out keep what callers rely on beyond
 // net.Conn (CloseWrite, for a half-close) and close cleanly with a
 // deadline set, which their Close also clears.
 func TestHostConnsCloseWithDeadlines(t *testing.T) {
-	n, err := lan.StartNetwork(lan.NetworkOptions{})
-	require.NoError(t, err)
-	defer n.Close()
-	aAddr := n.Subnet().Addr().Next().Next().Next()
-	bAddr := aAddr.Next()
-	a, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, netip.PrefixFrom(aAddr, n.Subnet().Bits()), nil)
-	require.NoError(t, err)
-	b, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xb}, netip.PrefixFrom(bAddr, n.Subnet().Bits()), nil)
-	require.NoError(t, err)
+	_, a, b, bAddr := twoHosts(t)
 
 	got := make(chan []byte, 1)
 	l, err := b.Listen(7000, func(c net.Conn) {
@@ -71,15 +79,7 @@ func TestHostConnsCloseWithDeadlines(t *testing.T) {
 // probe, whose timeout of twice the smoothed RTT has no floor. The pool's
 // TCPCounts see the segments and would see the retransmissions.
 func TestLateACKDrawsNoRetransmission(t *testing.T) {
-	n, err := lan.StartNetwork(lan.NetworkOptions{})
-	require.NoError(t, err)
-	defer n.Close()
-	aAddr := n.Subnet().Addr().Next().Next().Next()
-	bAddr := aAddr.Next()
-	a, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, netip.PrefixFrom(aAddr, n.Subnet().Bits()), nil)
-	require.NoError(t, err)
-	b, err := n.AddHost(net.HardwareAddr{2, 0, 0, 0, 0, 0xb}, netip.PrefixFrom(bAddr, n.Subnet().Bits()), nil)
-	require.NoError(t, err)
+	n, a, b, bAddr := twoHosts(t)
 
 	const size = 3000 // three segments in flight: the probe's shortest timeout
 	l, err := b.Listen(7000, func(c net.Conn) {
