@@ -163,9 +163,9 @@ func Known() []Info {
 
 		{LANUp, i, cmd, "the embedded LAN is up: subnet, provision_server"},
 		{TAPOpened, i, cmd, "the TAP uplink is open: created, up, bridge, addrs"},
-		{TAPWarning, w, cmd, "the TAP is down, or on no bridge and with no address or route"},
+		{TAPWarning, w, cmd, "the TAP is down, or on no bridge and with no address or route, or the fleet is larger than the kernel's neighbor table"},
 		{PacketOpened, i, cmd, "the packet uplink is open on an existing interface, promiscuous for the run"},
-		{PacketWarning, w, cmd, "the packet uplink's interface cannot carry devices of their own MACs (a macvlan not in passthru mode, an ipvlan)"},
+		{PacketWarning, w, cmd, "the packet uplink's interface cannot carry devices of their own MACs (a macvlan not in passthru mode, an ipvlan), or the fleet is larger than the kernel's neighbor table"},
 		{MACDuplicate, w, cmd, "another host on the uplink's segment sends with one of the devices' MACs"},
 		{MetricsServing, i, cmd, "Prometheus /metrics is served: addr"},
 		{MetricsLingering, i, cmd, "the run is over; /metrics stays up for the final scrape: addr, for"},

@@ -184,7 +184,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 			f, wait = e.Fleet, e.Wait
 		}
 	} else {
-		wire, closer, err := up.openWire(handler)
+		wire, closer, err := up.openWire(handler, *n)
 		if err != nil {
 			return err
 		}

@@ -130,7 +130,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return setupFailed(ctx, err)
 		}
 	} else {
-		wire, closer, err := up.openWire(handler)
+		wire, closer, err := up.openWire(handler, *devices)
 		if err != nil {
 			return err
 		}

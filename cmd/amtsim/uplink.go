@@ -49,11 +49,11 @@ func (u uplink) name() string {
 }
 
 // openWire opens a TAP or packet uplink.
-func (u uplink) openWire(h slog.Handler) (nic.Uplink, io.Closer, error) {
+func (u uplink) openWire(h slog.Handler, devices int) (nic.Uplink, io.Closer, error) {
 	if u.packet != "" {
-		return u.openPacket(h)
+		return u.openPacket(h, devices)
 	}
-	tap, err := u.open(h)
+	tap, err := u.open(h, devices)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +63,7 @@ func (u uplink) openWire(h slog.Handler) (nic.Uplink, io.Closer, error) {
 // openPacket opens the packet uplink and says so (packet.opened), and
 // what will keep the devices from working there (packet.warning), and
 // later mac.duplicate as the TAP does.
-func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
+func (u uplink) openPacket(h slog.Handler, devices int) (nic.Uplink, io.Closer, error) {
 	log := slog.New(h)
 	p, err := nic.OpenPacket(nic.PacketOptions{Name: u.packet, OnDuplicateMAC: func(mac net.HardwareAddr) {
 		log.Warn(string(event.MACDuplicate), "packet", u.packet, "mac", mac.String(),
@@ -73,8 +73,10 @@ func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
 		return nil, nil, err
 	}
 	log.Info(string(event.PacketOpened), "packet", u.packet, "promiscuous", "for this run")
-	for _, pr := range p.Problems() {
-		log.Warn(string(event.PacketWarning), "packet", u.packet, "problem", pr)
+	for _, pr := range append(p.Problems(), nic.NeighborProblem(devices)) {
+		if pr != "" {
+			log.Warn(string(event.PacketWarning), "packet", u.packet, "problem", pr)
+		}
 	}
 	return p, p, nil
 }
@@ -83,7 +85,7 @@ func (u uplink) openPacket(h slog.Handler) (nic.Uplink, io.Closer, error) {
 // tap.opened, then a tap.warning for each problem (down; on no bridge and
 // with no address or route), and later mac.duplicate when another host
 // sends with one of the devices' MACs.
-func (u uplink) open(h slog.Handler) (*nic.TAP, error) {
+func (u uplink) open(h slog.Handler, devices int) (*nic.TAP, error) {
 	log := slog.New(h)
 	tap, err := nic.OpenTAP(nic.TAPOptions{Name: u.tap, Create: u.create, OnDuplicateMAC: func(mac net.HardwareAddr) {
 		log.Warn(string(event.MACDuplicate), "tap", u.tap, "mac", mac.String(),
@@ -98,8 +100,10 @@ func (u uplink) open(h slog.Handler) (*nic.TAP, error) {
 		return nil, err
 	}
 	log.Info(string(event.TAPOpened), "tap", u.tap, "created", tap.Created(), "up", st.Up, "bridge", st.Bridge, "addrs", strings.Join(st.Addrs, ","))
-	for _, p := range st.Problems() {
-		log.Warn(string(event.TAPWarning), "tap", u.tap, "problem", strings.ReplaceAll(p, "<name>", u.tap))
+	for _, p := range append(st.Problems(), nic.NeighborProblem(devices)) {
+		if p != "" {
+			log.Warn(string(event.TAPWarning), "tap", u.tap, "problem", strings.ReplaceAll(p, "<name>", u.tap))
+		}
 	}
 	return tap, nil
 }
