@@ -105,7 +105,7 @@ func Known() []Info {
 		{State, i, dev, "provisioning state and mode read from MEBx (at power-on and after a commit)"},
 		{LinkUp, i, dev, "the NIC's link is up"},
 		{LinkDown, w, dev, "the NIC's link went down (the cable pulled: a scenario's fault)"},
-		{FaultInjected, w, dev, "a fault changed the device's answer to one call: call, answer (delay, empty, fault, drop)"},
+		{FaultInjected, w, dev, "a fault changed the device's answer to one call: call, answer (delay, hold, empty, fault, drop)"},
 		{DHCPDiscover, i, dev, "DHCPDISCOVER sent (attempt)"},
 		{DHCPOffer, i, dev, "an offer taken"},
 		{DHCPRequest, i, dev, "DHCPREQUEST sent"},

@@ -92,6 +92,11 @@ const (
 	// AnswerDelay holds the answer back for CallFault.Delay; the call is
 	// carried out.
 	AnswerDelay Answer = "delay"
+	// AnswerHold holds the call back for CallFault.Delay before carrying
+	// it out, then answers: firmware slow to do the work (a flash write
+	// that takes seconds), so that an SCS's call timeout can fall before
+	// the call has taken effect, and the call take effect after.
+	AnswerHold Answer = "hold"
 	// AnswerEmpty carries the call out and answers with no body: 200, or
 	// CallFault.Status (AMT has been seen answering 400 with
 	// Content-Length: 0).
@@ -122,9 +127,9 @@ func (f CallFault) Validate() error {
 		return errors.New("a call fault needs the call's name")
 	}
 	switch f.Answer {
-	case AnswerDelay:
+	case AnswerDelay, AnswerHold:
 		if f.Delay <= 0 {
-			return errors.New("a delayed answer needs a positive delay")
+			return fmt.Errorf("answer %q needs a positive delay", f.Answer)
 		}
 	case AnswerEmpty:
 		if f.Status != 0 && (f.Status < 200 || f.Status > 599) {
@@ -132,7 +137,7 @@ func (f CallFault) Validate() error {
 		}
 	case AnswerFault, AnswerDrop:
 	default:
-		return fmt.Errorf("answer %q is none of delay, empty, fault, drop", f.Answer)
+		return fmt.Errorf("answer %q is none of delay, hold, empty, fault, drop", f.Answer)
 	}
 	if f.Times < 0 {
 		return errors.New("times must not be negative")
@@ -190,23 +195,16 @@ func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.
 		r.status, r.body = http.StatusBadRequest, sess.out.Bytes()
 		return r
 	}
+	if f.Answer == AnswerHold {
+		d.waitOn(f.Delay)
+	}
 	if sess.wsman().ServeTo(&sess.out, req.body) {
 		r.status = http.StatusBadRequest
 	}
 	r.body = sess.out.Bytes()
 	switch f.Answer {
 	case AnswerDelay:
-		d.mu.Lock()
-		ctx := d.ctx
-		d.mu.Unlock()
-		t := time.NewTimer(f.Delay)
-		defer t.Stop()
-		if ctx != nil {
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
-		}
+		d.waitOn(f.Delay)
 	case AnswerEmpty:
 		r.body = nil
 		if f.Status != 0 {
@@ -216,6 +214,22 @@ func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.
 		r.drop = true
 	}
 	return r
+}
+
+// waitOn waits d, or until the device is powered off.
+func (d *Device) waitOn(wait time.Duration) {
+	d.mu.Lock()
+	ctx := d.ctx
+	d.mu.Unlock()
+	if ctx == nil {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // NICStats are the counters of the NIC of this power cycle (nil while

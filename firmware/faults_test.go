@@ -12,6 +12,7 @@ import (
 
 	"github.com/amtsim/amtsim/digest"
 	"github.com/amtsim/amtsim/event"
+	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 	"github.com/amtsim/amtsim/wsman"
 	"github.com/stretchr/testify/assert"
@@ -190,4 +191,29 @@ func TestDigestLockout(t *testing.T) {
 		_, err := r.wsmanAs("admin", testPassword).Get(ctx, wsman.AMTSchema+"AMT_GeneralSettings", nil)
 		return err == nil
 	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// A held call is carried out only once its hold is over, and answered
+// then: CommitChanges held 500 ms leaves the device in setup for that
+// long after the fault takes the call, where a delayed answer would have
+// committed at once.
+func TestHeldCallTakesEffectLate(t *testing.T) {
+	r := newRig(t, 9)
+	ws := r.wsmanAs("admin", testPassword)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	assert.Error(t, r.d.SetCallFault(CallFault{Call: "CommitChanges", Answer: AnswerHold}), "a hold needs a delay")
+	const hold = 500 * time.Millisecond
+	require.NoError(t, r.d.SetCallFault(CallFault{Call: "CommitChanges", Answer: AnswerHold, Delay: hold, Times: 1}))
+	done := make(chan error, 1)
+	go func() {
+		_, err := ws.Invoke(ctx, wsman.AMTSchema+"AMT_SetupAndConfigurationService", "CommitChanges", nil, nil)
+		done <- err
+	}()
+	r.d.ev.wait(t, string(event.FaultInjected), 1, 10*time.Second)
+	taken := time.Now()
+	r.d.ev.wait(t, string(event.Provisioned), 1, 10*time.Second)
+	assert.GreaterOrEqual(t, time.Since(taken), hold/2, "committed before the hold was over")
+	require.NoError(t, <-done, "answered once carried out")
+	assert.Equal(t, mebx.StatePost, r.d.current().State)
 }

@@ -259,7 +259,7 @@ type DNSFault struct {
 type CallFault struct {
 	Pos
 	Name   string        `yaml:"name"`
-	Answer string        `yaml:"answer" choice:"delay,empty,fault,drop"`
+	Answer string        `yaml:"answer" choice:"delay,hold,empty,fault,drop"`
 	Delay  time.Duration `yaml:"delay"`
 	Status int           `yaml:"status"` // for answer: empty
 	Times  int           `yaml:"times"`
