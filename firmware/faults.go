@@ -216,7 +216,7 @@ func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.
 	return r
 }
 
-// waitOn waits d, or until the device is powered off.
+// waitOn waits for wait to pass, or for the device to be powered off.
 func (d *Device) waitOn(wait time.Duration) {
 	d.mu.Lock()
 	ctx := d.ctx

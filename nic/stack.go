@@ -171,19 +171,15 @@ func (p *Stacks) release(ss *sharedStack) {
 	p.mu.Unlock()
 }
 
-// TCPCounts are TCP segment counts summed over a pool's stacks.
+// TCPCounts are TCP segment counts summed over a pool's stacks: all
+// segments sent, and those sent again.
 type TCPCounts struct {
-	SegmentsSent uint64
-	// Retransmits counts segments sent again; TailLossProbes the
-	// recoveries a tail loss probe made, Timeouts the RTOs that expired,
-	// and Spurious the recoveries later found needless.
-	Retransmits, TailLossProbes, Timeouts, Spurious uint64
+	SegmentsSent, Retransmits uint64
 }
 
 // Add returns the sum of c and o.
 func (c TCPCounts) Add(o TCPCounts) TCPCounts {
-	return TCPCounts{SegmentsSent: c.SegmentsSent + o.SegmentsSent, Retransmits: c.Retransmits + o.Retransmits,
-		TailLossProbes: c.TailLossProbes + o.TailLossProbes, Timeouts: c.Timeouts + o.Timeouts, Spurious: c.Spurious + o.Spurious}
+	return TCPCounts{SegmentsSent: c.SegmentsSent + o.SegmentsSent, Retransmits: c.Retransmits + o.Retransmits}
 }
 
 // TCPCounts sums the pool's stacks' TCP statistics.
@@ -196,9 +192,6 @@ func (p *Stacks) TCPCounts() TCPCounts {
 		t := ss.s.Stats().TCP
 		c.SegmentsSent += t.SegmentsSent.Value()
 		c.Retransmits += t.Retransmits.Value()
-		c.TailLossProbes += t.TLPRecovery.Value()
-		c.Timeouts += t.Timeouts.Value()
-		c.Spurious += t.SpuriousRecovery.Value() + t.SpuriousRTORecovery.Value()
 	}
 	return c
 }

@@ -12,8 +12,8 @@ import (
 )
 
 // KeaOptions say what Kea's DHCPv4 server (kea-dhcp4) serves in a test's
-// namespace: a site's DHCP server that keeps up with a burst of thousands
-// of boots, where dnsmasq walks its lease list for every packet.
+// namespace: a site's DHCP server that keeps up with a burst of 10,000
+// boots here, past where dnsmasq stops keeping up (fleet/dhcp_bench_test.go).
 type KeaOptions struct {
 	Interface string // the kernel side: a TAP or veth with the router's address
 	Subnet    string // "198.18.0.0/16"
