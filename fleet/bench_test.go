@@ -45,7 +45,7 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			for range b.N {
-				perProv[n] = fleetRun(b, n)
+				perProv[n] = fleetRun(b, n, 0)
 			}
 		})
 	}
@@ -59,6 +59,39 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFleetSustainedRate is a load test the way `amtsim fleet -n N
+// --rate R` runs one: the devices power on at R per second (the paced
+// schedule of fleet.Start) and the reference SCS provisions them as they
+// come. It reports what BenchmarkFleetProvisioning does, and whether the
+// rate held: held-rate/offered (provisionings per second from the first
+// power-on to the last record, over R; a rate that holds ends within a
+// provisioning's latency of the last power-on, about 1.0) and
+// boot→prov-p99-ms (a queue that grows at the SCS shows here first).
+// AMTSIM_BENCH_RATE is R (default 400) and AMTSIM_BENCH_RATE_FLEET is N
+// (default 100000).
+func BenchmarkFleetSustainedRate(b *testing.B) {
+	p, err := gcpolicy.Throughput(os.Getenv)
+	if err == nil {
+		defer p.Restore()
+	}
+	rate := 400.0
+	if v := os.Getenv("AMTSIM_BENCH_RATE"); v != "" {
+		if rate, err = strconv.ParseFloat(v, 64); err != nil || rate <= 0 {
+			b.Fatalf("AMTSIM_BENCH_RATE=%q: want a rate above 0", v)
+		}
+	}
+	sizes, err := benchSizes(os.Getenv("AMTSIM_BENCH_RATE_FLEET"), []int{100000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := sizes[len(sizes)-1]
+	b.Run(fmt.Sprintf("%dk@%g", n/1000, rate), func(b *testing.B) {
+		for range b.N {
+			fleetRun(b, n, rate)
+		}
+	})
 }
 
 func writeHeapProfile(path string) error {
@@ -91,13 +124,14 @@ func benchSizes(v string, def []int) ([]int, error) {
 	return out, nil
 }
 
-// fleetRun provisions n devices and returns the CPU per provisioning.
-// It also reports the process's peak RSS per device: the peak is the
+// fleetRun provisions n devices, powered on at rate per second (0: in
+// batches, as fast as they get addresses), and returns the CPU per
+// provisioning. It also reports the process's peak RSS per device: the peak is the
 // process's whole life, so it is the largest fleet's when sizes grow.
-func fleetRun(b *testing.B, n int) time.Duration {
+func fleetRun(b *testing.B, n int, rate float64) time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!"}})
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!", Rate: rate}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,6 +146,7 @@ func fleetRun(b *testing.B, n int) time.Duration {
 	if err := e.Fleet.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
+	// Start returns once the last device is on: at a rate, n/rate seconds.
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute+time.Duration(n)*10*time.Millisecond)
 	defer wcancel()
 	err = e.Wait(wctx)
@@ -132,7 +167,12 @@ func fleetRun(b *testing.B, n int) time.Duration {
 	b.ReportMetric(float64(tcp.Retransmits-tcp0.Retransmits)/float64(n), "tcp-retransmits/prov")
 	floor.ReportTransport(b, "prov", perProv, segs, fl)
 	s := e.Fleet.Summary()
+	b.ReportMetric(s.BootToProvisioned.P50, "boot→prov-p50-ms")
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
+	if rate > 0 {
+		b.ReportMetric(float64(n)/wall.Seconds()/rate, "held-rate/offered")
+		b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores-busy")
+	}
 	// A device that waits its turn in the SCS's queue keeps sending Hellos
 	// on its schedule, each a TCP connection on both sides: a larger fleet
 	// switched on at once waits longer, so this is where much of its extra
