@@ -37,6 +37,7 @@ import (
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/negotiate"
 	"github.com/amtsim/amtsim/nic"
 )
 
@@ -131,7 +132,10 @@ type Stats struct {
 	ConnsAccepted atomic.Uint64
 	TLSFailures   atomic.Uint64 // handshakes that failed on 16993
 	CertRefusals  atomic.Uint64 // of which provisioning certificate chains refused
-	AuthFailures  atomic.Uint64 // requests with bad Digest credentials
+	AuthFailures  atomic.Uint64 // requests with bad Digest or Negotiate credentials
+	// NegotiateFailures are the AuthFailures of Negotiate: tickets
+	// refused (bad, expired, replayed, skewed, or not in the ACL).
+	NegotiateFailures atomic.Uint64
 	BadRequests   atomic.Uint64 // HTTP that could not be read
 }
 
@@ -179,6 +183,9 @@ type Device struct {
 
 	realm  string
 	digest *digest.Server
+	// kerberos accepts Negotiate tickets; its replay cache is the
+	// device's own.
+	kerberos negotiate.Acceptor
 
 	cableOut   atomic.Bool                  // SetLink(false)
 	live       atomic.Pointer[nic.NIC]      // this power cycle's NIC, for CutPower

@@ -170,7 +170,7 @@ func profile(t *testing.T, ca *testCA, newID identity.Identity) scs.Profile {
 		},
 		HostName: "optiplex-42", DomainName: "amtsim.example",
 		Key: key, Certify: ca.certify,
-		Kerberos: &scs.Kerberos{Realm: "AMTSIM.EXAMPLE", KeyVersion: 2, Encryption: 1, MasterKey: make([]byte, 16), MaxClockSkew: 5},
+		Kerberos: &scs.Kerberos{Realm: "AMTSIM.EXAMPLE", KeyVersion: 2, Encryption: 0, MasterKey: make([]byte, 16), MaxClockSkew: 5},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/amtsim/amtsim/eoi"
 	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/negotiate"
 	"github.com/amtsim/amtsim/tlspsk"
 	"github.com/amtsim/amtsim/wsman"
 )
@@ -254,6 +255,7 @@ type response struct {
 	status       int
 	contentType  string
 	authenticate string // WWW-Authenticate, on a 401
+	negotiate    bool   // a second WWW-Authenticate: Negotiate, on a 401
 	body         []byte
 	server       string // the Server header: the firmware's version
 	drop         bool   // no answer: the connection closes (AnswerDrop)
@@ -273,6 +275,9 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 		w.WriteString("WWW-Authenticate: ")
 		w.WriteString(r.authenticate)
 		w.WriteString("\r\n")
+	}
+	if r.negotiate {
+		w.WriteString("WWW-Authenticate: " + negotiate.Scheme + "\r\n")
 	}
 	if r.contentType != "" {
 		w.WriteString("Content-Type: ")
@@ -306,13 +311,24 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 // handle authenticates a request and routes it.
 func (d *Device) handle(sess *session, req *request) response {
 	cur := d.current()
+	if negotiate.IsNegotiate(req.authorization) {
+		user, admin, err := d.acceptTicket(&cur, req.authorization)
+		if err != nil {
+			d.Stats.AuthFailures.Add(1)
+			d.Stats.NegotiateFailures.Add(1)
+			d.emit(event.AuthFailed, "peer", sess.peer, "scheme", "negotiate", "user", user, "reason", err.Error())
+			return d.challengeFor(&cur, false)
+		}
+		d.login(sess, user, admin, cur)
+		return d.route(sess, req, cur)
+	}
 	var auth *digest.Authorization
 	if h := req.authorization; h != "" {
 		a, err := digest.ParseAuthorization(h)
 		if err != nil {
 			d.Stats.AuthFailures.Add(1)
 			d.emit(event.AuthFailed, "peer", sess.peer, "reason", err.Error())
-			return d.challenge(false)
+			return d.challengeFor(&cur, false)
 		}
 		auth = a
 	}
@@ -327,13 +343,18 @@ func (d *Device) handle(sess *session, req *request) response {
 			d.Stats.AuthFailures.Add(1)
 			d.emit(event.AuthFailed, "peer", sess.peer, "user", auth.Username, "reason", err.Error())
 		}
-		r := d.challenge(errors.Is(err, digest.ErrStale))
+		r := d.challengeFor(&cur, errors.Is(err, digest.ErrStale))
 		// While logins are blocked the connection is not kept for more
 		// guesses.
 		r.close = errors.Is(err, digest.ErrLocked)
 		return r
 	}
 	d.login(sess, auth.Username, admin, cur)
+	return d.route(sess, req, cur)
+}
+
+// route serves an authenticated request.
+func (d *Device) route(sess *session, req *request, cur mebx.Settings) response {
 
 	switch {
 	case req.path == "/wsman" && req.method == http.MethodPost:
@@ -367,6 +388,14 @@ func (d *Device) challenge(stale bool) response {
 	}
 	return response{status: http.StatusUnauthorized, authenticate: ch.String(), contentType: "text/html",
 		body: []byte("<html><body>Unauthorized</body></html>")}
+}
+
+// challengeFor is the 401 for settings s: Digest always, and Negotiate
+// beside it once Kerberos is enabled.
+func (d *Device) challengeFor(s *mebx.Settings, stale bool) response {
+	r := d.challenge(stale)
+	r.negotiate = s.AMT.KerberosEnabled && r.status == http.StatusUnauthorized
+	return r
 }
 
 // login records the session's user once; an admin in setup holds the

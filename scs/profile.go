@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/amtsim/amtsim/mebx"
+	"github.com/amtsim/amtsim/negotiate"
 )
 
 // DefaultProfile is what the reference SCS configures unless told
@@ -39,13 +40,16 @@ type ProfileFile struct {
 	Kerberos        *KerberosFile `json:"kerberos,omitempty"`
 }
 
-// KerberosFile is the JSON form of Kerberos.
+// KerberosFile is the JSON form of Kerberos. It gives the AMT object's
+// password or its key (master_key), not both.
 type KerberosFile struct {
-	Realm        string `json:"realm"`
-	KeyVersion   uint32 `json:"key_version"`
-	Encryption   uint32 `json:"encryption"`
-	MasterKey    []byte `json:"master_key"` // base64 in JSON
-	MaxClockSkew uint32 `json:"max_clock_skew"`
+	Realm        string   `json:"realm"`
+	SPNs         []string `json:"spn,omitempty"`
+	KeyVersion   uint32   `json:"key_version"`
+	Encryption   uint32   `json:"encryption"`
+	MasterKey    []byte   `json:"master_key,omitempty"` // base64 in JSON
+	Password     string   `json:"password,omitempty"`
+	MaxClockSkew uint32   `json:"max_clock_skew"`
 }
 
 // File is p in its JSON form.
@@ -53,7 +57,11 @@ func (p Profile) File() ProfileFile {
 	f := ProfileFile{AdminUser: p.AdminUser, AdminPassword: p.AdminPassword, NewMEBxPassword: p.NewMEBxPassword,
 		Domain: p.DomainName, AcceptNonSecure: p.AcceptNonSecure, Users: p.Users}
 	if k := p.Kerberos; k != nil {
-		f.Kerberos = &KerberosFile{Realm: k.Realm, KeyVersion: k.KeyVersion, Encryption: k.Encryption, MasterKey: k.MasterKey, MaxClockSkew: k.MaxClockSkew}
+		f.Kerberos = &KerberosFile{Realm: k.Realm, SPNs: k.SPNs, KeyVersion: k.KeyVersion, Encryption: k.Encryption, MasterKey: k.MasterKey,
+			Password: k.Password, MaxClockSkew: k.MaxClockSkew}
+		if k.Password != "" {
+			f.Kerberos.MasterKey = nil // derived from the password
+		}
 	}
 	return f
 }
@@ -75,9 +83,49 @@ func (f ProfileFile) Profile() Profile {
 	p.NewMEBxPassword = f.NewMEBxPassword
 	p.AcceptNonSecure = f.AcceptNonSecure
 	if k := f.Kerberos; k != nil {
-		p.Kerberos = &Kerberos{Realm: k.Realm, KeyVersion: k.KeyVersion, Encryption: k.Encryption, MasterKey: k.MasterKey, MaxClockSkew: k.MaxClockSkew}
+		p.Kerberos = &Kerberos{Realm: k.Realm, SPNs: k.SPNs, KeyVersion: k.KeyVersion, Encryption: k.Encryption, MasterKey: k.MasterKey,
+			Password: k.Password, MaxClockSkew: k.MaxClockSkew}
+		if k.Password != "" && len(k.MasterKey) == 0 {
+			if key, err := negotiate.KeyFromPassword(k.Password); err == nil {
+				p.Kerberos.MasterKey = key
+			}
+		}
 	}
+	p.Users = resolveSIDs(p.Users, p.Kerberos)
 	return p
+}
+
+// resolveSIDs gives each Kerberos user the base64 SID AMT takes: from an
+// S-1-… string, or from a principal (negotiate.PrincipalSID). What does
+// not parse is left as written, for Validate to name.
+func resolveSIDs(users []User, k *Kerberos) []User {
+	realm := ""
+	if k != nil {
+		realm = k.Realm
+	}
+	var out []User
+	for i, u := range users {
+		sid := u.KerberosSID
+		if sid == "" && u.KerberosPrincipal != "" {
+			if name, r, err := negotiate.ParsePrincipal(u.KerberosPrincipal, realm); err == nil {
+				sid = negotiate.PrincipalSID(name, r).Base64()
+			}
+		} else if strings.HasPrefix(sid, "S-") {
+			if s, err := negotiate.ParseSID(sid); err == nil {
+				sid = s.Base64()
+			}
+		}
+		if sid != u.KerberosSID {
+			if out == nil {
+				out = append([]User(nil), users...)
+			}
+			out[i].KerberosSID = sid
+		}
+	}
+	if out == nil {
+		return users
+	}
+	return out
 }
 
 // ReadProfile reads a profile file; an unknown field is an error.
@@ -131,8 +179,24 @@ func (p *Profile) Validate() error {
 	seen := map[string]bool{p.AdminUser: true}
 	for i, u := range p.Users {
 		who := fmt.Sprintf("users[%d]", i)
-		if u.Name == "" && u.KerberosSID == "" {
-			bad("%s: a user needs a name or a Kerberos SID", who)
+		if u.Name == "" && u.KerberosSID == "" && u.KerberosPrincipal == "" {
+			bad("%s: a user needs a name, a Kerberos SID or a Kerberos principal", who)
+		}
+		if u.KerberosSID != "" {
+			if _, err := negotiate.ParseSID(u.KerberosSID); err != nil {
+				bad("%s: kerberos_sid: %v", who, err)
+			}
+		}
+		if u.KerberosPrincipal != "" {
+			realm := ""
+			if p.Kerberos != nil {
+				realm = p.Kerberos.Realm
+			}
+			if name, r, err := negotiate.ParsePrincipal(u.KerberosPrincipal, realm); err != nil {
+				bad("%s: kerberos_principal: %v", who, err)
+			} else if u.KerberosSID != "" && u.KerberosSID != negotiate.PrincipalSID(name, r).Base64() {
+				bad("%s: kerberos_sid is not the SID of kerberos_principal %s", who, u.KerberosPrincipal)
+			}
 		}
 		if u.Name != "" {
 			if err := mebx.CheckUserName(u.Name); err != nil {
@@ -160,6 +224,21 @@ func (p *Profile) Validate() error {
 		}
 		if len(k.MasterKey) != 16 {
 			bad("kerberos: master_key is %d bytes; AMT takes a 16-byte key", len(k.MasterKey))
+		} else if k.Password != "" {
+			if key, err := negotiate.KeyFromPassword(k.Password); err != nil || !bytes.Equal(key, k.MasterKey) {
+				bad("kerberos: master_key is not the key of password")
+			}
+		}
+		if k.Encryption != 0 {
+			bad("kerberos: encryption %d; AMT 5 has 0 (RC4-HMAC) only", k.Encryption)
+		}
+		if k.MaxClockSkew > 5 {
+			bad("kerberos: max_clock_skew %d minutes; AMT allows at most 5", k.MaxClockSkew)
+		}
+		for _, n := range k.SPNs {
+			if !strings.Contains(n, "/") {
+				bad("kerberos: spn %q is not service/host", n)
+			}
 		}
 	}
 	if p.DomainName != "" && (len(p.DomainName) > 191 || strings.ContainsAny(p.DomainName, " /\\:")) {

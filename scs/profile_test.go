@@ -1,8 +1,11 @@
 package scs
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"testing"
+
+	"github.com/amtsim/amtsim/negotiate"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -14,7 +17,7 @@ import (
 func TestProfileFileRoundTrip(t *testing.T) {
 	p := DefaultProfile("")
 	p.AcceptNonSecure = true
-	p.Kerberos = &Kerberos{Realm: "AMTSIM.TEST", KeyVersion: 3, Encryption: 1, MasterKey: []byte("0123456789abcdef"), MaxClockSkew: 5}
+	p.Kerberos = &Kerberos{Realm: "AMTSIM.TEST", KeyVersion: 3, Encryption: 0, SPNs: []string{"HTTP/{fqdn}"}, MasterKey: []byte("0123456789abcdef"), MaxClockSkew: 5}
 	b, err := json.Marshal(p.File())
 	require.NoError(t, err)
 	back, err := ParseProfile(b)
@@ -81,4 +84,34 @@ func TestProfileValidate(t *testing.T) {
 	assert.ErrorIs(t, err, ErrBadProfile, "the server does not start with it")
 	_, err = NewServer(ServerOptions{DB: &DB{}, NoTLS: true, Profile: p, Flaws: Flaws{UncheckedProfile: true}})
 	assert.NoError(t, err, "unless told to, as a flaw")
+}
+
+// What an administrator gives for Negotiate: the AMT object's password
+// (the SCS derives the RC4-HMAC key AMT takes), users by principal or by
+// SID in either form, all turned into what AMT takes; and what disagrees
+// is refused, named.
+func TestProfileKerberos(t *testing.T) {
+	p, err := ParseProfile([]byte(`{"kerberos":{"realm":"AMTSIM.TEST","password":"password","key_version":2,"encryption":0,"max_clock_skew":5},
+		"users":[{"kerberos_principal":"alice","access":2,"realms":[13]},
+		         {"kerberos_principal":"bob@OTHER.TEST","access":1,"realms":[3]},
+		         {"kerberos_sid":"S-1-5-21-1004336348-1177238915-682003330-512","access":2,"realms":[3]}]}`))
+	require.NoError(t, err)
+	require.NoError(t, p.Validate())
+	assert.Equal(t, "8846f7eaee8fb117ad06bdd830b7586c", hex.EncodeToString(p.Kerberos.MasterKey), "MD4 of the UTF-16LE password")
+	assert.Equal(t, negotiate.PrincipalSID("alice", "AMTSIM.TEST").Base64(), p.Users[0].KerberosSID, "a bare name is in the profile's realm")
+	assert.Equal(t, negotiate.PrincipalSID("bob", "OTHER.TEST").Base64(), p.Users[1].KerberosSID)
+	assert.Equal(t, "AQUAAAAAAAUVAAAA3PTcO4M9K0aCi6YoAAIAAA==", p.Users[2].KerberosSID, "S-1-… becomes AMT's base64")
+	f := p.File()
+	assert.Empty(t, f.Kerberos.MasterKey, "the file keeps the password, not both")
+
+	p.Kerberos.Encryption, p.Kerberos.MaxClockSkew = 1, 10
+	p.Kerberos.MasterKey = make([]byte, 16)
+	p.Kerberos.SPNs = []string{"nohost"}
+	p.Users[0].KerberosSID = "AQ=="
+	p.Users[1].KerberosSID = negotiate.PrincipalSID("carol", "OTHER.TEST").Base64()
+	err = p.Validate()
+	require.ErrorIs(t, err, ErrBadProfile)
+	for _, want := range []string{"not the key of password", "encryption 1", "max_clock_skew 10", `spn "nohost"`, "users[0]: kerberos_sid", "users[1]: kerberos_sid is not the SID of kerberos_principal"} {
+		assert.Contains(t, err.Error(), want)
+	}
 }

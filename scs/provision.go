@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -58,8 +59,15 @@ type Target struct {
 type User struct {
 	Name        string   `json:"name,omitempty"` // Digest user; empty for a Kerberos-only user
 	Password    string   `json:"password,omitempty"`
-	KerberosSID string   `json:"kerberos_sid,omitempty"`
-	Access      uint32   `json:"access"` // 0 local, 1 network, 2 both
+	// KerberosSID is the user's (or a group's) SID, base64 of the binary
+	// form as AMT takes it; a profile file may give S-1-… instead.
+	KerberosSID string `json:"kerberos_sid,omitempty"`
+	// KerberosPrincipal (name@REALM, or name in the profile's realm)
+	// stands for a user of a KDC without Active Directory, whose tickets
+	// carry no SID: the profile gives the user negotiate.PrincipalSID of
+	// it, the SID the device derives from such a ticket.
+	KerberosPrincipal string   `json:"kerberos_principal,omitempty"`
+	Access            uint32   `json:"access"` // 0 local, 1 network, 2 both
 	Realms      []uint32 `json:"realms,omitempty"`
 }
 
@@ -91,12 +99,28 @@ type Profile struct {
 
 // Kerberos is AMT_KerberosSettingData.
 type Kerberos struct {
-	Realm        string
-	KeyVersion   uint32
-	Encryption   uint32
-	MasterKey    []byte
-	MaxClockSkew uint32
+	Realm string
+	// SPNs are the service principal names the SCS reports with the
+	// settings, each with {fqdn} standing for the device's name.domain.
+	// AMT stores and ignores them; the KDC must hold them, with the key of
+	// Password (Intel registers HTTP/fqdn:16992 and HTTP/fqdn:16993;
+	// clients that leave the port out, as curl and most browsers do, ask
+	// for HTTP/fqdn).
+	SPNs       []string
+	KeyVersion uint32
+	// Encryption is AMT's EncryptionAlgorithm: 0, RC4-HMAC, the one AMT 5
+	// has.
+	Encryption uint32
+	// MasterKey is the 16-byte RC4-HMAC key of the AMT object's password.
+	MasterKey []byte
+	// Password is that password, when the profile gives it rather than
+	// the key; MasterKey is derived from it.
+	Password     string
+	MaxClockSkew uint32 // minutes, at most 5
 }
+
+// DefaultSPNs are the names Intel's guide registers for the SOAP ports.
+var DefaultSPNs = []string{"HTTP/{fqdn}:16992", "HTTP/{fqdn}:16993"}
 
 // StepResult is one step of a provisioning and how it went.
 type StepResult struct {
@@ -376,7 +400,20 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 		}},
 		{"set-kerberos", p.Kerberos == nil, func() error {
 			k := p.Kerberos
+			spns := k.SPNs
+			if len(spns) == 0 {
+				spns = DefaultSPNs
+			}
+			fqdn := host + "." + domain
+			if domain == "" {
+				fqdn = host
+			}
+			names := make([]string, len(spns))
+			for i, n := range spns {
+				names[i] = strings.ReplaceAll(n, "{fqdn}", fqdn)
+			}
 			in := wsman.NewInstance(wsman.KerberosSettingData).Set("KrbEnabled", "true").Set("RealmName", k.Realm).
+				Set("ServicePrincipalName", names...).
 				Set("KeyVersion", strconv.FormatUint(uint64(k.KeyVersion), 10)).Set("EncryptionAlgorithm", strconv.FormatUint(uint64(k.Encryption), 10)).
 				Set("MasterKey", base64.StdEncoding.EncodeToString(k.MasterKey)).Set("MaximumClockTolerance", strconv.FormatUint(uint64(k.MaxClockSkew), 10))
 			_, err := s.WSMAN.Put(ctx, in, nil)
