@@ -267,4 +267,3 @@ func TestKeyFromPassword(t *testing.T) {
 	_, err = KeyFromPassword("")
 	assert.Error(t, err)
 }
-
