@@ -83,14 +83,21 @@ type provisioningRig struct {
 
 func newRig(t *testing.T, index int) *provisioningRig {
 	t.Helper()
+	// ×100: Hello slots 120 ms apart in real time, and the SCS's time
+	// exchange well inside AMT's window.
+	return newRigClock(t, index, clock.Scaled(100))
+}
+
+// newRigClock is newRig with the device on clk (clock.Real for what must
+// keep wall time, as Kerberos does).
+func newRigClock(t *testing.T, index int, clk clock.Clock) *provisioningRig {
+	t.Helper()
 	n, stacks := startLAN(t, lan.NetworkOptions{})
 	r := &provisioningRig{n: n, stacks: stacks}
 	r.hellos = startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
 	r.id, _ = identity.Of(50, 0, index)
 	r.st = mebx.NewFileStore(filepath.Join(t.TempDir(), "mebx.json"))
-	// ×100: Hello slots 120 ms apart in real time, and the SCS's time
-	// exchange well inside AMT's window.
-	r.d = bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, Store: r.st, Clock: clock.Scaled(100)}, r.id, setupSettings(t, r.id))
+	r.d = bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, Store: r.st, Clock: clk}, r.id, setupSettings(t, r.id))
 	r.hellos.next(t, 10*time.Second)
 	peer, err := n.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x44}, netip.MustParsePrefix("198.18.0.44/15"), nil)
 	require.NoError(t, err)
