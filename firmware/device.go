@@ -136,7 +136,7 @@ type Stats struct {
 	// NegotiateFailures are the AuthFailures of Negotiate: tickets
 	// refused (bad, expired, replayed, skewed, or not in the ACL).
 	NegotiateFailures atomic.Uint64
-	BadRequests   atomic.Uint64 // HTTP that could not be read
+	BadRequests       atomic.Uint64 // HTTP that could not be read
 }
 
 // Device is one simulated AMT device.

@@ -57,8 +57,8 @@ type Target struct {
 
 // User is a user ACL entry to add.
 type User struct {
-	Name        string   `json:"name,omitempty"` // Digest user; empty for a Kerberos-only user
-	Password    string   `json:"password,omitempty"`
+	Name     string `json:"name,omitempty"` // Digest user; empty for a Kerberos-only user
+	Password string `json:"password,omitempty"`
 	// KerberosSID is the user's (or a group's) SID, base64 of the binary
 	// form as AMT takes it; a profile file may give S-1-… instead.
 	KerberosSID string `json:"kerberos_sid,omitempty"`
@@ -68,7 +68,7 @@ type User struct {
 	// it, the SID the device derives from such a ticket.
 	KerberosPrincipal string   `json:"kerberos_principal,omitempty"`
 	Access            uint32   `json:"access"` // 0 local, 1 network, 2 both
-	Realms      []uint32 `json:"realms,omitempty"`
+	Realms            []uint32 `json:"realms,omitempty"`
 }
 
 // Profile is what the SCS configures.
