@@ -129,15 +129,19 @@ func TestNegotiateWithMITKerberos(t *testing.T) {
 	put := string(wsman.Marshal(wsman.Header{To: "/wsman", Action: wsman.ActionPut, MessageID: "uuid:2", ReplyTo: wsman.Anonymous,
 		ResourceURI: wsman.AMTSchema + "AMT_GeneralSettings"},
 		`<g:AMT_GeneralSettings xmlns:g="`+wsman.AMTSchema+`AMT_GeneralSettings"><g:HostName>renamed</g:HostName></g:AMT_GeneralSettings>`))
-	curl := func(user, host, body string, extra ...string) string {
+	curlURL := func(user, url, body string, extra ...string) string {
 		t.Helper()
 		args := append([]string{"curl", "-sS", "-v", "--max-time", "10", "-D", "-", "-H", "Content-Type: " + wsman.ContentType,
 			"--data-binary", body}, extra...)
-		cmd := ns.Command(append(args, "http://"+host+":16992/wsman")...)
+		cmd := ns.Command(append(args, url)...)
 		cmd.Env = append(os.Environ(), kdc.Env(user)...)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		return string(out)
+	}
+	curl := func(user, host, body string, extra ...string) string {
+		t.Helper()
+		return curlURL(user, "http://"+host+":16992/wsman", body, extra...)
 	}
 	loginsAs := func(user string) int {
 		mu.Lock()
@@ -158,6 +162,11 @@ func TestNegotiateWithMITKerberos(t *testing.T) {
 	require.Regexp(t, ok200, out)
 	assert.Contains(t, out, "<h:HostName>"+st.HostName+"</h:HostName>")
 	assert.Equal(t, 1, loginsAs("alice@"+realm), "the WS-MAN call is made as alice")
+	// The same on 16993, over the TLS the SCS set up (AMT 5: TLS 1.0).
+	out = curlURL("alice", "https://"+fqdn+":16993/wsman", get, "--negotiate", "-u", ":",
+		"--cacert", filepath.Join(dir, "ca.crt"), "--tlsv1.0", "--ciphers", "DEFAULT@SECLEVEL=0")
+	require.Regexp(t, ok200, out, "Negotiate inside TLS on 16993")
+	assert.Equal(t, 2, loginsAs("alice@"+realm))
 	out = curl("alice", fqdn, put, "--negotiate", "-u", ":")
 	assert.Contains(t, out, "AccessDenied", "alice's realms give no right to change")
 
