@@ -134,7 +134,7 @@ func Known() []Info {
 		{PKIAccepted, i, dev, "an SCS's provisioning certificate chain was accepted: cn, root (remote configuration)"},
 		{HTTPBadRequest, w, dev, "HTTP that could not be read: err (answered 400 or 413)"},
 		{WSMANMalformed, w, dev, "a WS-MAN envelope that could not be read (answered with a fault)"},
-		{AuthFailed, w, dev, "Digest credentials refused: user, reason"},
+		{AuthFailed, w, dev, "credentials refused: user, reason; scheme=negotiate for a Kerberos ticket (user is its principal; the token is never logged)"},
 		{SessionLogin, i, dev, "an authenticated session: user, port, tls"},
 		{AMTCall, i, dev, "one AMT call: op, status (PT_STATUS)"},
 		{SessionDiscard, w, dev, "a session closed before CommitChanges: its staged changes are dropped"},
