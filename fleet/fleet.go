@@ -621,7 +621,9 @@ type Counts struct {
 	DNSFailures  uint64 `json:"dns_failures"`
 	TLSFailures  uint64 `json:"tls_failures"`
 	AuthFailures uint64 `json:"auth_failures"`
-	BadRequests  uint64 `json:"bad_requests"`
+	// NegotiateFailures are the AuthFailures of Kerberos tickets.
+	NegotiateFailures uint64 `json:"negotiate_failures,omitempty"`
+	BadRequests       uint64 `json:"bad_requests"`
 }
 
 // Summary reports the fleet now.
@@ -652,6 +654,7 @@ func (f *Fleet) tally() Counts {
 		c.DNSFailures += d.Stats.DNSFailures.Load() + d.Stats.DNSMalformed.Load()
 		c.TLSFailures += d.Stats.TLSFailures.Load()
 		c.AuthFailures += d.Stats.AuthFailures.Load()
+		c.NegotiateFailures += d.Stats.NegotiateFailures.Load()
 		c.BadRequests += d.Stats.BadRequests.Load()
 	}
 	return c

@@ -34,7 +34,7 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 		provisionedTotal: d("provisioned_total", "Devices that reached provisioned."),
 		hellosSent:       d("hellos_sent_total", "Hellos the devices sent."),
 		hellosFailed:     d("hellos_failed_total", "Hellos that could not be sent (no connection to the SCS)."),
-		failures:         d("failures_total", "What went wrong on the devices' side, by kind: dhcp, dns, tls, auth, request.", "kind"),
+		failures:         d("failures_total", "What went wrong on the devices' side, by kind: dhcp, dns, tls, auth (of which negotiate: Kerberos tickets), request.", "kind"),
 	}
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
 		Help: "Each device's time from power-on to provisioned.", Buckets: latencyBuckets})
@@ -70,7 +70,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range []struct {
 		kind string
 		v    uint64
-	}{{"dhcp", n.DHCPFailures}, {"dns", n.DNSFailures}, {"tls", n.TLSFailures}, {"auth", n.AuthFailures}, {"request", n.BadRequests}} {
+	}{{"dhcp", n.DHCPFailures}, {"dns", n.DNSFailures}, {"tls", n.TLSFailures}, {"auth", n.AuthFailures}, {"negotiate", n.NegotiateFailures}, {"request", n.BadRequests}} {
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(k.v), k.kind)
 	}
 }

@@ -193,7 +193,8 @@ func MergeReports(rs []Report) (Report, error) {
 func addCounts(a, b Counts) Counts {
 	return Counts{HellosSent: a.HellosSent + b.HellosSent, HellosFailed: a.HellosFailed + b.HellosFailed,
 		DHCPFailures: a.DHCPFailures + b.DHCPFailures, DNSFailures: a.DNSFailures + b.DNSFailures,
-		TLSFailures: a.TLSFailures + b.TLSFailures, AuthFailures: a.AuthFailures + b.AuthFailures, BadRequests: a.BadRequests + b.BadRequests}
+		TLSFailures: a.TLSFailures + b.TLSFailures, AuthFailures: a.AuthFailures + b.AuthFailures,
+		NegotiateFailures: a.NegotiateFailures + b.NegotiateFailures, BadRequests: a.BadRequests + b.BadRequests}
 }
 
 func (s *SCSSummary) add(o *SCSSummary) {

@@ -133,7 +133,9 @@ func (a *Acceptor) remember(k replayKey, now time.Time, skew time.Duration) erro
 	if until, ok := a.seen[k]; ok && now.Before(until) {
 		return fmt.Errorf("%w: by %s", ErrReplay, k.client)
 	}
-	if len(a.seen) >= maxReplay {
+	// Aged entries go at every 64th entry, so that a device that served
+	// a burst once does not keep it.
+	if n := len(a.seen); n >= 64 && n%64 == 0 || n >= maxReplay {
 		for key, until := range a.seen {
 			if !now.Before(until) {
 				delete(a.seen, key)

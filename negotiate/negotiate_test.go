@@ -267,3 +267,17 @@ func TestKeyFromPassword(t *testing.T) {
 	_, err = KeyFromPassword("")
 	assert.Error(t, err)
 }
+
+// The replay cache forgets what is past the tolerance, and refuses (fails
+// closed) when it holds maxReplay authenticators inside it.
+func TestReplayCacheBounds(t *testing.T) {
+	now := time.Now()
+	var a Acceptor
+	for i := range maxReplay {
+		require.NoError(t, a.remember(replayKey{client: "c", ctime: int64(i)}, now, time.Minute))
+	}
+	assert.ErrorIs(t, a.remember(replayKey{client: "c", ctime: -1}, now, time.Minute), ErrReplay, "full inside the tolerance")
+	later := now.Add(3 * time.Minute)
+	require.NoError(t, a.remember(replayKey{client: "c", ctime: -1}, later, time.Minute), "aged entries make room")
+	assert.Len(t, a.seen, 1)
+}

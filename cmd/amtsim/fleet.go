@@ -438,8 +438,8 @@ func printSummary(w io.Writer, r fleet.Report, deadline time.Duration) {
 	fmt.Fprintf(w, "\n%d of %d devices provisioned in %.2fs (%.1f/s)\n", r.Provisioned, r.Devices, r.ElapsedMS/1000, r.PerSecond)
 	l := r.BootToProvisioned
 	fmt.Fprintf(w, "boot → provisioned: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms\n", l.P50, l.P95, l.P99, l.Max)
-	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d DHCP, %d DNS, %d TLS, %d auth, %d request failures\n",
-		r.HellosSent, r.HellosFailed, r.DHCPFailures, r.DNSFailures, r.TLSFailures, r.AuthFailures, r.BadRequests)
+	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d DHCP, %d DNS, %d TLS, %d auth (%d Negotiate), %d request failures\n",
+		r.HellosSent, r.HellosFailed, r.DHCPFailures, r.DNSFailures, r.TLSFailures, r.AuthFailures, r.NegotiateFailures, r.BadRequests)
 	if len(r.MergedShards) > 0 {
 		fmt.Fprintf(w, "shards: %s merged", joinInts(r.MergedShards))
 		if len(r.Missing) > 0 {

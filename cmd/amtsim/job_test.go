@@ -139,7 +139,7 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 			assert.Equal(t, want, v(pd.at_end, name, nil), "pod %d: %s", i, name)
 			assert.LessOrEqual(t, v(pd.during, name, nil), want, "pod %d: %s only grows", i, name)
 		}
-		for kind, want := range map[string]uint64{"dhcp": c.DHCPFailures, "dns": c.DNSFailures, "tls": c.TLSFailures, "auth": c.AuthFailures, "request": c.BadRequests} {
+		for kind, want := range map[string]uint64{"dhcp": c.DHCPFailures, "dns": c.DNSFailures, "tls": c.TLSFailures, "auth": c.AuthFailures, "negotiate": c.NegotiateFailures, "request": c.BadRequests} {
 			assert.Equal(t, float64(want), v(pd.at_end, "amtsim_fleet_failures_total", map[string]string{"kind": kind}), "pod %d: %s failures", i, kind)
 		}
 		assert.Equal(t, float64(perShard), v(pd.at_end, "amtsim_fleet_devices", map[string]string{"state": fleet.StateProvisioned}), "pod %d", i)
