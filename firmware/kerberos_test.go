@@ -86,11 +86,20 @@ func TestDeviceNegotiate(t *testing.T) {
 	require.NotEmpty(t, login)
 	assert.Contains(t, attr(login[len(login)-1], "user"), "alice@"+realm, "the call is made as alice")
 
-	resp, body = send(header(ticket("alice")), put)
-	assert.Contains(t, body, "AccessDenied", "alice's realms (General Info) give no right to change: %d", resp.StatusCode)
-	resp, body = send(header(ticket("root")), put)
-	assert.Equal(t, http.StatusOK, resp.StatusCode, "PT Administration may: %s", body)
-	r.d.ev.wait(t, "amt.listening", 3, 10*time.Second) // a change once provisioned re-arms the ports
+	// Each as its realms allow: alice (General Info) reads the general
+	// settings but not the TLS settings, root (PT Administration) reads
+	// both; neither changes anything, a user ACL entry never does.
+	tlsGet := string(wsman.Marshal(wsman.Header{Action: wsman.ActionGet, MessageID: "3", ResourceURI: wsman.TLSSettingData,
+		Selectors: map[string]string{"InstanceID": wsman.TLSSettingsNetwork}}, ""))
+	_, body = send(header(ticket("alice")), tlsGet)
+	assert.Contains(t, body, "AccessDenied", "AMT_TLSSettingData is outside alice's realms")
+	resp, body = send(header(ticket("root")), tlsGet)
+	assert.Equal(t, http.StatusOK, resp.StatusCode, body)
+	assert.Contains(t, body, "AMT_TLSSettingData", "PT Administration reads everything")
+	for _, who := range []string{"alice", "root"} {
+		_, body = send(header(ticket(who)), put)
+		assert.Contains(t, body, "AccessDenied", "%s may not change", who)
+	}
 
 	refused := func(why string, authz string, wantReason string) {
 		t.Helper()

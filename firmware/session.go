@@ -29,6 +29,7 @@ type session struct {
 	mu        sync.Mutex
 	user      string
 	admin     bool
+	realms    []uint32       // a user's realms (the admin's are all)
 	staged    *mebx.Settings // nil until the first change
 	changes   int
 	committed bool
@@ -104,23 +105,23 @@ func realmFor(uuid [16]byte) string {
 // password is never valid on the network, and MeshCentral's bare-metal
 // activation, written and run against real AMT by its Intel authors, logs
 // in so; docs/protocol.md §11).
-func lookupUser(s *mebx.Settings, realm, user string, pki bool) (ha1 []byte, admin, ok bool) {
+func lookupUser(s *mebx.Settings, realm, user string, pki bool) (ha1 []byte, admin bool, realms []uint32, ok bool) {
 	if s.AMT.AdminName != "" {
 		if user == s.AMT.AdminName {
-			return s.AMT.AdminHA1, true, true
+			return s.AMT.AdminHA1, true, nil, true
 		}
 	} else if user == "admin" {
 		if pki && s.State != mebx.StatePost && !s.PasswordChanged() {
-			return digest.HA1("admin", realm, ""), true, true
+			return digest.HA1("admin", realm, ""), true, nil, true
 		}
-		return digest.HA1("admin", realm, s.Password), true, true
+		return digest.HA1("admin", realm, s.Password), true, nil, true
 	}
 	for _, u := range s.AMT.Users {
 		if u.Name != "" && u.Name == user && u.HA1 != nil {
-			return u.HA1, false, true
+			return u.HA1, false, u.Realms, true
 		}
 	}
-	return nil, false, false
+	return nil, false, nil, false
 }
 
 // method names how the session's SCS proved itself (ProvisioningRecord).

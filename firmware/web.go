@@ -312,14 +312,14 @@ func writeResponse(w *bufio.Writer, r response, closing bool) error {
 func (d *Device) handle(sess *session, req *request) response {
 	cur := d.current()
 	if negotiate.IsNegotiate(req.authorization) {
-		user, admin, err := d.acceptTicket(&cur, req.authorization)
+		user, admin, realms, err := d.acceptTicket(&cur, req.authorization)
 		if err != nil {
 			d.Stats.AuthFailures.Add(1)
 			d.Stats.NegotiateFailures.Add(1)
 			d.emit(event.AuthFailed, "peer", sess.peer, "scheme", "negotiate", "user", user, "reason", err.Error())
 			return d.challengeFor(&cur, false)
 		}
-		d.login(sess, user, admin, cur)
+		d.login(sess, user, admin, realms, cur)
 		return d.route(sess, req, cur)
 	}
 	var auth *digest.Authorization
@@ -333,9 +333,10 @@ func (d *Device) handle(sess *session, req *request) response {
 		auth = a
 	}
 	var admin bool
+	var realms []uint32
 	err := d.digest.Verify(auth, req.method, req.target, func(user string) ([]byte, bool) {
-		ha1, isAdmin, ok := lookupUser(&cur, d.realm, user, sess.pki != nil)
-		admin = isAdmin
+		ha1, isAdmin, rs, ok := lookupUser(&cur, d.realm, user, sess.pki != nil)
+		admin, realms = isAdmin, rs
 		return ha1, ok
 	})
 	if err != nil {
@@ -349,7 +350,7 @@ func (d *Device) handle(sess *session, req *request) response {
 		r.close = errors.Is(err, digest.ErrLocked)
 		return r
 	}
-	d.login(sess, auth.Username, admin, cur)
+	d.login(sess, auth.Username, admin, realms, cur)
 	return d.route(sess, req, cur)
 }
 
@@ -400,10 +401,10 @@ func (d *Device) challengeFor(s *mebx.Settings, stale bool) response {
 
 // login records the session's user once; an admin in setup holds the
 // Hello loop while the session lasts.
-func (d *Device) login(sess *session, user string, admin bool, cur mebx.Settings) {
+func (d *Device) login(sess *session, user string, admin bool, realms []uint32, cur mebx.Settings) {
 	sess.mu.Lock()
 	first := sess.user == ""
-	sess.user, sess.admin = user, admin
+	sess.user, sess.admin, sess.realms = user, admin, realms
 	hold := first && admin && sess.inSetup(&cur)
 	sess.holding = sess.holding || hold
 	sess.mu.Unlock()

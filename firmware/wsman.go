@@ -35,6 +35,9 @@ func ret(st ptstatus.Code) *wsman.Instance {
 func b2s(b bool) string { return strconv.FormatBool(b) }
 
 func (h *wsmanHandler) Get(uri string, sel map[string]string) (*wsman.Instance, error) {
+	if err := h.mayRead(uri); err != nil {
+		return nil, err
+	}
 	v := h.s.view()
 	d := h.s.d
 	switch uri {
@@ -257,6 +260,18 @@ func (d *Device) associatedPower() *wsman.Instance {
 			Selectors: map[string]string{"CreationClassName": "CIM_ComputerSystem", "Name": "ManagedSystem"}})
 }
 
+// mayRead refuses a user ACL entry a class outside its realms
+// (classRealm); the admin reads everything.
+func (h *wsmanHandler) mayRead(uri string) error {
+	h.s.mu.Lock()
+	admin, realms := h.s.admin, h.s.realms
+	h.s.mu.Unlock()
+	if admin || mayRead(realms, uri) {
+		return nil
+	}
+	return wsman.FaultAccessDenied("The sender was not authorized to access the resource.")
+}
+
 // denied refuses a user ACL entry what only the admin may do: every
 // change, and the methods of the services that hold credentials.
 func (h *wsmanHandler) denied() error {
@@ -413,6 +428,9 @@ func (h *wsmanHandler) Delete(uri string, sel map[string]string) error {
 }
 
 func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
+	if err := h.mayRead(uri); err != nil {
+		return nil, err
+	}
 	v := h.s.view()
 	switch uri {
 	case wsman.SoftwareIdentity:
@@ -467,6 +485,9 @@ func (h *wsmanHandler) Enumerate(uri string) ([]*wsman.Instance, error) {
 }
 
 func (h *wsmanHandler) Invoke(uri, method string, sel map[string]string, in *wsman.Instance) (*wsman.Instance, error) {
+	if err := h.mayRead(uri); err != nil {
+		return nil, err
+	}
 	s := h.s
 	uintArg := func(name string) (uint32, error) {
 		x, ok := in.Get(name)
