@@ -30,6 +30,9 @@ func FuzzParseAuthorization(f *testing.F) {
 			if !strings.Contains(err.Error(), ErrMalformed.Error()) {
 				t.Fatalf("refusal without ErrMalformed: %v", err)
 			}
+			if strings.Contains(err.Error(), errDecoderPanic.Error()) {
+				t.Fatalf("a decoder panicked (the device survives it, but it is a bug to report): %v", err)
+			}
 			return
 		}
 		if req == nil {

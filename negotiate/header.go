@@ -51,6 +51,9 @@ import (
 // ErrMalformed is wrapped by every error of ParseAuthorization.
 var ErrMalformed = errors.New("negotiate: malformed token")
 
+// errDecoderPanic marks a refusal that came from a decoder's panic.
+var errDecoderPanic = errors.New("decoder panicked")
+
 // MaxToken bounds the base64 token a device reads. Intel documents 4K of
 // base64 as AMT 5's limit for a Kerberos ticket on HTTP; a larger one is
 // refused before it is decoded, as AMT refuses it.
@@ -72,7 +75,15 @@ func IsNegotiate(h string) bool {
 // token over MaxToken; bad base64; a token that is neither SPNEGO nor
 // Kerberos; a NegTokenInit that offers no Kerberos mechanism or carries no
 // mechToken; a Kerberos token that is not an AP-REQ.
-func ParseAuthorization(h string) (*messages.APReq, error) {
+func ParseAuthorization(h string) (req *messages.APReq, err error) {
+	// gokrb5's decoders meet whatever a peer sends; a panic in one must
+	// cost this request, not the device (FuzzParseAuthorization fails on
+	// any that reaches here).
+	defer func() {
+		if r := recover(); r != nil {
+			req, err = nil, fmt.Errorf("%w: %v (%s)", ErrMalformed, r, errDecoderPanic)
+		}
+	}()
 	if !IsNegotiate(h) {
 		return nil, fmt.Errorf("%w: not the Negotiate scheme", ErrMalformed)
 	}
