@@ -145,3 +145,62 @@ func TestFleetClockIsScaledOnAWheel(t *testing.T) {
 	tm := c.AfterFunc(time.Hour, func() { t.Error("stopped timer fired") })
 	assert.True(t, tm.Stop())
 }
+
+// A wait more than a turn away waits on the coarse wheel and is visited
+// once, when it is due, not once a turn: 200 waits of 2.5 s (six turns of
+// the test wheel) are never passed over, and fire, none early.
+func TestWheelFarWaitsAreNotVisitedEachTurn(t *testing.T) {
+	w := testWheel()
+	const n, wait = 200, 2500 * time.Millisecond
+	var fired atomic.Int64
+	var early atomic.Int64
+	start := time.Now()
+	for range n {
+		w.AfterFunc(wait, func() {
+			if time.Since(start) < wait {
+				early.Add(1)
+			}
+			fired.Add(1)
+		})
+	}
+	// Something near keeps the wheel ticking through every turn.
+	var tick func()
+	ticker := w.AfterFunc(20*time.Millisecond, func() { tick() })
+	tick = func() { ticker.Reset(20 * time.Millisecond) }
+	require.Eventually(t, func() bool { return fired.Load() == n }, 10*time.Second, 5*time.Millisecond)
+	ticker.Stop()
+	assert.Zero(t, early.Load(), "fired early")
+	w.mu.Lock()
+	passed := w.passed
+	w.mu.Unlock()
+	assert.Zero(t, passed, "far waits visited before their turn (one fine wheel would visit each once a turn: %d)", n*int(wait/(wheelSlots*100*time.Microsecond)))
+}
+
+// A wheel that falls behind by more than a turn (a stalled process) fires
+// what came due in the gap and keeps the rest, coarse or fine, for their
+// time: the gap is made by moving the wheel's origin back 3 s.
+func TestWheelLateByTurns(t *testing.T) {
+	w := testWheel()
+	fired := make(chan string, 4)
+	w.AfterFunc(time.Second, func() { fired <- "1s" })
+	w.AfterFunc(4*time.Second, func() { fired <- "4s" })
+	w.AfterFunc(50*time.Millisecond, func() { fired <- "50ms" })
+	assert.Equal(t, "50ms", <-fired)
+	w.mu.Lock()
+	w.start = w.start.Add(-3 * time.Second)
+	shifted := time.Now()
+	w.mu.Unlock()
+	select {
+	case f := <-fired:
+		assert.Equal(t, "1s", f, "due in the gap: fired at the next tick")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wait due in the gap did not fire")
+	}
+	select {
+	case f := <-fired:
+		assert.Equal(t, "4s", f)
+		assert.GreaterOrEqual(t, time.Since(shifted), 950*time.Millisecond, "the 4 s wait fired early")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the 4 s wait never fired")
+	}
+}
