@@ -356,7 +356,6 @@ func (d *Device) handle(sess *session, req *request) response {
 
 // route serves an authenticated request.
 func (d *Device) route(sess *session, req *request, cur mebx.Settings) response {
-
 	switch {
 	case req.path == "/wsman" && req.method == http.MethodPost:
 		if f, h, ok := d.faultFor(req.body); ok {
