@@ -120,7 +120,7 @@ type Kerberos struct {
 }
 
 // DefaultSPNs are the names Intel's guide registers for the SOAP ports.
-var DefaultSPNs = []string{"HTTP/{fqdn}:16992", "HTTP/{fqdn}:16993"}
+func DefaultSPNs() []string { return []string{"HTTP/{fqdn}:16992", "HTTP/{fqdn}:16993"} }
 
 // StepResult is one step of a provisioning and how it went.
 type StepResult struct {
@@ -402,7 +402,7 @@ func (s *Session) Provision(ctx context.Context, p Profile, onStep func(StepResu
 			k := p.Kerberos
 			spns := k.SPNs
 			if len(spns) == 0 {
-				spns = DefaultSPNs
+				spns = DefaultSPNs()
 			}
 			fqdn := host + "." + domain
 			if domain == "" {
