@@ -141,6 +141,8 @@ func fleetRun(b *testing.B, n int, rate float64) time.Duration {
 		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
 	}
 	tcp0 := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
+	heapPath := measure.HeapProfilePath(b.Name())
+	watch := measure.WatchPeaks(100*time.Millisecond, heapPath != "")
 	cpu0 := measure.CPUTime()
 	start := time.Now()
 	if err := e.Fleet.Start(ctx); err != nil {
@@ -153,6 +155,7 @@ func fleetRun(b *testing.B, n int, rate float64) time.Duration {
 	wall := time.Since(start)
 	cpu := measure.CPUTime() - cpu0
 	pprof.StopCPUProfile()
+	peaks := watch.Stop()
 	if err != nil {
 		b.Fatalf("not all provisioned: %+v\nSCS: %+v", e.Fleet.Summary(), e.SCSSummary())
 	}
@@ -184,8 +187,22 @@ func fleetRun(b *testing.B, n int, rate float64) time.Duration {
 	// What the provisioned fleet keeps (devices, SCS records, LAN), apart
 	// from the collector's headroom that peak RSS also holds.
 	b.ReportMetric(float64(measure.HeapAfterGC())/float64(n), "live-heap-B/device")
-	if path := measure.HeapProfilePath(b.Name()); path != "" {
-		if err := writeHeapProfile(path); err != nil {
+	// What peak RSS is made of, each class at its own largest during the
+	// run: the live heap at its peak, times the collector's headroom, is
+	// most of it.
+	b.ReportMetric(float64(peaks.Live)/float64(n), "peak-live-heap-B/device")
+	b.ReportMetric(float64(peaks.Objects)/float64(n), "peak-heap-objects-B/device")
+	b.ReportMetric(float64(peaks.Stacks)/float64(n), "peak-stacks-B/device")
+	b.ReportMetric(float64(peaks.Mapped)/float64(n), "peak-runtime-mapped-B/device")
+	if heapPath != "" {
+		if err := writeHeapProfile(heapPath); err != nil {
+			b.Error(err)
+		}
+		peakPath := measure.HeapProfilePath(b.Name() + "/peak")
+		if peakPath == heapPath {
+			peakPath += ".peak"
+		}
+		if err := os.WriteFile(peakPath, peaks.Profile, 0o644); err != nil {
 			b.Error(err)
 		}
 	}

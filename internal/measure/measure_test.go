@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"testing"
 	"time"
@@ -77,4 +78,26 @@ func TestCPUByLabel(t *testing.T) {
 	assert.NotZero(t, sink)
 	_, err = CPUByLabel([]byte("not a profile"), "side", "")
 	assert.Error(t, err)
+}
+
+// The watch sees a heap that grew and was let go again: its peak live heap
+// is at least what was held, although the heap after is far smaller.
+func TestWatchPeaks(t *testing.T) {
+	runtime.GC()
+	w := WatchPeaks(time.Millisecond, true)
+	const held = 64 << 20
+	hold := make([][]byte, 0, held>>16)
+	for range held >> 16 {
+		hold = append(hold, make([]byte, 1<<16))
+	}
+	runtime.GC() // the live heap is what a finished collection found
+	p := w.Stop()
+	runtime.KeepAlive(hold)
+	hold = nil
+	assert.GreaterOrEqual(t, p.Live, uint64(held))
+	assert.GreaterOrEqual(t, p.Objects, p.Live)
+	assert.GreaterOrEqual(t, p.Mapped, p.Objects)
+	assert.Positive(t, p.Stacks)
+	assert.NotEmpty(t, p.Profile, "a heap profile at the peak")
+	assert.Less(t, HeapAfterGC(), uint64(held/2), "the heap after is small: the peak is the watch's")
 }
