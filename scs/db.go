@@ -90,6 +90,12 @@ var ErrDBLocked = errors.New("scs: database in use")
 // ErrCorruptDB wraps what cannot be read back from a database file.
 var ErrCorruptDB = errors.New("scs: corrupt database")
 
+// ErrPIDInUse is a Put whose PID or new PID is another record's. The
+// index has one record per PID: taking it over would hide the other
+// record (its device's Hellos would find this one, and fail on a PSK the
+// device never had) and drop it at the next compaction.
+var ErrPIDInUse = errors.New("scs: PID in use by another record")
+
 // OpenDB opens (or creates) the database at path, for this process
 // alone: a second opener, in this process or another, gets ErrDBLocked
 // (two owners compacting one journal lose each other's writes). Torn
@@ -352,6 +358,12 @@ func (db *DB) putAll(rs []Record) error {
 		db.mu.Unlock()
 		return errors.New("scs: database closed")
 	}
+	for i := range rs {
+		if err := db.conflictLocked(&rs[i]); err != nil {
+			db.mu.Unlock()
+			return err
+		}
+	}
 	// What the records replace, to put back if the write fails: memory
 	// says what the disk does.
 	prev := make([]*Record, len(rs))
@@ -385,6 +397,26 @@ func (db *DB) putAll(rs []Record) error {
 		db.mu.Unlock()
 	}
 	return err
+}
+
+// conflictLocked says whether r's PID or new PID is held by a record that
+// is not an earlier version of r: one with another PID, unless r has
+// adopted that record's new PID, and never one of another UUID.
+func (db *DB) conflictLocked(r *Record) error {
+	for _, k := range []string{r.PID, r.NewPID} {
+		o, ok := db.recs[k]
+		if !ok || k == "" {
+			continue
+		}
+		same := o.PID == r.PID || o.NewPID != "" && o.NewPID == r.PID
+		if o.UUID != "" && r.UUID != "" && !strings.EqualFold(o.UUID, r.UUID) {
+			same = false
+		}
+		if !same {
+			return fmt.Errorf("%w: %s is held by the record of %s", ErrPIDInUse, k, o.PID)
+		}
+	}
+	return nil
 }
 
 // unindex drops r's index entries.

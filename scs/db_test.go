@@ -201,3 +201,52 @@ func TestCloseCompactsOnlyStaleJournals(t *testing.T) {
 	require.Len(t, r, 100)
 	assert.Equal(t, 2, r[0].Attempts)
 }
+
+// A new PID the SCS draws may be a PID another record holds: drawn at
+// random from 36^7, a 100k fleet meets one in about five runs. The index
+// has room for one record per PID, so the Put is refused and both records
+// stay as they were; before, the other record fell out of the index (its
+// device then failed on a PSK it never had, and compaction dropped it).
+func TestDBRefusesAPIDHeldByAnotherRecord(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Generate(context.Background(), 7, []int{0}, 3, "Ready-Pass1!", nil))
+	ids := make([]identity.Identity, 3)
+	for i := range ids {
+		ids[i], _ = identity.Of(7, 0, i)
+	}
+	a, _ := db.Get(ids[0].PID)
+	b, _ := db.Get(ids[1].PID)
+
+	// a's new PID is b's PID.
+	clash := a
+	clash.NewPID, clash.NewPPS = b.PID, b.PPS
+	require.ErrorIs(t, db.Put(clash), ErrPIDInUse)
+	got, ok := db.Get(b.PID)
+	require.True(t, ok)
+	assert.Equal(t, b, got, "b keeps its PID")
+	got, _ = db.Get(a.PID)
+	assert.Equal(t, a, got, "a is as it was")
+
+	// b's pending new PID is not a's to take either.
+	b.NewPID, b.NewPPS, _ = identity.NewPIDPPS(bytes.NewReader(bytes.Repeat([]byte{5}, 64)))
+	require.NoError(t, db.Put(b))
+	clash.NewPID, clash.NewPPS = b.NewPID, b.NewPPS
+	require.ErrorIs(t, db.Put(clash), ErrPIDInUse)
+	// Nor is b's PID a's once a is provisioned under it.
+	adopt := a
+	adopt.PID, adopt.PPS = b.PID, b.PPS
+	require.ErrorIs(t, db.Put(adopt), ErrPIDInUse)
+
+	// A record's own moves still go through: a new pair, then adopting it.
+	a.NewPID, a.NewPPS, _ = identity.NewPIDPPS(bytes.NewReader(bytes.Repeat([]byte{6}, 64)))
+	require.NoError(t, db.Put(a))
+	a.PID, a.PPS, a.NewPID, a.NewPPS, a.State = a.NewPID, a.NewPPS, "", "", StateProvisioned
+	require.NoError(t, db.Put(a))
+	assert.Len(t, db.All(), 3)
+	for _, pid := range []string{a.PID, b.PID, b.NewPID, ids[2].PID} {
+		_, ok := db.Get(pid)
+		assert.True(t, ok, pid)
+	}
+}

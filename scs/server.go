@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -89,6 +90,8 @@ type ServerOptions struct {
 	// Flaws are bugs put in on purpose, to show that a scenario catches
 	// an SCS that has them; all off in any real use.
 	Flaws Flaws
+	// Rand is where new PID/PPS pairs come from (default crypto/rand).
+	Rand io.Reader
 }
 
 // Flaws are deliberate SCS bugs, each one that field SCSs have had.
@@ -144,6 +147,9 @@ type ServerStats struct {
 	Provisioned atomic.Uint64 // sessions that ended provisioned (and verified)
 	Failed      atomic.Uint64 // sessions that failed
 	Aborted     atomic.Uint64 // sessions cut short by Stop
+	// Redrawn counts new PIDs drawn again because a record held them
+	// already (or because it was the device's own).
+	Redrawn atomic.Uint64
 }
 
 // Server is the reference SCS: it hears Hellos, queues them, and provisions
@@ -234,6 +240,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.SettleEvery <= 0 {
 		o.SettleEvery = time.Minute
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
 	}
 	if o.SettleFor <= 0 {
 		o.SettleFor = 24 * time.Hour
@@ -662,12 +671,7 @@ func (s *Server) provision(j job) error {
 		curPID, curPPS = rec.NewPID, rec.NewPPS
 		rec.PID, rec.PPS, rec.NewPID, rec.NewPPS = rec.NewPID, rec.NewPPS, "", ""
 	}
-	if rec.NewPID == "" && !j.pki {
-		var err error
-		if rec.NewPID, rec.NewPPS, err = identity.NewPIDPPS(rand.Reader); err != nil {
-			return err
-		}
-	}
+	draw := rec.NewPID == "" && !j.pki
 	rec.Attempts++
 	rec.Sessions++
 	// The record's address is where settling finds the device: a claim
@@ -679,7 +683,7 @@ func (s *Server) provision(j job) error {
 		rec.Addr = addr
 	}
 	// The new pair is on disk before the device hears it.
-	if err := s.o.DB.Put(rec); err != nil {
+	if err := s.putNewPair(&rec, draw); err != nil {
 		return &StepError{Step: "database", Err: err}
 	}
 	s.Stats.Sessions.Add(1)
@@ -786,6 +790,38 @@ func (s *Server) provision(j job) error {
 	s.m.total.Observe(d.Seconds())
 	s.emit(event.SCSProvisioned, rec.PID, "old_pid", curPID, "addr", rec.Addr, "ms", float64(d.Microseconds())/1000, "cert_serial", serial)
 	return nil
+}
+
+// maxDraws bounds the draws of a new PID: with 36^7 PIDs, even a database
+// of a million records refuses one draw in 78,000.
+const maxDraws = 8
+
+// putNewPair stores rec, with a new PID/PPS drawn for it when draw is set.
+// A new PID must be no other record's (DB.Put refuses one, ErrPIDInUse)
+// and not the device's own: drawn at random, a 100,000-device fleet met
+// one in about five runs, and the device whose PID it was then met the
+// other device's PSK at every Hello.
+func (s *Server) putNewPair(rec *Record, draw bool) error {
+	if !draw {
+		return s.o.DB.Put(*rec)
+	}
+	for range maxDraws {
+		pid, pps, err := identity.NewPIDPPS(s.o.Rand)
+		if err != nil {
+			return err
+		}
+		if pid == rec.PID {
+			s.Stats.Redrawn.Add(1)
+			continue
+		}
+		rec.NewPID, rec.NewPPS = pid, pps
+		err = s.o.DB.Put(*rec)
+		if !errors.Is(err, ErrPIDInUse) {
+			return err
+		}
+		s.Stats.Redrawn.Add(1)
+	}
+	return fmt.Errorf("no free PID in %d draws", maxDraws)
 }
 
 // recordDomain is the domain rec's certificate names: the one recorded

@@ -1,0 +1,60 @@
+package scs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// pidDraw is what identity.NewPIDPPS reads to draw pid (7 characters and
+// its checksum), with a PPS of zeros.
+func pidDraw(pid string) io.Reader {
+	b := make([]byte, 31)
+	for i := range 7 {
+		b[i] = byte(strings.IndexByte("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", pid[i]))
+	}
+	return bytes.NewReader(b)
+}
+
+// The new PID a session draws is neither another record's nor the
+// device's own: a draw that is either is drawn again and counted, and the
+// other record is untouched.
+func TestNewPIDIsNoOtherRecords(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Generate(context.Background(), 7, []int{0}, 2, "Ready-Pass1!", nil))
+	all := db.All()
+	a, b := all[0], all[1]
+
+	noDevice := errors.New("no device here")
+	s, err := NewServer(ServerOptions{DB: db, NoTLS: true, Profile: DefaultProfile("amtsim.example"),
+		Rand: io.MultiReader(pidDraw(b.PID), pidDraw(a.PID), rand.Reader),
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, noDevice }})
+	require.NoError(t, err)
+	s.Start(context.Background())
+	defer s.Stop()
+
+	err = s.provision(job{pid: a.PID, rec: a.PID, addr: netip.MustParseAddr("127.0.0.1")})
+	require.ErrorIs(t, err, noDevice, "the session got as far as the device")
+	assert.Equal(t, uint64(2), s.Stats.Redrawn.Load())
+	got, ok := db.Get(b.PID)
+	require.True(t, ok)
+	assert.Equal(t, b, got, "b is still found by its PID")
+	ra, ok := db.Get(a.PID)
+	require.True(t, ok)
+	require.NotEmpty(t, ra.NewPID)
+	assert.NotContains(t, []string{a.PID, b.PID}, ra.NewPID)
+	byNew, _ := db.Get(ra.NewPID)
+	assert.Equal(t, a.PID, byNew.PID)
+}
