@@ -186,7 +186,10 @@ func (m *Message) Unmarshal(b []byte) error {
 // that ends early gives an error wrapping both ErrMalformed and
 // io.ErrUnexpectedEOF; an empty stream gives io.EOF.
 func Read(r io.Reader) (Message, error) {
-	var buf [MaxLen]byte
+	// Sized for a PSK Hello and grown hash by hash for a PKI one: a buffer
+	// of MaxLen (12.8 KB, zeroed) per read was most of what an SCS
+	// allocated per Hello, and a fleet waiting its turn sends several each.
+	buf := make([]byte, PSKLen)
 	if _, err := io.ReadFull(r, buf[:HeaderLen]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Message{}, io.EOF
@@ -207,6 +210,7 @@ func Read(r io.Reader) (Message, error) {
 		count := int(buf[n])
 		n++
 		for range count {
+			buf = grow(buf, n+2)
 			if _, err := io.ReadFull(r, buf[n:n+2]); err != nil {
 				return Message{}, truncated(err)
 			}
@@ -215,6 +219,7 @@ func Read(r io.Reader) (Message, error) {
 				return Message{}, fmt.Errorf("%w: certificate hash of %d bytes", ErrMalformed, l)
 			}
 			n += 2
+			buf = grow(buf, n+l)
 			if _, err := io.ReadFull(r, buf[n:n+l]); err != nil {
 				return Message{}, truncated(err)
 			}
@@ -226,6 +231,14 @@ func Read(r io.Reader) (Message, error) {
 		return Message{}, err
 	}
 	return m, nil
+}
+
+// grow returns b with at least n bytes, its contents kept.
+func grow(b []byte, n int) []byte {
+	if n <= len(b) {
+		return b
+	}
+	return append(b, make([]byte, n-len(b))...)
 }
 
 func truncated(err error) error {
