@@ -201,7 +201,7 @@ func OpenSetup(t Target) *Session {
 				MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
 				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
 			dc := &digest.Client{Username: "admin", Password: t.Password}
-			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}, pki: true, ignoreRV: t.IgnoreReturnValues}
+			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}, pki: true, ignoreRV: t.IgnoreReturnValues}
 		}
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -220,7 +220,7 @@ func OpenSetup(t Target) *Session {
 		}
 	}
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url},
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout},
 		ignoreRV: t.IgnoreReturnValues}
 }
 
@@ -254,7 +254,7 @@ func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password 
 			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
 	dc := &digest.Client{Username: user, Password: password}
 	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Timeout: t.CallTimeout, Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url}}
+	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}}
 }
 
 // invoke calls a method and turns a non-zero ReturnValue into a StepError.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 )
 
 // ContentType is what AMT's /wsman takes and answers with.
@@ -18,6 +19,11 @@ const ContentType = "application/soap+xml;charset=UTF-8"
 type Client struct {
 	HTTP *http.Client
 	URL  string // e.g. https://10.0.0.5:16993/wsman
+	// Timeout bounds each call, the answer read whole (0: none). It is
+	// the call's context deadline rather than http.Client.Timeout, which
+	// over a RoundTripper net/http does not know (digest.Transport) costs
+	// a goroutine, a timer and two channels per call on top of a context.
+	Timeout time.Duration
 
 	ids atomic.Uint64
 }
@@ -25,6 +31,11 @@ type Client struct {
 // Do sends one request and returns the answer's envelope. A SOAP fault is
 // returned as *Fault.
 func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
 	id := c.ids.Add(1)
 	msg := Marshal(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
 		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -273,4 +275,39 @@ func TestParseTextSplitByComments(t *testing.T) {
 	assert.Len(t, n.Text, 16000)
 	allocs := testing.AllocsPerRun(5, func() { _, _ = Parse(doc) })
 	assert.Less(t, allocs, 40.0, "allocations per parse")
+}
+
+// Timeout bounds the whole call: a device that sends its headers and then
+// holds the rest of its answer (busy writing its flash) fails the call with
+// a deadline error once Timeout passes, and the next call on the same
+// client, answered at once, goes through.
+func TestClientTimeoutCoversTheAnswer(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Bool
+	s := &Server{Handler: newMem()}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		out, _ := s.Serve(b)
+		w.Header().Set("Content-Type", ContentType)
+		w.Header().Set("Content-Length", fmt.Sprint(len(out)))
+		if held.CompareAndSwap(false, true) {
+			_, _ = w.Write(out[:10])
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	defer close(release)
+	c := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman", Timeout: 200 * time.Millisecond}
+	_, err := c.Get(context.Background(), generalSettings, nil)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "the held answer ends the call by its deadline")
+	gs, err := c.Get(context.Background(), generalSettings, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "AMT_GeneralSettings", gs.Element)
 }
