@@ -181,6 +181,13 @@ func fleetRun(b *testing.B, n int, rate float64) time.Duration {
 	// switched on at once waits longer, so this is where much of its extra
 	// CPU per provisioning goes.
 	b.ReportMetric(float64(s.Counts.HellosSent)/float64(n), "hellos/device")
+	// What the SCS did beyond one session per device: failed sessions,
+	// and new PIDs drawn again because a record held them (about one a
+	// run in five at 100k).
+	ss := e.SCSSummary()
+	b.ReportMetric(float64(ss.Sessions)/float64(n), "scs-sessions/device")
+	b.ReportMetric(float64(ss.Failed), "scs-failed-sessions")
+	b.ReportMetric(float64(ss.Redrawn), "scs-pid-redraws")
 	if rss, err := measure.PeakRSS(); err == nil {
 		b.ReportMetric(float64(rss)/float64(n), "peak-rss-B/device")
 	}

@@ -197,17 +197,19 @@ func (e *Embedded) StopSCS() {
 
 // SCSSummary is the SCS side of a run, over every start of the SCS.
 type SCSSummary struct {
-	Hellos      uint64                    `json:"hellos"`
-	Unknown     uint64                    `json:"unknown"`
-	Duplicates  uint64                    `json:"duplicates"`
-	Dropped     uint64                    `json:"dropped"`
-	Refused     uint64                    `json:"refused"` // Hello connections closed unread
-	Sessions    uint64                    `json:"sessions"`
-	Provisioned uint64                    `json:"provisioned"`
-	Failed      uint64                    `json:"failed"`
-	Aborted     uint64                    `json:"aborted"` // cut short by the SCS's stop
-	Failures    map[string]map[string]int `json:"failures_by_step"`
-	Session     Latency                   `json:"session"`
+	Hellos      uint64 `json:"hellos"`
+	Unknown     uint64 `json:"unknown"`
+	Duplicates  uint64 `json:"duplicates"`
+	Dropped     uint64 `json:"dropped"`
+	Refused     uint64 `json:"refused"` // Hello connections closed unread
+	Sessions    uint64 `json:"sessions"`
+	Provisioned uint64 `json:"provisioned"`
+	Failed      uint64 `json:"failed"`
+	Aborted     uint64 `json:"aborted"` // cut short by the SCS's stop
+	// Redrawn counts new PIDs drawn again because a record held them.
+	Redrawn  uint64                    `json:"pid_redraws"`
+	Failures map[string]map[string]int `json:"failures_by_step"`
+	Session  Latency                   `json:"session"`
 }
 
 // SCSSummary adds up the SCS's counts.
@@ -228,6 +230,7 @@ func (e *Embedded) SCSSummary() SCSSummary {
 		s.Provisioned += st.Provisioned.Load()
 		s.Failed += st.Failed.Load()
 		s.Aborted += st.Aborted.Load()
+		s.Redrawn += st.Redrawn.Load()
 		for step, m := range srv.Failures() {
 			if s.Failures[step] == nil {
 				s.Failures[step] = map[string]int{}
