@@ -399,9 +399,10 @@ func (db *DB) putAll(rs []Record) error {
 	return err
 }
 
-// conflictLocked says whether r's PID or new PID is held by a record that
-// is not an earlier version of r: one with another PID, unless r has
-// adopted that record's new PID, and never one of another UUID.
+// conflictLocked refuses r (ErrPIDInUse) when its PID or new PID is held
+// by a record that is not an earlier version of r: one with another PID,
+// unless r has adopted that record's new PID, and never one of another
+// UUID.
 func (db *DB) conflictLocked(r *Record) error {
 	for _, k := range []string{r.PID, r.NewPID} {
 		o, ok := db.recs[k]
