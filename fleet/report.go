@@ -202,10 +202,12 @@ func (s *SCSSummary) add(o *SCSSummary) {
 	s.Unknown += o.Unknown
 	s.Duplicates += o.Duplicates
 	s.Dropped += o.Dropped
+	s.Refused += o.Refused
 	s.Sessions += o.Sessions
 	s.Provisioned += o.Provisioned
 	s.Failed += o.Failed
 	s.Aborted += o.Aborted
+	s.Redrawn += o.Redrawn
 	for step, m := range o.Failures {
 		if s.Failures[step] == nil {
 			s.Failures[step] = map[string]int{}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
+	"reflect"
 	"sort"
 	"testing"
 	"time"
@@ -242,4 +243,38 @@ func TestSketchQuantileIsNearestRank(t *testing.T) {
 		assert.InEpsilon(t, c.want, got, SketchAccuracy, "q=%v", c.q)
 		assert.Equal(t, c.want, c.exact, "q=%v exact", c.q)
 	}
+}
+
+// Every count of the SCS summary adds up in a merge, whatever fields the
+// summary gains: each shard's counts are set through reflection, so a
+// count that add leaves out (refused Hellos and PID redraws were) shows.
+func TestMergeReportsAddUpSCSCounts(t *testing.T) {
+	var rs []Report
+	counts := 0
+	for shard := range 2 {
+		r, _ := shardReport(t, shard, 10, time.Second, rand.New(rand.NewPCG(3, uint64(shard))))
+		s := SCSSummary{Failures: map[string]map[string]int{"login": {"401": shard + 1}}}
+		s.Session = r.BootToProvisioned
+		v := reflect.ValueOf(&s).Elem()
+		counts = 0
+		for i := range v.NumField() {
+			if f := v.Field(i); f.Kind() == reflect.Uint64 {
+				counts++
+				f.SetUint(uint64((i + 1) * (shard + 1)))
+			}
+		}
+		r.SCS = &s
+		rs = append(rs, r)
+	}
+	require.Greater(t, counts, 8)
+	m, err := MergeReports(rs)
+	require.NoError(t, err)
+	require.NotNil(t, m.SCS)
+	v := reflect.ValueOf(m.SCS).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Uint64 {
+			assert.Equal(t, uint64(3*(i+1)), f.Uint(), "scs.%s", v.Type().Field(i).Name)
+		}
+	}
+	assert.Equal(t, 3, m.SCS.Failures["login"]["401"])
 }
