@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net"
 	"strings"
 )
@@ -85,6 +86,47 @@ func Of(seed uint64, shard, index int) (Identity, error) {
 	id.UUID = DellUUID(id.ServiceTag)
 	id.PPS = ppsFrom(sum[8:32])
 	return id, nil
+}
+
+// FactoryDevice names the device under seed whose factory PID pid is, if
+// any: the PID is a bijection of the device's ordinal (shard, index), so
+// its inverse names the one ordinal that could have it, and the PID is a
+// factory PID when that ordinal is in range. An SCS that draws new PIDs
+// uses it to stay off the PIDs of devices it has not met yet (one PID in
+// 580 is some device's).
+func FactoryDevice(seed uint64, pid string) (shard, index int, ok bool) {
+	p, err := NormalizePID(pid)
+	if err != nil {
+		return 0, 0, false
+	}
+	var v uint64
+	for i := range 7 {
+		v = v*36 + uint64(strings.IndexByte(alphabet, p[i]))
+	}
+	k, n36 := keys(seed), pow36(7)
+	d := (v + n36 - k.pidAdd) % n36
+	hi, lo := bits.Mul64(d, modInverse(k.pidMul%n36, n36))
+	ord := bits.Rem64(hi, lo, n36)
+	if ord >= MaxShards*MaxIndex {
+		return 0, 0, false
+	}
+	return int(ord >> 20), int(ord & (MaxIndex - 1)), true
+}
+
+// modInverse is a's inverse modulo n (a and n coprime), by the extended
+// Euclidean algorithm.
+func modInverse(a, n uint64) uint64 {
+	t, newT := int64(0), int64(1)
+	r, newR := int64(n), int64(a)
+	for newR != 0 {
+		q := r / newR
+		t, newT = newT, t-q*newT
+		r, newR = newR, r-q*newR
+	}
+	if t < 0 {
+		t += int64(n)
+	}
+	return uint64(t)
 }
 
 type derivedKeys struct {

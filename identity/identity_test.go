@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/rand"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 
@@ -123,4 +124,49 @@ func TestDellUUIDFromServiceTag(t *testing.T) {
 	assert.Equal(t, UUID{}, DellUUID("D34623\xff"))
 	_, ok := DellServiceTag(UUIDFromSMBIOS([16]byte{0x4b, 0x52, 0x9b, 0x93}))
 	assert.False(t, ok, "a UUID in another vendor's scheme has no tag")
+}
+
+// FactoryDevice inverts the PID bijection: every device's factory PID
+// names that device, and PIDs drawn at random name a device about as often
+// as the ordinal space fills the PID space (2^27 of 36^7, one in 580).
+func TestFactoryDevice(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(5, 6))
+	for _, seed := range []uint64{0, 7, 77, 1 << 60} {
+		for range 2000 {
+			shard, index := rng.IntN(MaxShards), rng.IntN(MaxIndex)
+			id, err := Of(seed, shard, index)
+			require.NoError(t, err)
+			s, i, ok := FactoryDevice(seed, id.PID)
+			require.True(t, ok, "seed %d: %s is device %d/%d's", seed, id.PID, shard, index)
+			require.Equal(t, [2]int{shard, index}, [2]int{s, i})
+			// With the display dash and lower case, as a person types it.
+			s, i, ok = FactoryDevice(seed, strings.ToLower(id.PID[:4]+"-"+id.PID[4:]))
+			require.True(t, ok)
+			require.Equal(t, [2]int{shard, index}, [2]int{s, i})
+		}
+	}
+	hits := 0
+	const draws = 200000
+	for range draws {
+		pid, _, err := NewPIDPPS(rngReader{rng})
+		require.NoError(t, err)
+		if s, i, ok := FactoryDevice(77, pid); ok {
+			hits++
+			id, _ := Of(77, s, i)
+			require.Equal(t, pid, id.PID, "a hit is that device's PID")
+		}
+	}
+	// 2^27/36^7 = 0.00171: 343 expected; far outside 200-500 is a wrong inverse.
+	assert.InDelta(t, 343, hits, 150)
+	_, _, ok := FactoryDevice(77, "0000037X")
+	assert.False(t, ok, "a bad checksum is no PID")
+}
+
+type rngReader struct{ r *mrand.Rand }
+
+func (r rngReader) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte(r.r.Uint32())
+	}
+	return len(b), nil
 }

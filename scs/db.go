@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,6 +83,9 @@ type DB struct {
 	lock      *os.File // flock'd for the database's owner
 	torn      int
 	temporary bool
+	// seeds are the identity seeds Generate has added devices under in
+	// this process (FactoryPID).
+	seeds []uint64
 }
 
 // ErrDBLocked: another process has the database open.
@@ -506,6 +510,22 @@ func MaxRecords(memory int64) int { return int(memory / 4 * 3 / RecordBytes) }
 // and fsync: a 100,000-device fleet is 13 writes, not 100,000.
 const generateBatch = 8192
 
+// FactoryPID says whether pid is the factory PID of a device, in any
+// shard, under a seed Generate has added devices under: such a PID is
+// that device's, whether the database holds it yet or a later Generate
+// adds it, and a new PID the SCS draws must stay off it.
+func (db *DB) FactoryPID(pid string) bool {
+	db.mu.Lock()
+	seeds := db.seeds
+	db.mu.Unlock()
+	for _, seed := range seeds {
+		if _, _, ok := identity.FactoryDevice(seed, pid); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // holds says whether the database has a record for the device id, under
 // its factory PID or its UUID.
 func (db *DB) holds(id identity.Identity) bool {
@@ -528,6 +548,11 @@ func (db *DB) holds(id identity.Identity) bool {
 // nil, hears the records done so far after each batch. When ctx ends,
 // Generate returns its error with every batch before it on disk.
 func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int, password string, progress func(done, total int)) error {
+	db.mu.Lock()
+	if !slices.Contains(db.seeds, seed) {
+		db.seeds = append(db.seeds, seed)
+	}
+	db.mu.Unlock()
 	total, done := len(shards)*count, 0
 	batch := make([]Record, 0, min(generateBatch, total))
 	put := func() error {

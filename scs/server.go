@@ -148,7 +148,7 @@ type ServerStats struct {
 	Failed      atomic.Uint64 // sessions that failed
 	Aborted     atomic.Uint64 // sessions cut short by Stop
 	// Redrawn counts new PIDs drawn again because a record held them
-	// already (or because it was the device's own).
+	// already, or they were the device's own or some device's factory PID.
 	Redrawn atomic.Uint64
 }
 
@@ -797,8 +797,10 @@ func (s *Server) provision(j job) error {
 const maxDraws = 8
 
 // putNewPair stores rec, with a new PID/PPS drawn for it when draw is set.
-// A new PID must be no other record's (DB.Put refuses one, ErrPIDInUse)
-// and not the device's own. Drawn at random from 36^7, a 100,000-device
+// A new PID must be no other record's (DB.Put refuses one, ErrPIDInUse),
+// not the device's own, and no factory PID of a generated fleet's seed
+// (DB.FactoryPID: a device of a shard generated later would find this
+// record under its PID). Drawn at random from 36^7, a 100,000-device
 // fleet's draws meet a held PID in about one run in five (1e5 draws
 // against some 1.5e5 held PIDs), and the device whose PID it was would
 // then be offered the other device's PSK at every Hello.
@@ -811,7 +813,7 @@ func (s *Server) putNewPair(rec *Record, draw bool) error {
 		if err != nil {
 			return err
 		}
-		if pid == rec.PID {
+		if pid == rec.PID || s.o.DB.FactoryPID(pid) {
 			s.Stats.Redrawn.Add(1)
 			continue
 		}

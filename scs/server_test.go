@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/amtsim/amtsim/identity"
 )
 
 // pidDraw is what identity.NewPIDPPS reads to draw pid (7 characters and
@@ -26,9 +28,10 @@ func pidDraw(pid string) io.Reader {
 	return bytes.NewReader(b)
 }
 
-// The new PID a session draws is neither another record's nor the
-// device's own: a draw that is either is drawn again and counted, and the
-// other record is untouched.
+// The new PID a session draws is neither another record's, nor the
+// device's own, nor the factory PID of a device of the fleet's seed that
+// the database does not hold yet (another shard): a draw that is any of
+// these is drawn again and counted, and the other record is untouched.
 func TestNewPIDIsNoOtherRecords(t *testing.T) {
 	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
 	require.NoError(t, err)
@@ -36,10 +39,12 @@ func TestNewPIDIsNoOtherRecords(t *testing.T) {
 	require.NoError(t, db.Generate(context.Background(), 7, []int{0}, 2, "Ready-Pass1!", nil))
 	all := db.All()
 	a, b := all[0], all[1]
+	later, err := identity.Of(7, 5, 9)
+	require.NoError(t, err)
 
 	noDevice := errors.New("no device here")
 	s, err := NewServer(ServerOptions{DB: db, NoTLS: true, Profile: DefaultProfile("amtsim.example"),
-		Rand: io.MultiReader(pidDraw(b.PID), pidDraw(a.PID), rand.Reader),
+		Rand: io.MultiReader(pidDraw(b.PID), pidDraw(a.PID), pidDraw(later.PID), rand.Reader),
 		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, noDevice }})
 	require.NoError(t, err)
 	s.Start(context.Background())
@@ -47,14 +52,14 @@ func TestNewPIDIsNoOtherRecords(t *testing.T) {
 
 	err = s.provision(job{pid: a.PID, rec: a.PID, addr: netip.MustParseAddr("127.0.0.1")})
 	require.ErrorIs(t, err, noDevice, "the session got as far as the device")
-	assert.Equal(t, uint64(2), s.Stats.Redrawn.Load())
+	assert.Equal(t, uint64(3), s.Stats.Redrawn.Load())
 	got, ok := db.Get(b.PID)
 	require.True(t, ok)
 	assert.Equal(t, b, got, "b is still found by its PID")
 	ra, ok := db.Get(a.PID)
 	require.True(t, ok)
 	require.NotEmpty(t, ra.NewPID)
-	assert.NotContains(t, []string{a.PID, b.PID}, ra.NewPID)
+	assert.NotContains(t, []string{a.PID, b.PID, later.PID}, ra.NewPID)
 	byNew, _ := db.Get(ra.NewPID)
 	assert.Equal(t, a.PID, byNew.PID)
 }
