@@ -131,8 +131,9 @@ func benchSizes(v string, def []int) ([]int, error) {
 
 // fleetRun provisions n devices, powered on at rate per second (0: in
 // batches, as fast as they get addresses), and returns the CPU per
-// provisioning, all and without the Hellos' labelled work (helloCPU). It also reports the process's peak RSS per device: the peak is the
-// process's whole life, so it is the largest fleet's when sizes grow.
+// provisioning, all and without the Hellos' work (helloCPU). It also
+// reports the process's peak RSS per device: the peak is the process's
+// whole life, so it is the largest fleet's when sizes grow.
 func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -186,9 +186,9 @@ func (m *Message) Unmarshal(b []byte) error {
 // that ends early gives an error wrapping both ErrMalformed and
 // io.ErrUnexpectedEOF; an empty stream gives io.EOF.
 func Read(r io.Reader) (Message, error) {
-	// Sized for a PSK Hello and grown hash by hash for a PKI one: a buffer
-	// of MaxLen (12.8 KB, zeroed) per read was most of what an SCS
-	// allocated per Hello, and a fleet waiting its turn sends several each.
+	// Sized for a PSK Hello and grown hash by hash for a PKI one: a zeroed
+	// MaxLen buffer (12.8 KB) per read was 40 KB of each provisioning's
+	// allocation at 10k, where a device waiting its turn sends 3 Hellos.
 	buf := make([]byte, PSKLen)
 	if _, err := io.ReadFull(r, buf[:HeaderLen]); err != nil {
 		if errors.Is(err, io.EOF) {
