@@ -206,7 +206,8 @@ type SCSSummary struct {
 	Provisioned uint64 `json:"provisioned"`
 	Failed      uint64 `json:"failed"`
 	Aborted     uint64 `json:"aborted"` // cut short by the SCS's stop
-	// Redrawn counts new PIDs drawn again because a record held them.
+	// Redrawn counts new PIDs drawn again: another record held them, or
+	// they were the device's own or some device's factory PID.
 	Redrawn  uint64                    `json:"pid_redraws"`
 	Failures map[string]map[string]int `json:"failures_by_step"`
 	Session  Latency                   `json:"session"`
