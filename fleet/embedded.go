@@ -119,8 +119,13 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 			if fo.Setup != nil {
 				progress = func(done, total int) { fo.Setup("database", done, total) }
 			}
-			if err := e.DB.Generate(ctx, fo.Seed, []int{fo.Shard}, fo.Devices, "", progress); err != nil {
+			g, err := e.DB.Generate(ctx, fo.Seed, []int{fo.Shard}, fo.Devices, "", progress)
+			if err != nil {
 				return nil, err
+			}
+			// A device left out would Hello until the run times out.
+			if err := g.ClashErr(); err != nil {
+				return nil, fmt.Errorf("fleet: the database in %s: %w", o.Dir, err)
 			}
 		}
 		f, err := New(ctx, fo)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/firmware"
+	"github.com/amtsim/amtsim/identity"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/scs"
 )
@@ -309,4 +311,38 @@ func TestPSKSCSLeavesPKIHellos(t *testing.T) {
 	ss := e.SCSSummary()
 	assert.Zero(t, ss.Sessions)
 	assert.Zero(t, ss.Provisioned)
+}
+
+// A kept directory whose database holds a device's factory PID as
+// another device's PID (given out by an SCS before new PIDs were kept off
+// factory PIDs): that device would Hello until the run timed out, so the
+// fleet does not start, and says which device and why.
+func TestEmbeddedRefusesADatabaseHoldingAFactoryPID(t *testing.T) {
+	dir := t.TempDir()
+	db, err := scs.OpenDB(filepath.Join(dir, "scs.db"))
+	require.NoError(t, err)
+	_, err = db.Generate(context.Background(), 31, []int{1}, 1, "", nil)
+	require.NoError(t, err)
+	victim, _ := identity.Of(31, 0, 1)
+	holder, _ := identity.Of(31, 1, 0)
+	r, ok := db.Get(holder.PID)
+	require.True(t, ok)
+	r.PID, r.State = victim.PID, scs.StateProvisioned
+	require.NoError(t, db.Put(r))
+	require.NoError(t, db.Close())
+
+	_, err = StartEmbedded(context.Background(), EmbeddedOptions{Dir: dir, Fleet: Options{Devices: 2, Seed: 31, Password: testPassword}})
+	require.ErrorIs(t, err, scs.ErrFactoryPIDHeld)
+	assert.Contains(t, err.Error(), victim.HostName)
+	assert.Contains(t, err.Error(), "1 device(s)")
+
+	// The holder is kept, and the device left out was not added.
+	db, err = scs.OpenDB(filepath.Join(dir, "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	got, ok := db.Get(victim.PID)
+	require.True(t, ok)
+	assert.Equal(t, holder.UUID.String(), got.UUID)
+	_, ok = db.ByUUID(victim.UUID.String())
+	assert.False(t, ok)
 }

@@ -95,7 +95,7 @@ func BenchmarkUplinks(b *testing.B) {
 		cpu := map[string]float64{}
 		for _, leg := range legs {
 			shard++
-			if err := db.Generate(ctx, 91, []int{shard}, n, password, nil); err != nil {
+			if _, err := db.Generate(ctx, 91, []int{shard}, n, password, nil); err != nil {
 				b.Fatal(err)
 			}
 			stacks := nic.NewStacks(nic.StackOptions{})

@@ -100,6 +100,10 @@ var ErrCorruptDB = errors.New("scs: corrupt database")
 // device never had) and drop it at the next compaction.
 var ErrPIDInUse = errors.New("scs: PID in use by another record")
 
+// ErrFactoryPIDHeld is Generated.ClashErr's: a device of the fleet has a
+// factory PID that another device's record holds.
+var ErrFactoryPIDHeld = errors.New("scs: factory PID held by another device's record")
+
 // OpenDB opens (or creates) the database at path, for this process
 // alone: a second opener, in this process or another, gets ErrDBLocked
 // (two owners compacting one journal lose each other's writes). Torn
@@ -526,16 +530,81 @@ func (db *DB) FactoryPID(pid string) bool {
 	return false
 }
 
-// holds says whether the database has a record for the device id, under
-// its factory PID or its UUID.
-func (db *DB) holds(id identity.Identity) bool {
+// holding is what the database has for a device Generate would add.
+type holding int
+
+const (
+	heldNot     holding = iota
+	heldAlready         // its record, under its factory PID or its UUID
+	heldByOther         // no record of its own, and its factory PID is another device's
+)
+
+// holds says what the database has for the device id: its record, under
+// its factory PID or its UUID, or under its factory PID the record of
+// another device (a UUID that is not id's), which an SCS before the
+// factory-PID check (FactoryPID) could give a PID that was some device's.
+func (db *DB) holds(id identity.Identity) holding {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if _, ok := db.recs[id.PID]; ok {
-		return true
+	if _, ok := db.byUUID[strings.ToUpper(id.UUID.String())]; ok {
+		return heldAlready
 	}
-	_, ok := db.byUUID[strings.ToUpper(id.UUID.String())]
-	return ok
+	r, ok := db.recs[id.PID]
+	switch {
+	case !ok:
+		return heldNot
+	case r.UUID != "" && !strings.EqualFold(r.UUID, id.UUID.String()):
+		return heldByOther
+	}
+	return heldAlready
+}
+
+// Generated is what Generate did.
+type Generated struct {
+	Added, Held int // records added; devices the database held already
+	// Clashes are the devices left out because another device's record
+	// holds their factory PID, as its PID or its pending new PID: given
+	// out by an SCS before it kept new PIDs off factory PIDs. Such a
+	// device's Hellos would find that record, so it cannot be provisioned
+	// until that record's device is provisioned again (and moves off the
+	// PID) or the record is removed.
+	Clashes []Clash
+}
+
+// Clash names a device Generate left out, and the record that holds its
+// factory PID. It carries no secret (neither record's PPS), so that it
+// can be logged as it is.
+type Clash struct {
+	Shard, Index    int
+	Host, UUID, PID string // the device's, PID its factory PID
+	// The record that holds the PID.
+	HolderUUID, HolderHost, HolderState string
+}
+
+func (c Clash) String() string {
+	return fmt.Sprintf("%s (shard %d, index %d, UUID %s): factory PID %s is held by the %s record of UUID %s (host %q)",
+		c.Host, c.Shard, c.Index, c.UUID, c.PID, c.HolderState, c.HolderUUID, c.HolderHost)
+}
+
+// ClashErr is nil when Generate left no device out, and otherwise an
+// error that counts the devices left out and names the first few.
+func (g Generated) ClashErr() error {
+	if len(g.Clashes) == 0 {
+		return nil
+	}
+	const named = 5
+	var b strings.Builder
+	for i, c := range g.Clashes[:min(named, len(g.Clashes))] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(c.String())
+	}
+	if len(g.Clashes) > named {
+		fmt.Fprintf(&b, "; and %d more", len(g.Clashes)-named)
+	}
+	return fmt.Errorf("%w: %d device(s) left out, since their factory PID is another device's PID, given out before new PIDs were kept off factory PIDs: %s",
+		ErrFactoryPIDHeld, len(g.Clashes), b.String())
 }
 
 // Generate adds the records of a fleet: devices 0..count-1 of each of the
@@ -544,21 +613,25 @@ func (db *DB) holds(id identity.Identity) bool {
 // by its UUID (a provisioned record has the PID the SCS gave it), is left
 // as it is: an SCS that generates its fleet at every start, as the
 // Kubernetes overlay's does, must not add provisioned devices again as
-// new ones under their factory PID. progress, if not
-// nil, hears the records done so far after each batch. When ctx ends,
-// Generate returns its error with every batch before it on disk.
-func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int, password string, progress func(done, total int)) error {
+// new ones under their factory PID. A device whose factory PID another
+// device's record holds is left out and named in Generated.Clashes.
+// progress, if not nil, hears the records done so far after each batch.
+// When ctx ends, Generate returns its error with every batch before it on
+// disk.
+func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int, password string, progress func(done, total int)) (Generated, error) {
 	db.mu.Lock()
 	if !slices.Contains(db.seeds, seed) {
 		db.seeds = append(db.seeds, seed)
 	}
 	db.mu.Unlock()
+	var g Generated
 	total, done := len(shards)*count, 0
 	batch := make([]Record, 0, min(generateBatch, total))
 	put := func() error {
 		if err := db.putAll(batch); err != nil {
 			return err
 		}
+		g.Added += len(batch)
 		batch = batch[:0]
 		if progress != nil {
 			progress(done, total)
@@ -568,27 +641,34 @@ func (db *DB) Generate(ctx context.Context, seed uint64, shards []int, count int
 	for _, shard := range shards {
 		for i := range count {
 			if i%1024 == 0 && ctx.Err() != nil {
-				return ctx.Err()
+				return g, ctx.Err()
 			}
 			id, err := identity.Of(seed, shard, i)
 			if err != nil {
-				return err
+				return g, err
 			}
 			done++
-			if !db.holds(id) {
+			switch db.holds(id) {
+			case heldNot:
 				batch = append(batch, Record{PID: id.PID, PPS: id.PPS, Password: password, Host: id.HostName, UUID: id.UUID.String(), State: StateNew})
+			case heldAlready:
+				g.Held++
+			case heldByOther:
+				h, _ := db.Get(id.PID)
+				g.Clashes = append(g.Clashes, Clash{Shard: shard, Index: i, Host: id.HostName, UUID: id.UUID.String(), PID: id.PID,
+					HolderUUID: h.UUID, HolderHost: h.Host, HolderState: h.State})
 			}
 			if len(batch) == generateBatch {
 				if err := put(); err != nil {
-					return err
+					return g, err
 				}
 			}
 		}
 	}
 	if len(batch) > 0 || progress != nil {
-		return put()
+		return g, put()
 	}
-	return nil
+	return g, nil
 }
 
 // ImportOptions adjust ImportCSV.

@@ -20,7 +20,7 @@ func TestDBPutGetReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "scs.db")
 	db, err := OpenDB(path)
 	require.NoError(t, err)
-	require.NoError(t, db.Generate(context.Background(), 7, []int{0, 1}, 50, "Ready-Pass1!", nil))
+	generate(t, db, 7, []int{0, 1}, 50, "Ready-Pass1!")
 	assert.Len(t, db.All(), 100)
 	id, _ := identity.Of(7, 1, 3)
 	r, ok := db.Get(id.PID)
@@ -52,7 +52,8 @@ func TestDBPutGetReopen(t *testing.T) {
 	assert.Len(t, db.All(), 100)
 	// Generated again at a restart: the provisioned device is known by
 	// its UUID and not added back under its factory PID.
-	require.NoError(t, db.Generate(context.Background(), 7, []int{0, 1}, 50, "Ready-Pass1!", nil))
+	g := generate(t, db, 7, []int{0, 1}, 50, "Ready-Pass1!")
+	assert.Equal(t, Generated{Held: 100}, g)
 	assert.Len(t, db.All(), 100)
 	_, ok = db.Get(id.PID)
 	assert.False(t, ok, "the factory PID stays retired")
@@ -174,7 +175,7 @@ func TestCloseCompactsOnlyStaleJournals(t *testing.T) {
 	}
 	db, err := OpenDB(path)
 	require.NoError(t, err)
-	require.NoError(t, db.Generate(context.Background(), 3, []int{0}, 100, "", nil))
+	generate(t, db, 3, []int{0}, 100, "")
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
@@ -211,7 +212,7 @@ func TestDBRefusesAPIDHeldByAnotherRecord(t *testing.T) {
 	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
 	require.NoError(t, err)
 	defer db.Close()
-	require.NoError(t, db.Generate(context.Background(), 7, []int{0}, 3, "Ready-Pass1!", nil))
+	generate(t, db, 7, []int{0}, 3, "Ready-Pass1!")
 	ids := make([]identity.Identity, 3)
 	for i := range ids {
 		ids[i], _ = identity.Of(7, 0, i)
@@ -249,4 +250,68 @@ func TestDBRefusesAPIDHeldByAnotherRecord(t *testing.T) {
 		_, ok := db.Get(pid)
 		assert.True(t, ok, pid)
 	}
+}
+
+// generate is DB.Generate for a test that expects it to go through.
+func generate(t *testing.T, db *DB, seed uint64, shards []int, count int, password string) Generated {
+	t.Helper()
+	g, err := db.Generate(context.Background(), seed, shards, count, password, nil)
+	require.NoError(t, err)
+	return g
+}
+
+// A database whose SCS gave out new PIDs before they were kept off
+// factory PIDs may hold, as a provisioned device's PID, the factory PID
+// of a device generated later. That device cannot be added under it (the
+// index has one record per PID), and its Hellos would find the other
+// record: Generate leaves it out, counts it and names it, without a
+// secret, and adds the rest.
+func TestGenerateNamesADeviceWhosePIDIsAnothers(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	assert.Equal(t, Generated{Added: 4}, generate(t, db, 7, []int{0}, 4, ""))
+	late, _ := identity.Of(7, 1, 2) // shard 1 comes later
+
+	// Device 0 of shard 0 provisioned, under shard 1's device 2's factory
+	// PID, as an old SCS could give it; device 1 holds it as a pending
+	// new PID.
+	other0, _ := identity.Of(9, 0, 0) // valid PPSs of no device here
+	other1, _ := identity.Of(9, 0, 1)
+	a0, _ := identity.Of(7, 0, 0)
+	a, _ := db.Get(a0.PID)
+	a.PID, a.PPS, a.State = late.PID, other0.PPS, StateProvisioned
+	require.NoError(t, db.Put(a))
+	late2, _ := identity.Of(7, 1, 3)
+	b0, _ := identity.Of(7, 0, 1)
+	b, _ := db.Get(b0.PID)
+	b.NewPID, b.NewPPS = late2.PID, other1.PPS
+	require.NoError(t, db.Put(b))
+
+	g := generate(t, db, 7, []int{0, 1}, 4, "")
+	assert.Equal(t, 4, g.Held, "shard 0, device 0 by its UUID")
+	assert.Equal(t, 2, g.Added, "shard 1's devices 0 and 1")
+	require.Len(t, g.Clashes, 2)
+	assert.Equal(t, Clash{Shard: 1, Index: 2, Host: late.HostName, UUID: late.UUID.String(), PID: late.PID,
+		HolderUUID: a.UUID, HolderHost: a.Host, HolderState: StateProvisioned}, g.Clashes[0])
+	assert.Equal(t, late2.PID, g.Clashes[1].PID)
+	assert.Equal(t, b.UUID, g.Clashes[1].HolderUUID)
+
+	err = g.ClashErr()
+	require.ErrorIs(t, err, ErrFactoryPIDHeld)
+	for _, want := range []string{"2 device(s)", late.HostName, late.PID, a.UUID, late2.HostName} {
+		assert.Contains(t, err.Error(), want)
+	}
+	for _, secret := range []string{late.PPS, late2.PPS, a.PPS, b.NewPPS} {
+		assert.NotContains(t, err.Error(), secret)
+	}
+	// The holders are as they were, and the devices left out are not
+	// findable by UUID: nothing of them was written.
+	got, _ := db.Get(late.PID)
+	assert.Equal(t, a, got)
+	got, _ = db.Get(late2.PID)
+	assert.Equal(t, b, got)
+	_, ok := db.ByUUID(late.UUID.String())
+	assert.False(t, ok)
+	assert.Nil(t, Generated{Added: 1}.ClashErr())
 }

@@ -36,7 +36,7 @@ func TestNewPIDIsNoOtherRecords(t *testing.T) {
 	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
 	require.NoError(t, err)
 	defer db.Close()
-	require.NoError(t, db.Generate(context.Background(), 7, []int{0}, 2, "Ready-Pass1!", nil))
+	generate(t, db, 7, []int{0}, 2, "Ready-Pass1!")
 	all := db.All()
 	a, b := all[0], all[1]
 	later, err := identity.Of(7, 5, 9)

@@ -117,11 +117,17 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *generate != "" {
 		progress := setupProgress(stderr)
-		if err := db.Generate(ctx, seed, shards, count, "", func(done, total int) { progress("database", done, total) }); err != nil {
+		g, err := db.Generate(ctx, seed, shards, count, "", func(done, total int) { progress("database", done, total) })
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil // interrupted: what was generated is on disk
 			}
 			return err
+		}
+		if err := g.ClashErr(); err != nil {
+			// The rest of the fleet is served; these devices' Hellos find
+			// another device's record until it moves off their PID.
+			fmt.Fprintf(stderr, "amtsim scs: --generate %s: %v\n", *generate, err)
 		}
 	}
 	if *importCSV != "" {
