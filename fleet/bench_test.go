@@ -211,6 +211,11 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 	b.ReportMetric(float64(peaks.Objects)/float64(n), "peak-heap-objects-B/device")
 	b.ReportMetric(float64(peaks.Stacks)/float64(n), "peak-stacks-B/device")
 	b.ReportMetric(float64(peaks.Mapped)/float64(n), "peak-runtime-mapped-B/device")
+	// What the collector did for it: the heap a provisioning allocates
+	// sets how often it runs, the live heap what each run marks.
+	b.ReportMetric(float64(peaks.Allocated)/float64(n), "alloc-B/prov")
+	b.ReportMetric(float64(peaks.Cycles), "gc-cycles")
+	b.ReportMetric(float64(peaks.GCCPU.Nanoseconds())/1e3/float64(n), "gc-cpu-µs/prov")
 	if heapPath != "" {
 		if err := writeHeapProfile(heapPath); err != nil {
 			b.Error(err)

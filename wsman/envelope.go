@@ -106,9 +106,31 @@ func selectors(ss *Node) map[string]string {
 // that declares its own namespaces (the builders in this package do).
 func Marshal(h Header, body string) []byte {
 	var b bytes.Buffer
-	b.Grow(768 + len(body))
+	b.Grow(h.size("") + len(body))
 	marshalTo(&b, h, "", func(b *bytes.Buffer) { b.WriteString(body) })
 	return b.Bytes()
+}
+
+// envelopeFixed is what every envelope holds apart from its header values
+// and body: the declaration, the namespaces and the fixed tags.
+const envelopeFixed = len(`<?xml version="1.0" encoding="UTF-8"?>`+`<a:Envelope xmlns:a="`+NSSoap+`" xmlns:b="`+NSAddressing+
+	`" xmlns:c="`+NSWSMan+`" xmlns:g="`+NSEnumeration+`" xmlns:t="`+NSTransfer+`" xmlns:h="`+
+	`"><a:Header>`+`<b:ReplyTo><b:Address a:mustUnderstand="true">`+`</b:Address></b:ReplyTo>`+
+	`</a:Header><a:Body>`+`</a:Body></a:Envelope>`) + 5*len(`<b:RelatesTo></b:RelatesTo>`)
+
+// size is about how long an envelope with header h is, without its body:
+// sized once, the buffer is not grown and copied as it is written (a
+// fixed guess of 768 bytes was short of every header, and the growth was
+// 60 KB of allocation per provisioning).
+func (h Header) size(ns string) int {
+	n := envelopeFixed + len(ns) + len(h.To) + len(h.ReplyTo) + len(h.RelatesTo) + len(h.Action) + len(h.MessageID) + len(h.ResourceURI)
+	for k, v := range h.Selectors {
+		n += len(`<c:Selector Name=""></c:Selector>`) + len(k) + len(v)
+	}
+	if len(h.Selectors) > 0 {
+		n += len(`<c:SelectorSet></c:SelectorSet>`)
+	}
+	return n + 64 // room for a few escapes
 }
 
 // marshalTo appends an envelope to b, its body written by body (nil for
@@ -122,6 +144,7 @@ func Marshal(h Header, body string) []byte {
 // (MeshCentral's among them) take an element with attributes for a value
 // with attributes.
 func marshalTo(b *bytes.Buffer, h Header, ns string, body func(*bytes.Buffer)) {
+	b.Grow(h.size(ns))
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>`)
 	b.WriteString(`<a:Envelope xmlns:a="` + NSSoap + `" xmlns:b="` + NSAddressing + `" xmlns:c="` + NSWSMan +
 		`" xmlns:g="` + NSEnumeration + `" xmlns:t="` + NSTransfer)

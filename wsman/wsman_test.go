@@ -1,6 +1,7 @@
 package wsman
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -310,4 +311,26 @@ func TestClientTimeoutCoversTheAnswer(t *testing.T) {
 	gs, err := c.Get(context.Background(), generalSettings, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "AMT_GeneralSettings", gs.Element)
+}
+
+// An envelope is written into a buffer sized once from its header: it is
+// never grown (a copy of all written so far), and has not much to spare.
+func TestMarshalSizesItsBuffer(t *testing.T) {
+	for _, h := range []Header{
+		{},
+		{To: Anonymous, Action: "http://schemas.dmtf.org/wbem/wsman/1/wsman/FaultX", MessageID: "uuid:00000000-8086-8086-8086-000000000001"},
+		{To: "http://192.168.0.10:16992/wsman", ReplyTo: Anonymous, Action: "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get",
+			MessageID: "uuid:" + strings.Repeat("f", 36), RelatesTo: "uuid:1", ResourceURI: "http://intel.com/wbem/wscim/1/amt-schema/1/AMT_GeneralSettings",
+			Selectors: map[string]string{"Name": "Intel(r) AMT Ethernet Port Settings 0", "InstanceID": "Intel(r) AMT & <something>"}},
+	} {
+		const body = `<h:X xmlns:h="urn:x">y</h:X>`
+		out := Marshal(h, body)
+		assert.LessOrEqual(t, len(out), h.size("")+len(body), "%+v", h)
+		assert.Less(t, h.size("")+len(body)-len(out), 400, "%+v", h)
+		var b bytes.Buffer
+		b.Grow(h.size("urn:x") + len(body))
+		c0 := cap(b.Bytes())
+		marshalTo(&b, h, "urn:x", func(b *bytes.Buffer) { b.WriteString(body) })
+		assert.Equal(t, c0, cap(b.Bytes()), "grown: %+v", h)
+	}
 }

@@ -91,6 +91,7 @@ func TestWatchPeaks(t *testing.T) {
 		hold = append(hold, make([]byte, 1<<16))
 	}
 	runtime.GC() // the live heap is what a finished collection found
+	runtime.GC()
 	p := w.Stop()
 	runtime.KeepAlive(hold)
 	hold = nil
@@ -99,5 +100,10 @@ func TestWatchPeaks(t *testing.T) {
 	assert.GreaterOrEqual(t, p.Mapped, p.Objects)
 	assert.Positive(t, p.Stacks)
 	assert.NotEmpty(t, p.Profile, "a heap profile at the peak")
+	// The totals are the watch's own: what it saw allocated and collected.
+	assert.GreaterOrEqual(t, p.Allocated, uint64(held))
+	assert.Less(t, p.Allocated, uint64(4*held))
+	assert.GreaterOrEqual(t, p.Cycles, uint64(2))
+	assert.Positive(t, p.GCCPU)
 	assert.Less(t, HeapAfterGC(), uint64(held/2), "the heap after is small: the peak is the watch's")
 }

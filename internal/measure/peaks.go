@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"time"
 )
 
@@ -14,6 +15,11 @@ import (
 // from the OS less what it gave back, the runtime's share of RSS.
 type Peaks struct {
 	Live, Objects, Stacks, Mapped uint64
+	// What the run cost the collector, from WatchPeaks to Stop: the heap
+	// it allocated, the collections, and the CPU they took (marking,
+	// assists, idle marking and sweeping, from runtime/metrics' estimate).
+	Allocated, Cycles uint64
+	GCCPU             time.Duration
 	// Profile is the heap profile taken when Live was last a tenth above
 	// the one before, when asked for: what the peak live heap holds.
 	Profile []byte
@@ -24,8 +30,9 @@ type PeakWatch struct {
 	stop, done chan struct{}
 	samples    []metrics.Sample
 	profile    bool
-	profiled   uint64 // the live heap of the kept profile
-	p          Peaks  // the goroutine's until done is closed
+	profiled   uint64           // the live heap of the kept profile
+	first      []metrics.Sample // the totals at WatchPeaks
+	p          Peaks            // the goroutine's until done is closed
 }
 
 var peakMetrics = []string{
@@ -34,7 +41,14 @@ var peakMetrics = []string{
 	"/memory/classes/heap/stacks:bytes",
 	"/memory/classes/total:bytes",
 	"/memory/classes/heap/released:bytes",
+	// Totals, read at the start and the end.
+	"/gc/heap/allocs:bytes",
+	"/gc/cycles/total:gc-cycles",
+	"/cpu/classes/gc/total:cpu-seconds",
 }
+
+// totalsFrom is where the totals begin in peakMetrics.
+const totalsFrom = 5
 
 // WatchPeaks samples every period (a read of runtime/metrics, a few µs)
 // until Stop. With profile set it also keeps a heap profile of the largest
@@ -46,6 +60,8 @@ func WatchPeaks(period time.Duration, profile bool) *PeakWatch {
 	for i, name := range peakMetrics {
 		w.samples[i].Name = name
 	}
+	metrics.Read(w.samples)
+	w.first = slices.Clone(w.samples)
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(period)
@@ -55,6 +71,9 @@ func WatchPeaks(period time.Duration, profile bool) *PeakWatch {
 			select {
 			case <-w.stop:
 				w.sample()
+				w.p.Allocated = uintOf(w.samples[totalsFrom]) - uintOf(w.first[totalsFrom])
+				w.p.Cycles = uintOf(w.samples[totalsFrom+1]) - uintOf(w.first[totalsFrom+1])
+				w.p.GCCPU = time.Duration((floatOf(w.samples[totalsFrom+2]) - floatOf(w.first[totalsFrom+2])) * float64(time.Second))
 				return
 			case <-t.C:
 			}
@@ -63,14 +82,23 @@ func WatchPeaks(period time.Duration, profile bool) *PeakWatch {
 	return w
 }
 
+func uintOf(s metrics.Sample) uint64 {
+	if s.Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s.Value.Uint64()
+}
+
+func floatOf(s metrics.Sample) float64 {
+	if s.Value.Kind() != metrics.KindFloat64 {
+		return 0
+	}
+	return s.Value.Float64()
+}
+
 func (w *PeakWatch) sample() {
 	metrics.Read(w.samples)
-	v := func(i int) uint64 {
-		if w.samples[i].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return w.samples[i].Value.Uint64()
-	}
+	v := func(i int) uint64 { return uintOf(w.samples[i]) }
 	live := v(0)
 	w.p.Live, w.p.Objects, w.p.Stacks = max(w.p.Live, live), max(w.p.Objects, v(1)), max(w.p.Stacks, v(2))
 	w.p.Mapped = max(w.p.Mapped, v(3)-min(v(3), v(4)))
