@@ -3,6 +3,8 @@ package clock
 import (
 	"sync"
 	"time"
+
+	"github.com/amtsim/amtsim/internal/workers"
 )
 
 // Wheel is a coarse timer wheel for the long waits of many devices: a
@@ -40,6 +42,10 @@ type Wheel struct {
 	armed   int                     // waits on the wheel
 	driver  *time.Timer             // the tick, while armed > 0
 	driving bool
+
+	// workers run what comes due, each on a goroutine kept for the next
+	// (a Hello slot grows its stack down gVisor's call chain).
+	workers *workers.Pool
 }
 
 // WheelOptions configure a Wheel.
@@ -72,8 +78,13 @@ func NewWheel(o WheelOptions) *Wheel {
 	if o.LongWait <= 0 {
 		o.LongWait = LongWait
 	}
-	return &Wheel{tick: o.Tick, long: o.LongWait, start: time.Now()}
+	return &Wheel{tick: o.Tick, long: o.LongWait, start: time.Now(), workers: workers.New(workers.Options{})}
 }
+
+// Close lets the wheel's idle workers go at once rather than after their
+// idle second. Waits still armed fire all the same, each on a goroutine
+// of its own.
+func (w *Wheel) Close() { w.workers.Close() }
 
 // WheelTimer is a wait armed by Wheel.AfterFunc: on the wheel, or on a
 // runtime timer when shorter than LongWait. It implements Timer, and Reset
@@ -89,7 +100,8 @@ type WheelTimer struct {
 	prev, next *WheelTimer // its slot's list, while on the wheel
 }
 
-// AfterFunc runs f on its own goroutine once d of real time has passed.
+// AfterFunc runs f once d of real time has passed, on a goroutine of its
+// own or one kept from an earlier wait (never waiting for one).
 func (w *Wheel) AfterFunc(d time.Duration, f func()) *WheelTimer {
 	t := &WheelTimer{w: w, f: f}
 	w.mu.Lock()
@@ -119,7 +131,8 @@ func (t *WheelTimer) Reset(d time.Duration) {
 func (w *Wheel) arm(t *WheelTimer, d time.Duration) {
 	if d < w.long {
 		if t.rt == nil {
-			t.rt = time.AfterFunc(d, t.f)
+			// The runtime's goroutine only hands f to a worker.
+			t.rt = time.AfterFunc(d, func() { w.workers.Go(t.f) })
 		} else {
 			t.rt.Reset(d)
 		}
@@ -238,7 +251,7 @@ func (w *Wheel) advance() {
 	}
 	w.mu.Unlock()
 	for _, f := range due {
-		go f()
+		w.workers.Go(f)
 	}
 }
 

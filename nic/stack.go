@@ -22,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/amtsim/amtsim/clock"
+	"github.com/amtsim/amtsim/internal/workers"
 )
 
 // DefaultNICsPerStack is how many NICs share one gVisor stack by default.
@@ -63,6 +64,9 @@ type StackOptions struct {
 type Stacks struct {
 	perStack int
 	clock    wheelClock // every stack's timers
+	// workers run the hosts' accepted connections, each handler on a
+	// goroutine kept from an earlier one with its grown stack.
+	workers *workers.Pool
 
 	mu     sync.Mutex
 	cur    *sharedStack
@@ -82,7 +86,8 @@ func NewStacks(o StackOptions) *Stacks {
 	if per <= 0 {
 		per = DefaultNICsPerStack
 	}
-	return &Stacks{perStack: per, clock: wheelClock{std: tcpip.NewStdClock(), w: clock.NewWheel(clock.WheelOptions{})}}
+	return &Stacks{perStack: per, clock: wheelClock{std: tcpip.NewStdClock(), w: clock.NewWheel(clock.WheelOptions{})},
+		workers: workers.New(workers.Options{})}
 }
 
 // wheelClock is the stacks' tcpip.Clock: gVisor's own, but with its long
@@ -213,6 +218,8 @@ func (p *Stacks) Close() {
 		ss.s.Close()
 		ss.s.Wait()
 	}
+	p.workers.Close()
+	p.clock.w.Close()
 }
 
 // Host is the IP side of one NIC: its address, routes and sockets.
@@ -379,7 +386,7 @@ func (h *Host) DialUDP(raddr netip.AddrPort) (net.Conn, error) {
 // readiness callback starts one to accept only when a connection is ready,
 // so an idle listener costs memory alone.
 func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
-	l := &Listener{handle: handle}
+	l := &Listener{handle: handle, workers: h.pool.workers}
 	ep, terr := h.s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &l.wq)
 	if terr != nil {
 		return nil, fmt.Errorf("host %v: tcp endpoint: %s", h.nic.HardwareAddr(), terr)
@@ -412,6 +419,7 @@ type Listener struct {
 	wq        waiter.Queue
 	entry     waiter.Entry
 	handle    func(net.Conn)
+	workers   *workers.Pool
 	accepting atomic.Bool
 	closed    atomic.Bool
 
@@ -422,7 +430,7 @@ func (l *Listener) kick() {
 	if l.closed.Load() || !l.accepting.CompareAndSwap(false, true) {
 		return
 	}
-	go l.drain()
+	l.workers.Go(l.drain)
 }
 
 func (l *Listener) drain() {
@@ -439,7 +447,8 @@ func (l *Listener) drain() {
 				return
 			}
 			l.Accepted.Add(1)
-			go l.handle(tcpConn{gonet.NewTCPConn(wq, ep)})
+			c := tcpConn{gonet.NewTCPConn(wq, ep)}
+			l.workers.Go(func() { l.handle(c) })
 		}
 		l.accepting.Store(false)
 		// A connection that arrived between the last Accept and the store
