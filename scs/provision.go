@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/amtsim/amtsim/digest"
@@ -161,7 +160,8 @@ type Result struct {
 type Session struct {
 	WSMAN  *wsman.Client
 	Digest *digest.Client
-	tr     *http.Transport
+	close  func()
+	tr     *http.Transport // an operational session's (nil for a setup one)
 	// pki: remote configuration, which provisions from the factory state
 	// (ProvisioningState 0) as well as from setup.
 	pki bool
@@ -170,7 +170,7 @@ type Session struct {
 }
 
 // Close drops the connection.
-func (s *Session) Close() { s.tr.CloseIdleConnections() }
+func (s *Session) Close() { s.close() }
 
 // dialer returns t's dial function.
 func (t *Target) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -185,27 +185,40 @@ func (t *Target) dialer() func(ctx context.Context, network, addr string) (net.C
 // plain 16992), Digest as admin with the MEBx password. One TCP connection
 // carries the whole session, as the device stages changes per connection.
 func OpenSetup(t Target) *Session {
-	dial := oneConnection(t.dialer())
-	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
-	url := fmt.Sprintf("http://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTP)))
-	if t.NoTLS {
-		tr.DialContext = dial
-	} else {
-		url = fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
-		if t.PKI != nil {
-			// The device's setup certificate is its own, self-signed: there
-			// is nothing to check it against (MeshCentral does not either).
-			// The proof runs the other way, in the chain we present.
-			tr.DialContext = dial
-			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*t.PKI},
-				MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
-				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
-			dc := &digest.Client{Username: "admin", Password: t.Password}
-			return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}, pki: true, ignoreRV: t.IgnoreReturnValues}
+	dial := t.dialer()
+	addr := net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS))
+	url := "https://" + addr + "/wsman"
+	var open func(ctx context.Context) (net.Conn, error)
+	switch {
+	case t.NoTLS:
+		addr = net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTP))
+		url = "http://" + addr + "/wsman"
+		open = func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) }
+	case t.PKI != nil:
+		// The device's setup certificate is its own, self-signed: there
+		// is nothing to check it against (MeshCentral does not either).
+		// The proof runs the other way, in the chain we present. The
+		// server name is the address, as net/http would set it (no SNI
+		// for an address).
+		cfg := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*t.PKI}, ServerName: t.Addr,
+			MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
+		open = func(ctx context.Context) (net.Conn, error) {
+			raw, err := dial(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(raw, cfg)
+			if err := c.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return c, nil
 		}
+	default:
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
-		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := dial(ctx, network, addr)
+		open = func(ctx context.Context) (net.Conn, error) {
+			raw, err := dial(ctx, "tcp", addr)
 			if err != nil {
 				return nil, err
 			}
@@ -219,9 +232,10 @@ func OpenSetup(t Target) *Session {
 			return c, nil
 		}
 	}
+	oc := newOneConn(open)
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout},
-		ignoreRV: t.IgnoreReturnValues}
+	return &Session{close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout},
+		pki: t.PKI != nil && !t.NoTLS, ignoreRV: t.IgnoreReturnValues}
 }
 
 // ErrConnectionLost: the setup session's connection closed mid-way. Its
@@ -229,18 +243,6 @@ func OpenSetup(t Target) *Session {
 // new connection (that committed half a transaction to a device that had
 // been power-cycled); it fails, and the retry starts over.
 var ErrConnectionLost = errors.New("the connection to the device closed mid-session (its staged changes are gone)")
-
-// oneConnection lets dial open one connection; later ones fail with
-// ErrConnectionLost.
-func oneConnection(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	var used atomic.Bool
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if used.Swap(true) {
-			return nil, ErrConnectionLost
-		}
-		return dial(ctx, network, addr)
-	}
-}
 
 // OpenOperational opens a session to a provisioned device: certificate TLS
 // on 16993 checked against roots, Digest as user.
@@ -254,7 +256,7 @@ func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password 
 			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
 	dc := &digest.Client{Username: user, Password: password}
 	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
-	return &Session{tr: tr, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}}
+	return &Session{tr: tr, close: tr.CloseIdleConnections, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}}
 }
 
 // invoke calls a method and turns a non-zero ReturnValue into a StepError.
