@@ -42,14 +42,14 @@ func BenchmarkHelloingDevices(b *testing.B) {
 
 func helloFleet(b *testing.B, n int) {
 	b.Helper()
-	netw, _, stacks, hellos := benchLAN(b)
+	bn := benchLAN(b)
 
 	before := measure.HeapAfterGC()
 	g0 := runtime.NumGoroutine()
 	start := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs, _ := bootSetupFleet(ctx, b, netw, stacks, 3, n, hellos)
+	devs, _ := bootSetupFleet(ctx, b, bn, 3, n)
 	boot := time.Since(start)
 
 	after := measure.HeapAfterGC()
@@ -67,7 +67,7 @@ func helloFleet(b *testing.B, n int) {
 		}
 		d.mu.Unlock()
 	}
-	waitFor(b, hellos, int64(2*n), time.Minute, devs, netw)
+	bn.waitFor(b, int64(2*n), time.Minute, devs)
 	b.ReportMetric(float64((measure.CPUTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
 
 	var failed uint64
@@ -82,41 +82,61 @@ func helloFleet(b *testing.B, n int) {
 
 const bootBatch = 500
 
-// benchLAN starts the embedded LAN with a Hello counter at the SCS address
-// (the host it returns) and stacks for the devices; all stop with b.
-func benchLAN(b *testing.B) (*lan.Network, *nic.Host, *nic.Stacks, *atomic.Int64) {
+// benchNet is a benchmark's LAN: a Hello counter at the SCS address (srv),
+// stacks for the devices, and what waitFor reports when Hellos are late.
+type benchNet struct {
+	netw   *lan.Network
+	srv    *nic.Host
+	stacks *nic.Stacks
+	hellos atomic.Int64
+	ln     *nic.Listener
+	rx     *hello.Receiver
+	first  atomic.Value // the first failed Hello's reason
+}
+
+// benchLAN starts the embedded LAN; all of it stops with b.
+func benchLAN(b *testing.B) *benchNet {
 	b.Helper()
+	bn := &benchNet{}
 	netw, err := lan.StartNetwork(lan.NetworkOptions{LeaseTime: 24 * time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(netw.Close)
-	hellos := new(atomic.Int64)
+	bn.netw = netw
 	// As many connections at once as the round brings: the receiver's
 	// default bound (1,024) is a guard against peers that connect and say
 	// nothing, and here it closed ~22,000 of a 30k round's connections
 	// unread, which this benchmark would count against the LAN.
-	rx := hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { hellos.Add(1) }, MaxConns: 1 << 20})
-	benchReceiver.Store(rx)
+	bn.rx = hello.NewReceiver(hello.ReceiverOptions{Handle: func(hello.Received) { bn.hellos.Add(1) }, MaxConns: 1 << 20})
 	srv, err := netw.AddHost(net.HardwareAddr{0x02, 0xa0, 0, 0, 0, 0x02}, netip.PrefixFrom(netw.SCS(), netw.Subnet().Bits()), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln, err := srv.Listen(mebx.DefaultSCSPort, rx.ServeConn)
-	if err != nil {
+	bn.srv = srv
+	if bn.ln, err = srv.Listen(mebx.DefaultSCSPort, bn.rx.ServeConn); err != nil {
 		b.Fatal(err)
 	}
-	benchListener.Store(ln)
-	stacks := nic.NewStacks(nic.StackOptions{})
-	b.Cleanup(stacks.Close)
-	return netw, srv, stacks, hellos
+	bn.stacks = nic.NewStacks(nic.StackOptions{})
+	b.Cleanup(bn.stacks.Close)
+	return bn
+}
+
+// noteFailure keeps the first failed Hello's reason for waitFor's report.
+func (bn *benchNet) noteFailure(e Event) {
+	if e.Name == "hello.failed" {
+		if v, ok := e.Attr("err"); ok {
+			bn.first.CompareAndSwap(nil, v.String())
+		}
+	}
 }
 
 // bootSetupFleet powers on n devices in setup mode with identities from
 // (seed, 0, i), in batches of bootBatch, each batch once its Hellos have
-// arrived (hellos counts them). The schedule sends one Hello at once and
-// the next a long interval later: time to measure the fleet in between.
-func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks *nic.Stacks, seed uint64, n int, hellos *atomic.Int64) ([]*Device, []identity.Identity) {
+// arrived (bn.hellos counts them). The schedule sends one Hello at once
+// and the next a long interval later: time to measure the fleet in
+// between.
+func bootSetupFleet(ctx context.Context, b *testing.B, bn *benchNet, seed uint64, n int) ([]*Device, []identity.Identity) {
 	b.Helper()
 	const gap = 5 * time.Minute
 	sched := hello.Schedule{Round: []hello.Step{{Count: 15, Interval: gap}}, Then: gap}
@@ -139,7 +159,7 @@ func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks
 		if err := st.Save(s); err != nil {
 			b.Fatal(err)
 		}
-		d, err := New(Options{Identity: id, Store: st, Uplink: netw.Segment, Stacks: stacks, Clock: clk, Schedule: sched, Events: noteFailure})
+		d, err := New(Options{Identity: id, Store: st, Uplink: bn.netw.Segment, Stacks: bn.stacks, Clock: clk, Schedule: sched, Events: bn.noteFailure})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,32 +170,17 @@ func bootSetupFleet(ctx context.Context, b *testing.B, netw *lan.Network, stacks
 		// Power on in batches, as a fleet with a boot rate does: a whole
 		// fleet switched on in one instant floods the LAN's queues.
 		if len(devs)%bootBatch == 0 || len(devs) == n {
-			waitFor(b, hellos, int64(len(devs)), time.Minute, devs, netw)
+			bn.waitFor(b, int64(len(devs)), time.Minute, devs)
 		}
 	}
 	return devs, ids
 }
 
-// benchListener is the Hello listener of the last benchLAN, for waitFor's
-// report.
-var benchListener atomic.Pointer[nic.Listener]
-
-// benchReceiver is its Hello receiver.
-var benchReceiver atomic.Pointer[hello.Receiver]
-
-// firstFailure keeps the first failed Hello's reason for the report.
-var firstFailure atomic.Value
-
-func noteFailure(e Event) {
-	if e.Name == "hello.failed" {
-		if v, ok := e.Attr("err"); ok {
-			firstFailure.CompareAndSwap(nil, v.String())
-		}
-	}
-}
-
-func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, devs []*Device, netw *lan.Network) {
+// waitFor waits until want Hellos have arrived, or fails b with what
+// the devices, the receiver and the LAN counted.
+func (bn *benchNet) waitFor(b *testing.B, want int64, within time.Duration, devs []*Device) {
 	b.Helper()
+	v, netw := &bn.hellos, bn.netw
 	deadline := time.Now().Add(within)
 	for v.Load() < want {
 		if time.Now().After(deadline) {
@@ -185,15 +190,9 @@ func waitFor(b *testing.B, v *atomic.Int64, want int64, within time.Duration, de
 				failed += d.Stats.HellosFailed.Load()
 				dnsFail += d.Stats.DNSFailures.Load()
 			}
-			var accepted, refused uint64
-			if ln := benchListener.Load(); ln != nil {
-				accepted = ln.Accepted.Load()
-			}
-			if rx := benchReceiver.Load(); rx != nil {
-				refused = rx.Stats.Refused.Load()
-			}
+			accepted, refused := bn.ln.Accepted.Load(), bn.rx.Stats.Refused.Load()
 			b.Fatalf("%d of %d Hellos after %v (%d sent by the devices, %d connections accepted, %d closed unread by the receiver); %d failed (%d DNS; first: %v); segment dropped %d frames; DNS server: %d queries, %d answered, %d NXDOMAIN",
-				v.Load(), want, within, sent, accepted, refused, failed, dnsFail, firstFailure.Load(), netw.Segment.Stats.Dropped.Load(),
+				v.Load(), want, within, sent, accepted, refused, failed, dnsFail, bn.first.Load(), netw.Segment.Stats.Dropped.Load(),
 				netw.DNS.Stats.Queries.Load(), netw.DNS.Stats.Answered.Load(), netw.DNS.Stats.NXDomain.Load())
 		}
 		time.Sleep(5 * time.Millisecond)

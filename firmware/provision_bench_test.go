@@ -39,10 +39,11 @@ func BenchmarkProvisioning(b *testing.B) {
 }
 
 func provisionFleet(b *testing.B, n int) {
-	netw, srv, stacks, hellos := benchLAN(b)
+	bn := benchLAN(b)
+	netw, srv, stacks := bn.netw, bn.srv, bn.stacks
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 4, n, hellos)
+	devs, ids := bootSetupFleet(ctx, b, bn, 4, n)
 
 	// The SCS's material: a CA, and one device key (AddKey) so that key
 	// generation, which the SCS may do ahead of time, stays out of the
@@ -120,10 +121,11 @@ func provisionFleet(b *testing.B, n int) {
 // splits it, so a change to either side's request path shows here without
 // a fleet's noise.
 func BenchmarkDeviceRequest(b *testing.B) {
-	netw, srv, stacks, hellos := benchLAN(b)
+	bn := benchLAN(b)
+	srv := bn.srv
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	devs, ids := bootSetupFleet(ctx, b, netw, stacks, 6, 1, hellos)
+	devs, ids := bootSetupFleet(ctx, b, bn, 6, 1)
 	defer devs[0].PowerOff()
 	dial := srv.DialContext
 	// The SCS's goroutines, net/http's connection loops among them, carry
