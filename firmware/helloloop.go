@@ -177,7 +177,7 @@ func (d *Device) helloMessage(s *mebx.Settings, retry uint32) hello.Message {
 		if len(m.Hashes) == 255 {
 			break
 		}
-		m.Hashes = append(m.Hashes, hello.CertHash{Type: hello.HashType(h.Algorithm), Hash: h.Hash})
+		m.Hashes = append(m.Hashes, hello.CertHash{Type: h.Algorithm, Hash: h.Hash})
 	}
 	return m
 }

@@ -68,6 +68,18 @@ func (t HashType) Size() int {
 	return 0
 }
 
+func (t HashType) String() string {
+	switch t {
+	case HashSHA1:
+		return "sha1"
+	case HashSHA256:
+		return "sha256"
+	case HashSHA384:
+		return "sha384"
+	}
+	return fmt.Sprintf("HashType(%d)", uint8(t))
+}
+
 // CertHash is one trusted root certificate hash of a PKI Hello.
 type CertHash struct {
 	Type HashType

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/amtsim/amtsim/hello"
 )
 
 // PKI is MEBx's "TLS PKI" menu: remote configuration (AMT 3.0 and later),
@@ -24,41 +26,17 @@ type PKI struct {
 	Hashes []RootHash `json:"hashes,omitempty"`
 }
 
-// HashAlgorithm names the algorithm of a root certificate hash. The values
-// are the Hello's hash types (docs/protocol.md §11).
-type HashAlgorithm uint8
+// HashAlgorithm names the algorithm of a root certificate hash: the
+// Hello's hash type, which carries the table's entries as they are
+// (docs/protocol.md §11).
+type HashAlgorithm = hello.HashType
 
 // The hash algorithms of AMT's certificate hash table.
 const (
-	SHA1   HashAlgorithm = 1
-	SHA256 HashAlgorithm = 2
-	SHA384 HashAlgorithm = 3
+	SHA1   = hello.HashSHA1
+	SHA256 = hello.HashSHA256
+	SHA384 = hello.HashSHA384
 )
-
-// Size is the digest length, 0 for an unknown algorithm.
-func (a HashAlgorithm) Size() int {
-	switch a {
-	case SHA1:
-		return 20
-	case SHA256:
-		return 32
-	case SHA384:
-		return 48
-	}
-	return 0
-}
-
-func (a HashAlgorithm) String() string {
-	switch a {
-	case SHA1:
-		return "sha1"
-	case SHA256:
-		return "sha256"
-	case SHA384:
-		return "sha384"
-	}
-	return fmt.Sprintf("HashAlgorithm(%d)", uint8(a))
-}
 
 func parseAlgorithm(s string) (HashAlgorithm, bool) {
 	switch strings.ToLower(strings.ReplaceAll(s, "-", "")) {
