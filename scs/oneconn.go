@@ -62,10 +62,9 @@ func (o *oneConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody()
 		return nil, err
 	}
-	// The call's context bounds it: its deadline is the connection's, and
-	// its end cuts a blocked read or write short.
-	deadline, _ := ctx.Deadline()
-	c.SetDeadline(deadline)
+	// The call's context bounds it: when it ends (its deadline too), a
+	// deadline in the past cuts a blocked read or write short. No deadline
+	// is set otherwise: on a gVisor connection each is a runtime timer.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -149,8 +148,8 @@ func (b *oneConnBody) Read(p []byte) (int, error) {
 }
 
 // cutShort is the context's error when it, rather than the device, ended
-// a read or write that failed with err: the connection's deadline is the
-// context's, and it can pass a moment before the context says so.
+// a read or write that failed with err (a deadline the connection had
+// before the call, passed a moment before the context's, counts too).
 func cutShort(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
