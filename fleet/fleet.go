@@ -91,14 +91,25 @@ const setupEvery = 10000
 // 100,000 devices, 2.0 GB for 10,000). MaxDevices sizes fleets by it.
 const PeakBytesPerDevice = 160 << 10
 
-// MaxDevices is the largest fleet that fits in memory bytes, and never more
-// than one shard's identities (identity.MaxIndex). The fleet must fit under
-// three quarters of it, the garbage collector's soft limit
-// (internal/gcpolicy): a 150,000-device run on 24 GiB reached 16.7 GB
-// with 131,000 devices on and then crawled, the collector running without
-// pause, at 20 provisionings a second.
-func MaxDevices(memory int64) int {
-	return int(min(memory/4*3/PeakBytesPerDevice, identity.MaxIndex))
+// MinBytesPerDevice is the least memory budget per device a run may be
+// held to (gcpolicy.ThroughputWithin): a provisioning fleet's live heap
+// peaks at 34–36 KB per device at 100,000 (collected heap, the floating
+// garbage of a long mark included), and a limit at it leaves the
+// collector nothing to work with.
+const MinBytesPerDevice = 40 << 10
+
+// MaxDevices is the largest fleet that fits in memory bytes at perDevice
+// bytes each (0: PeakBytesPerDevice, what a run takes under the default
+// policy), and never more than one shard's identities
+// (identity.MaxIndex). The fleet must fit under three quarters of it, the
+// garbage collector's soft limit (internal/gcpolicy): a 150,000-device run
+// on 24 GiB reached 16.7 GB with 131,000 devices on and then crawled, the
+// collector running without pause, at 20 provisionings a second.
+func MaxDevices(memory, perDevice int64) int {
+	if perDevice <= 0 {
+		perDevice = PeakBytesPerDevice
+	}
+	return int(min(memory/4*3/perDevice, identity.MaxIndex))
 }
 
 // States a device moves through, as the fleet counts them.

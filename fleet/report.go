@@ -24,6 +24,10 @@ type Report struct {
 	Failed []int `json:"failed_shards,omitempty"`
 	Summary
 	SCS *SCSSummary `json:"scs,omitempty"`
+	// PeakRSS is the process's largest resident set over the run, in
+	// bytes (0: not measured); a merge adds the shards', each its own
+	// process.
+	PeakRSS uint64 `json:"peak_rss_bytes,omitempty"`
 	OK  bool        `json:"ok"`
 	// Interrupted is set when SIGINT or SIGTERM ended the run; Phase says
 	// where it was: setup, boot or provisioning.
@@ -134,6 +138,7 @@ func MergeReports(rs []Report) (Report, error) {
 		}
 		out.Devices += r.Devices
 		out.Provisioned += r.Provisioned
+		out.PeakRSS += r.PeakRSS
 		out.ElapsedMS = max(out.ElapsedMS, r.ElapsedMS)
 		for s, n := range r.States {
 			out.States[s] += n

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,4 +171,61 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// minBudget is the least a --memory-per-device run is held to: the
+// process's own (the LAN, the SCS, the runtime) before any device.
+const minBudget = 256 << 20
+
+// byteSize is a flag of a byte count: a number with an optional binary
+// unit (KiB, MiB, GiB; also K, M, G), say 64KiB.
+type byteSize int64
+
+func (b byteSize) String() string {
+	switch v := int64(b); {
+	case v == 0:
+		return "0"
+	case v%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", v>>30)
+	case v%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", v>>20)
+	case v%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", v>>10)
+	default:
+		return strconv.FormatInt(v, 10)
+	}
+}
+
+func (b *byteSize) Set(s string) error {
+	i := 0
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return fmt.Errorf("%q: want a byte count, say 64KiB", s)
+	}
+	shift, ok := unitShift(s[i:])
+	if !ok {
+		return fmt.Errorf("%q: unit %q, want KiB, MiB or GiB", s, s[i:])
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil || n > math.MaxInt64>>shift {
+		return fmt.Errorf("%q: too large", s)
+	}
+	*b = byteSize(n << shift)
+	return nil
+}
+
+func unitShift(unit string) (uint, bool) {
+	switch strings.ToLower(unit) {
+	case "", "b":
+		return 0, true
+	case "k", "kib":
+		return 10, true
+	case "m", "mib":
+		return 20, true
+	case "g", "gib":
+		return 30, true
+	}
+	return 0, false
 }

@@ -51,26 +51,42 @@ func interrupted(ctx context.Context, msg string) error {
 	return exitError{exitInterrupted, msg + " (" + context.Cause(ctx).Error() + ")"}
 }
 
-// maxDevices is the most devices this machine's memory holds
-// (fleet.MaxDevices); one shard's identities if the memory is unknown.
-func maxDevices() int {
+// maxDevices is the most devices this machine's memory holds at
+// perDevice bytes each (fleet.MaxDevices; 0: a run's peak under the
+// default policy); one shard's identities if the memory is unknown.
+func maxDevices(perDevice int64) int {
 	avail, err := gcpolicy.Available()
 	if err != nil {
 		return identity.MaxIndex
 	}
-	return fleet.MaxDevices(avail)
+	return fleet.MaxDevices(avail, perDevice)
 }
 
-// checkDevices refuses a device count the machine cannot hold, saying why.
-func checkDevices(c *checks, flag string, n int) {
-	switch max := maxDevices(); {
+// checkDevices refuses a device count the machine cannot hold at
+// perDevice bytes each (0: a run's peak), saying why.
+func checkDevices(c *checks, flag string, n int, perDevice int64) {
+	each := perDevice
+	if each <= 0 {
+		each = fleet.PeakBytesPerDevice
+	}
+	switch max := maxDevices(perDevice); {
 	case n < 1:
 		c.fail("%s %d: want at least 1 device", flag, n)
 	case n > identity.MaxIndex:
 		c.fail("%s %d: one shard holds at most %d devices (use --shard for more)", flag, n, identity.MaxIndex)
 	case n > max:
-		c.fail("%s %d: this machine's memory holds about %d devices (%d KiB each at the peak of a run)", flag, n, max, fleet.PeakBytesPerDevice>>10)
+		c.fail("%s %d: this machine's memory holds about %d devices (%d KiB each at the peak of a run)", flag, n, max, each>>10)
 	}
+}
+
+// peakRSS is the process's largest resident set so far in bytes
+// (getrusage; Linux counts in KiB), 0 if unknown.
+func peakRSS() uint64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil || ru.Maxrss < 0 {
+		return 0
+	}
+	return uint64(ru.Maxrss) << 10
 }
 
 // checkFiles says whether n more files can be open at once (a capture per
@@ -200,11 +216,12 @@ func version() string {
 	return strings.TrimSpace("amtsim " + v + " — Dell OptiPlex 960, Intel 82566DM, Intel AMT 5.0")
 }
 
-// tuneGC sets the garbage collector for a long run under load
-// (gcpolicy.Throughput; GOGC and GOMEMLIMIT override it). It returns the
+// tuneGC sets the garbage collector for a long run under load, within
+// budget bytes if not 0 (gcpolicy.ThroughputWithin; GOGC and GOMEMLIMIT
+// override it). It returns the
 // settings in force, for the log, and what puts the old ones back.
-func tuneGC(stderr io.Writer) (string, func()) {
-	p, err := gcpolicy.Throughput(os.Getenv)
+func tuneGC(stderr io.Writer, budget int64) (string, func()) {
+	p, err := gcpolicy.ThroughputWithin(os.Getenv, budget)
 	if err != nil {
 		fmt.Fprintf(stderr, "amtsim: garbage collector left at Go's defaults: %v\n", err)
 		return "go-default", func() {}

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/fleet"
 	"github.com/amtsim/amtsim/internal/peer"
 	"github.com/amtsim/amtsim/internal/syncbuf"
 	"github.com/amtsim/amtsim/mebx"
@@ -239,6 +240,42 @@ func TestFleetGCPolicy(t *testing.T) {
 	debug.SetGCPercent(percent)
 	assert.Equal(t, percent0, percent)
 	assert.Equal(t, limit0, debug.SetMemoryLimit(-1))
+}
+
+// --memory-per-device holds the run to a soft limit of that much per
+// device, 256 MiB at the least, and puts the old limit back after.
+func TestFleetMemoryPerDevice(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	limit0 := debug.SetMemoryLimit(-1)
+	report := filepath.Join(t.TempDir(), "r.json")
+	code, out, errs := amtsim(t, "fleet", "-n", "2", "--memory-per-device", "64KiB", "--events", "--log-format", "json", "--report", report)
+	require.Equal(t, exitOK, code, "stderr: %s", errs)
+	assert.Contains(t, out, `"msg":"fleet.gc","policy":"GOGC=400 GOMEMLIMIT=256MiB"`)
+	assert.Equal(t, limit0, debug.SetMemoryLimit(-1))
+	// The run says what it held: the summary and the report.
+	assert.Regexp(t, `memory: peak RSS [0-9.]+ MB, [0-9.]+ KB per device`, out)
+	b, err := os.ReadFile(report)
+	require.NoError(t, err)
+	r, err := fleet.ParseReport(b)
+	require.NoError(t, err)
+	assert.Greater(t, r.PeakRSS, uint64(1<<20))
+}
+
+// A byte count with a binary unit, and back.
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "65536": 64 << 10, "64KiB": 64 << 10, "64k": 64 << 10, "1MiB": 1 << 20, "3G": 3 << 30, "100b": 100} {
+		var b byteSize
+		require.NoError(t, b.Set(in), in)
+		assert.Equal(t, want, int64(b), in)
+		var back byteSize
+		require.NoError(t, back.Set(b.String()), in)
+		assert.Equal(t, b, back, in)
+	}
+	for _, in := range []string{"", "KiB", "1.5MiB", "64TiB", "-1", "9999999999G", "12 KiB"} {
+		var b byteSize
+		assert.Error(t, b.Set(in), in)
+	}
 }
 
 // --cpu-profile leaves a profile that pprof reads.

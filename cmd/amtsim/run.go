@@ -50,7 +50,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	c := checks{fs: fs}
-	checkDevices(&c, "--devices", *devices)
+	checkDevices(&c, "--devices", *devices, 0)
 	c.intIn("shard", *shard, 0, identity.MaxShards-1)
 	c.durationIn("timeout", *timeout, 0, 100*365*24*time.Hour)
 	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)

@@ -104,7 +104,7 @@ func cmdSCS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	gc, restoreGC := tuneGC(stderr)
+	gc, restoreGC := tuneGC(stderr, 0)
 	defer restoreGC()
 
 	db, err := scs.OpenDB(*dbPath)

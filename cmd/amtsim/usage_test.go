@@ -33,6 +33,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"fleet", "--create"}, "--create goes with --uplink tap:NAME"},
 		{[]string{"fleet", "--log-format", "xml"}, "--log-format"},
 		{[]string{"fleet", "--mebx-password", "weak"}, "--mebx-password"},
+		{[]string{"fleet", "--memory-per-device", "8KiB"}, "--memory-per-device 8KiB: want at least 40KiB"},
+		{[]string{"fleet", "--memory-per-device", "64XB"}, `unit "XB"`},
+		{[]string{"fleet", "--memory-per-device", "-64KiB"}, "want a byte count"},
+		// At 40 KiB each 24 GiB holds more devices than a shard; at 1 GiB
+		// each, not a million.
+		{[]string{"fleet", "-n", "1000000", "--memory-per-device", "1GiB"}, "memory holds about"},
 		{[]string{"run", "--devices", "-3"}, "--devices -3"},
 		{[]string{"run", "--time-scale", "0"}, "--time-scale 0"},
 		{[]string{"run", "--until", "never"}, "--until"},

@@ -38,6 +38,17 @@ type Policy struct {
 // GOMEMLIMIT say otherwise: what a user set is kept. getenv is os.Getenv
 // outside tests.
 func Throughput(getenv func(string) string) (*Policy, error) {
+	return ThroughputWithin(getenv, 0)
+}
+
+// ThroughputWithin is Throughput with the soft limit lowered to budget
+// bytes (0: no lower than Throughput's), for a run that must stay within
+// a memory budget. The collector then runs more often as the heap nears
+// it: BenchmarkFleetProvisioning at 100,000 devices under 6,000 MiB (63
+// KB of peak RSS per device) spent 1,083 µs of CPU per provisioning
+// collecting against 171–206 µs under Throughput's limit, 20–30% more
+// CPU in all. GOMEMLIMIT in the environment still wins.
+func ThroughputWithin(getenv func(string) string, budget int64) (*Policy, error) {
 	p := &Policy{PercentFromEnv: getenv("GOGC") != "", LimitFromEnv: getenv("GOMEMLIMIT") != ""}
 	var limit int64 = -1 // -1 reads the limit without changing it
 	if !p.LimitFromEnv {
@@ -48,6 +59,9 @@ func Throughput(getenv func(string) string) (*Policy, error) {
 			return nil, fmt.Errorf("gcpolicy: %w", err)
 		}
 		limit = avail / 4 * 3
+		if budget > 0 {
+			limit = min(limit, budget)
+		}
 	}
 	p.prevLimit = debug.SetMemoryLimit(limit)
 	p.Limit = debug.SetMemoryLimit(-1)

@@ -38,6 +38,34 @@ func TestThroughputSetsAndRestores(t *testing.T) {
 	assert.Equal(t, limit0, limit)
 }
 
+// A budget lowers the limit, never raises it, and GOMEMLIMIT still wins.
+func TestThroughputWithin(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	_, limit0 := current()
+	avail, err := Available()
+	require.NoError(t, err)
+	for _, c := range []struct {
+		budget, want int64
+	}{{256 << 20, 256 << 20}, {0, avail / 4 * 3}, {avail, avail / 4 * 3}} {
+		p, err := ThroughputWithin(env(nil), c.budget)
+		require.NoError(t, err)
+		_, limit := current()
+		assert.Equal(t, c.want, limit, "budget %d", c.budget)
+		assert.Equal(t, c.want, p.Limit)
+		p.Restore()
+	}
+	p, err := ThroughputWithin(env(map[string]string{"GOMEMLIMIT": "1GiB"}), 256<<20)
+	require.NoError(t, err)
+	_, limit := current()
+	assert.Equal(t, limit0, limit, "GOMEMLIMIT from the environment stays")
+	p.Restore()
+
+	p, err = ThroughputWithin(env(nil), 256<<20)
+	require.NoError(t, err)
+	assert.Equal(t, "GOGC=400 GOMEMLIMIT=256MiB", p.String())
+	p.Restore()
+}
+
 // What the user set in the environment is kept.
 func TestThroughputKeepsEnvironment(t *testing.T) {
 	percent0, limit0 := current()
