@@ -28,7 +28,7 @@ type Report struct {
 	// bytes (0: not measured); a merge adds the shards', each its own
 	// process.
 	PeakRSS uint64 `json:"peak_rss_bytes,omitempty"`
-	OK  bool        `json:"ok"`
+	OK      bool   `json:"ok"`
 	// Interrupted is set when SIGINT or SIGTERM ended the run; Phase says
 	// where it was: setup, boot or provisioning.
 	Interrupted bool   `json:"interrupted,omitempty"`
