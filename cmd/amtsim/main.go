@@ -218,8 +218,8 @@ func version() string {
 
 // tuneGC sets the garbage collector for a long run under load, within
 // budget bytes if not 0 (gcpolicy.ThroughputWithin; GOGC and GOMEMLIMIT
-// override it). It returns the
-// settings in force, for the log, and what puts the old ones back.
+// override it). It returns the settings in force, for the log, and what
+// puts the old ones back.
 func tuneGC(stderr io.Writer, budget int64) (string, func()) {
 	p, err := gcpolicy.ThroughputWithin(os.Getenv, budget)
 	if err != nil {
