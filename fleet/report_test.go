@@ -28,7 +28,8 @@ func shardReport(t *testing.T, shard, n int, median time.Duration, rng *rand.Ran
 	}
 	r := Report{Seed: 7, Shard: shard, Shards: 4, OK: true, Phase: "provisioning",
 		Summary: Summary{Devices: n, Provisioned: n, ElapsedMS: float64(1000 + shard), States: map[string]int64{StateProvisioned: int64(n)},
-			Counts: Counts{HellosSent: uint64(n + shard), DHCPFailures: uint64(shard)}}}
+			Counts: Counts{HellosSent: uint64(n + shard), DHCPFailures: uint64(shard)}},
+		PeakRSS: uint64(n) << 16}
 	r.BootToProvisioned = Percentiles(append([]time.Duration(nil), lat...))
 	// Through the JSON, as a merge reads reports from files.
 	b, err := json.Marshal(r)
@@ -74,6 +75,7 @@ func TestMergeReportsAddUp(t *testing.T) {
 	assert.Equal(t, uint64(2606), m.HellosSent)
 	assert.Equal(t, uint64(6), m.DHCPFailures)
 	assert.Equal(t, 1003.0, m.ElapsedMS, "the longest shard")
+	assert.Equal(t, uint64(2600)<<16, m.PeakRSS, "each shard's process's own: they add up")
 	assert.Equal(t, int64(2600), m.BootToProvisioned.Count)
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	for _, p := range []struct {
@@ -93,6 +95,7 @@ func TestMergeReportsAddUp(t *testing.T) {
 	back, err := ParseReport(b)
 	require.NoError(t, err)
 	assert.Equal(t, m.BootToProvisioned, back.BootToProvisioned)
+	assert.Equal(t, m.PeakRSS, back.PeakRSS)
 	half1, err := MergeReports(rs[:2])
 	require.NoError(t, err)
 	half2, err := MergeReports(rs[2:])
