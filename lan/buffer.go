@@ -20,10 +20,12 @@ type portBuffer struct {
 	// wake has room for one signal: put sends it when queued was empty,
 	// and the worker, having found it empty, waits on it.
 	wake chan struct{}
+	// recycle takes back a frame delivered to its one port (see delivery).
+	recycle func([]byte)
 }
 
-func newPortBuffer(limit int) *portBuffer {
-	return &portBuffer{limit: limit, wake: make(chan struct{}, 1)}
+func newPortBuffer(limit int, recycle func([]byte)) *portBuffer {
+	return &portBuffer{limit: limit, wake: make(chan struct{}, 1), recycle: recycle}
 }
 
 // put queues d, or reports false when the buffer holds limit bytes already
@@ -88,6 +90,9 @@ func (b *portBuffer) serve() {
 		for _, d := range batch {
 			if !d.to.detached.Load() {
 				d.to.port.DeliverFrame(d.frame)
+			}
+			if d.last {
+				b.recycle(d.frame)
 			}
 		}
 		clear(batch) // the frames and ports are not kept alive by the spare

@@ -44,6 +44,10 @@ type SegmentStats struct {
 	// DuplicateMACs counts Attach calls refused because another port
 	// has the same MAC.
 	DuplicateMACs atomic.Uint64
+	// Recycled counts frames whose buffers went back to the pool the
+	// ports' NICs build frames in (nic.FrameLender): each unicast frame
+	// once delivered, and each frame not delivered at all.
+	Recycled atomic.Uint64
 }
 
 // Segment is a learning Ethernet switch. It implements nic.Uplink.
@@ -62,6 +66,9 @@ type Segment struct {
 
 	queues []*portBuffer
 	wg     sync.WaitGroup
+	// frames are lent to the ports' NICs (nic.FrameLender) and come back
+	// once delivered.
+	frames nic.FramePool
 
 	Stats SegmentStats
 }
@@ -69,6 +76,10 @@ type Segment struct {
 type delivery struct {
 	to    *segPort
 	frame []byte
+	// last is set when no other delivery holds frame (a unicast frame):
+	// the worker gives it back to the pool once delivered. A flooded frame
+	// is shared by its deliveries and left to the collector.
+	last bool
 }
 
 type segPort struct {
@@ -84,7 +95,10 @@ type segPort struct {
 	macs [][6]byte
 }
 
-var _ nic.Uplink = (*Segment)(nil)
+var (
+	_ nic.Uplink      = (*Segment)(nil)
+	_ nic.FrameLender = (*segPort)(nil)
+)
 
 // NewSegment starts a segment; Close stops it.
 func NewSegment(o SegmentOptions) *Segment {
@@ -99,7 +113,7 @@ func NewSegment(o SegmentOptions) *Segment {
 		groups: nic.NewBroadcastIndex[*segPort](),
 	}
 	for range o.Workers {
-		q := newPortBuffer(o.BufferBytes)
+		q := newPortBuffer(o.BufferBytes, s.recycle)
 		s.queues = append(s.queues, q)
 		s.wg.Add(1)
 		go func() {
@@ -134,6 +148,9 @@ func (s *Segment) Attach(p nic.Port) (nic.Attachment, error) {
 	s.groups.Set(sp, nil)
 	return sp, nil
 }
+
+// Frames implements nic.FrameLender.
+func (p *segPort) Frames() *nic.FramePool { return &p.seg.frames }
 
 // SetBroadcastFilter implements nic.FilterAware.
 func (p *segPort) SetBroadcastFilter(f *nic.BroadcastFilter) {
@@ -172,6 +189,7 @@ func (p *segPort) Send(frame []byte) error {
 	s := p.seg
 	if len(frame) < 14 {
 		s.Stats.Runts.Add(1)
+		s.recycle(frame)
 		return errors.New("lan: runt frame")
 	}
 	s.Stats.Frames.Add(1)
@@ -193,16 +211,18 @@ func (p *segPort) Send(frame []byte) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
+		s.recycle(frame)
 		return errors.New("lan: segment is closed")
 	}
 	if dst[0]&1 == 0 {
 		if to, ok := s.table[dst]; ok {
 			if to == p {
 				s.Stats.Hairpin.Add(1)
+				s.recycle(frame)
 				return nil
 			}
 			s.Stats.Unicast.Add(1)
-			s.enqueue(to, frame)
+			s.enqueue(delivery{to: to, frame: frame, last: true})
 			return nil
 		}
 	}
@@ -220,12 +240,12 @@ func (p *segPort) Send(frame []byte) error {
 		var buf [16]*segPort
 		for _, to := range s.groups.AppendOpen(buf[:0]) {
 			if to != p {
-				s.enqueue(to, frame)
+				s.enqueue(delivery{to: to, frame: frame})
 				sent++
 			}
 		}
 		if to, ok := s.own[dst]; ok && to != p && s.groups.Filtered(to) {
-			s.enqueue(to, frame)
+			s.enqueue(delivery{to: to, frame: frame})
 			sent++
 		}
 		if skipped := len(s.ports) - 1 - sent; skipped > 0 {
@@ -236,7 +256,7 @@ func (p *segPort) Send(frame []byte) error {
 	var buf [16]*segPort
 	for _, to := range s.groups.AppendPasses(buf[:0], frame) {
 		if to != p {
-			s.enqueue(to, frame)
+			s.enqueue(delivery{to: to, frame: frame})
 			sent++
 		}
 	}
@@ -246,10 +266,18 @@ func (p *segPort) Send(frame []byte) error {
 	return nil
 }
 
+func (s *Segment) recycle(frame []byte) {
+	s.Stats.Recycled.Add(1)
+	s.frames.Put(frame)
+}
+
 // enqueue never waits (see portBuffer): only a full buffer drops.
-func (s *Segment) enqueue(to *segPort, frame []byte) {
-	if !s.queues[to.id%uint64(len(s.queues))].put(delivery{to: to, frame: frame}) {
+func (s *Segment) enqueue(d delivery) {
+	if !s.queues[d.to.id%uint64(len(s.queues))].put(d) {
 		s.Stats.Dropped.Add(1)
+		if d.last {
+			s.recycle(d.frame)
+		}
 	}
 }
 

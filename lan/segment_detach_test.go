@@ -2,6 +2,8 @@ package lan
 
 import (
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,4 +115,78 @@ func TestSegmentUnknownUnicastSkipsOtherNICs(t *testing.T) {
 	}
 	assert.Equal(t, filtered+49+50, seg.Stats.Filtered.Load(), "the skipped deliveries are counted")
 	assert.Equal(t, uint64(2), seg.Stats.Flooded.Load())
+}
+
+// recordingPort keeps a copy of each frame delivered to it.
+type recordingPort struct {
+	mac net.HardwareAddr
+	mu  sync.Mutex
+	got [][]byte
+}
+
+func (p *recordingPort) HardwareAddr() net.HardwareAddr { return p.mac }
+func (p *recordingPort) DeliverFrame(f []byte) {
+	p.mu.Lock()
+	p.got = append(p.got, append([]byte(nil), f...))
+	p.mu.Unlock()
+}
+func (p *recordingPort) frames() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
+
+// The segment lends its ports the buffers frames are built in and takes a
+// frame back only where no delivery can still read it: a unicast frame
+// once delivered, a frame not delivered at all. A flooded frame is shared
+// by its deliveries and never taken back.
+func TestSegmentRecyclesOnlyFramesNoDeliveryHolds(t *testing.T) {
+	seg := NewSegment(SegmentOptions{Workers: 2})
+	t.Cleanup(seg.Close)
+	mac := func(last byte) net.HardwareAddr { return net.HardwareAddr{0x00, 0x21, 0x9b, 0, 0, last} }
+	a, b, c := &recordingPort{mac: mac(1)}, &recordingPort{mac: mac(2)}, &recordingPort{mac: mac(3)}
+	var at []nic.Attachment
+	for _, p := range []nic.Port{a, b, c} {
+		x, err := seg.Attach(p)
+		require.NoError(t, err)
+		at = append(at, x)
+	}
+	send := func(from int, src, dst net.HardwareAddr, mark byte) {
+		l, ok := at[from].(nic.FrameLender)
+		require.True(t, ok, "a segment port lends frames")
+		f := l.Frames().Get(60)
+		f = append(f, dst...)
+		f = append(f, src...)
+		f = append(f, 0x88, 0xb5)
+		f = append(f, make([]byte, 46)...)
+		f[14] = mark
+		require.Equal(t, nic.PooledFrameSize, cap(f))
+		require.NoError(t, at[from].Send(f))
+	}
+	delivered := func(p *recordingPort, n int) {
+		t.Helper()
+		require.Eventually(t, func() bool { return len(p.frames()) == n }, 5*time.Second, time.Millisecond)
+	}
+
+	send(0, a.mac, b.mac, 1) // b not learned yet: flooded to b and c
+	delivered(b, 1)
+	delivered(c, 1)
+	send(1, b.mac, a.mac, 2) // a learned: unicast
+	delivered(a, 1)
+	require.Eventually(t, func() bool { return seg.Stats.Recycled.Load() == 1 }, 5*time.Second, time.Millisecond,
+		"the unicast frame comes back once delivered")
+	send(0, a.mac, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 3) // broadcast
+	delivered(b, 2)
+	delivered(c, 2)
+	send(0, a.mac, a.mac, 4) // hairpin: not delivered, taken back at once
+	assert.Equal(t, uint64(2), seg.Stats.Recycled.Load(), "flooded frames stay out of the pool; a hairpin comes back")
+	assert.Equal(t, uint64(1), seg.Stats.Hairpin.Load())
+
+	// Every delivery read the frame as it was sent.
+	for _, got := range [][]byte{b.frames()[0], c.frames()[0], a.frames()[0], b.frames()[1], c.frames()[1]} {
+		require.Len(t, got, 60)
+	}
+	assert.Equal(t, []byte{1, 3}, []byte{b.frames()[0][14], b.frames()[1][14]})
+	assert.Equal(t, []byte{1, 3}, []byte{c.frames()[0][14], c.frames()[1][14]})
+	assert.Equal(t, byte(2), a.frames()[0][14])
 }

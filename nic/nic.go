@@ -111,6 +111,7 @@ type NIC struct {
 	ingress  atomic.Pointer[impairer]
 	raw      atomic.Pointer[RawHandler]
 	wire     Attachment
+	frames   *FramePool // the wire's, when it lends them; else nil
 	meFilter bool
 	mePorts  []uint16
 	filter   atomic.Pointer[BroadcastFilter]
@@ -160,6 +161,9 @@ func New(o Options) (*NIC, error) {
 	n.up.Store(!o.Down)
 	if n.wire, err = o.Uplink.Attach(n); err != nil {
 		return nil, fmt.Errorf("nic %v: attach: %w", o.MAC, err)
+	}
+	if l, ok := n.wire.(FrameLender); ok {
+		n.frames = l.Frames()
 	}
 	if o.MEFilter {
 		n.meFilter = true
@@ -467,7 +471,12 @@ func (n *NIC) SetOnCloseAction(f func()) {
 func (n *NIC) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	sent := 0
 	for _, pkt := range pkts.AsSlice() {
-		frame := make([]byte, 0, max(pkt.Size(), minFrame))
+		var frame []byte
+		if n.frames != nil {
+			frame = n.frames.Get(max(pkt.Size(), minFrame))
+		} else {
+			frame = make([]byte, 0, max(pkt.Size(), minFrame))
+		}
 		for _, s := range pkt.AsSlices() {
 			frame = append(frame, s...)
 		}
