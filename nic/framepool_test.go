@@ -58,7 +58,7 @@ type lendingWire struct {
 }
 
 func (w *lendingWire) Attach(p Port) (Attachment, error) { w.port = p; return w, nil }
-func (w *lendingWire) Frames() *FramePool               { return &w.pool }
+func (w *lendingWire) Frames() *FramePool                { return &w.pool }
 
 // A NIC whose wire lends frames builds the stack's packets in them; on any
 // other wire it allocates its own.
