@@ -88,6 +88,7 @@ type Counters struct {
 	RxFiltered                 atomic.Uint64 // unicast for another MAC, broadcasts the ME filter refused
 	RxMalformed                atomic.Uint64 // shorter than an Ethernet header
 	RxRaw                      atomic.Uint64 // taken by the raw handler
+	RxRefused                  atomic.Uint64 // SYNs to a port the host does not listen on, answered with a reset (see listen.go)
 	ARPFailures                atomic.Uint64 // next hops that never answered (OwnARP)
 	TxDuplicates, RxDuplicates atomic.Uint64 // extra copies made by impairment
 }
@@ -117,6 +118,9 @@ type NIC struct {
 	filter   atomic.Pointer[BroadcastFilter]
 	ownARP   bool
 	arp      arpTable
+	// host is the stack's side of the NIC, once attached (Stacks.Attach):
+	// it refuses the SYNs its stack's shared listeners would take.
+	host atomic.Pointer[Host]
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -336,6 +340,9 @@ func (n *NIC) receive(frame []byte) {
 		return
 	}
 	if n.ownARP && n.handleARP(frame) {
+		return
+	}
+	if h := n.host.Load(); h != nil && h.refuses(frame) {
 		return
 	}
 	n.mu.RLock()
