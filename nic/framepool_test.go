@@ -2,6 +2,7 @@ package nic
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -96,4 +97,20 @@ func TestNICBuildsFramesInTheWiresPool(t *testing.T) {
 	require.Nil(t, terr)
 	require.Len(t, w.frames, 1)
 	assert.Equal(t, header.EthernetMinimumSize+100, cap(w.frames[0]), "no pool, a frame of its own size")
+}
+
+// A duplicated frame goes to the wire as two frames: a lender takes each
+// back once delivered, so the two must not share a buffer.
+func TestDuplicateIsAFrameOfItsOwn(t *testing.T) {
+	lw := &lendingWire{}
+	c, err := New(Options{MAC: testMAC, Uplink: lw, Egress: Netem{Duplicate: 1, Seed: 1}})
+	require.NoError(t, err)
+	f := lw.pool.Get(64)
+	f = append(f, numbered(5)...)
+	require.NoError(t, c.WriteRaw(f))
+	require.Eventually(t, func() bool { lw.mu.Lock(); defer lw.mu.Unlock(); return len(lw.frames) == 2 }, 2*time.Second, time.Millisecond)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	assert.Equal(t, lw.frames[0], lw.frames[1])
+	assert.NotSame(t, &lw.frames[0][0], &lw.frames[1][0])
 }

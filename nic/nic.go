@@ -268,8 +268,11 @@ func (n *NIC) transmit(frame []byte) error {
 		n.Stats.TxImpairDrops.Add(1)
 		return nil
 	case 2:
+		// The copy is a frame of its own: a wire owns each frame it is
+		// given, and a lender may reuse the first once it is delivered.
 		n.Stats.TxDuplicates.Add(1)
-		eg.after(delay, func() { _ = n.send(frame) })
+		dup := append([]byte(nil), frame...)
+		eg.after(delay, func() { _ = n.send(dup) })
 	}
 	eg.after(delay, func() { _ = n.send(frame) })
 	return nil
