@@ -16,7 +16,10 @@ func waitIdle(t *testing.T, p *Pool, n int32) {
 	require.Eventually(t, func() bool { return p.idle.Load() == n }, 5*time.Second, time.Millisecond, "idle workers: %d, want %d", p.idle.Load(), n)
 }
 
-// Functions one after another run on the one worker: its stack is kept.
+// Functions one after another run on a kept worker: its stack is kept.
+// A worker counts itself idle just before it waits for work, so a Go in
+// that instant starts another (Go never waits): a few may start, not one
+// per function.
 func TestWorkerIsReused(t *testing.T) {
 	p := New(Options{IdleFor: time.Minute})
 	defer p.Close()
@@ -24,9 +27,9 @@ func TestWorkerIsReused(t *testing.T) {
 	for i := range 100 {
 		p.Go(func() { ran <- i })
 		assert.Equal(t, i, <-ran)
-		waitIdle(t, p, 1)
+		require.Eventually(t, func() bool { return p.idle.Load() >= 1 }, 5*time.Second, time.Millisecond)
 	}
-	assert.Equal(t, uint64(1), p.Started())
+	assert.Less(t, p.Started(), uint64(10), "100 functions in turn, on a few workers")
 }
 
 // A function that blocks holds up no other: Go never waits for a worker.
@@ -63,7 +66,9 @@ func TestIdleWorkersEnd(t *testing.T) {
 	for range 10 {
 		p.Go(func() { defer wg.Done(); <-release })
 	}
-	assert.GreaterOrEqual(t, runtime.NumGoroutine(), g0+10)
+	// Ten blocked functions, a worker each. (Counting goroutines against
+	// g0 here was flaky: another test's idle worker may end meanwhile.)
+	assert.Equal(t, uint64(10), p.Started())
 	close(release)
 	wg.Wait()
 	assert.LessOrEqual(t, p.idle.Load(), int32(3))
