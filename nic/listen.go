@@ -41,7 +41,6 @@ import (
 
 // portListener is a stack's one listener on a port.
 type portListener struct {
-	port      uint16
 	ep        tcpip.Endpoint
 	wq        waiter.Queue
 	entry     waiter.Entry
@@ -69,7 +68,7 @@ func (ss *sharedStack) listen(port uint16, w *workers.Pool) (*portListener, erro
 	if pl := ss.listeners[port]; pl != nil {
 		return pl, nil
 	}
-	pl := &portListener{port: port, workers: w, hosts: map[tcpip.NICID]*Listener{}}
+	pl := &portListener{workers: w, hosts: map[tcpip.NICID]*Listener{}}
 	ep, terr := ss.s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &pl.wq)
 	if terr != nil {
 		return nil, fmt.Errorf("tcp endpoint: %s", terr)
@@ -163,24 +162,24 @@ func (h *Host) Listen(port uint16, handle func(net.Conn)) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host %v: %w", h.nic.HardwareAddr(), err)
 	}
-	l := &Listener{pl: pl, id: h.id, handle: handle}
+	l := &Listener{pl: pl, h: h, handle: handle}
 	pl.mu.Lock()
 	old := pl.hosts[h.id]
 	pl.hosts[h.id] = l
 	pl.mu.Unlock()
-	if old != nil {
-		old.closed.Store(true)
-	}
 	h.lmu.Lock()
-	h.listeners = append(slices.DeleteFunc(h.listeners, func(x *Listener) bool { return x == old }), l)
+	h.listeners = append(h.listeners, l)
 	h.lmu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
 	return l, nil
 }
 
 // Listener is a host's TCP listener on a port; see Host.Listen.
 type Listener struct {
 	pl     *portListener
-	id     tcpip.NICID
+	h      *Host
 	handle func(net.Conn)
 	closed atomic.Bool
 
@@ -194,18 +193,20 @@ func (l *Listener) Close() error {
 		return nil
 	}
 	l.pl.mu.Lock()
-	if l.pl.hosts[l.id] == l {
-		delete(l.pl.hosts, l.id)
+	if l.pl.hosts[l.h.id] == l {
+		delete(l.pl.hosts, l.h.id)
 	}
 	l.pl.mu.Unlock()
+	l.h.lmu.Lock()
+	l.h.listeners = slices.DeleteFunc(l.h.listeners, func(x *Listener) bool { return x == l })
+	l.h.lmu.Unlock()
 	return nil
 }
 
 // closeListeners closes the host's listeners (the host is going).
 func (h *Host) closeListeners() {
 	h.lmu.Lock()
-	ls := h.listeners
-	h.listeners = nil
+	ls := slices.Clone(h.listeners)
 	h.lmu.Unlock()
 	for _, l := range ls {
 		_ = l.Close()

@@ -2,6 +2,7 @@ package nic
 
 import (
 	"encoding/binary"
+	"net"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -85,4 +86,47 @@ func FuzzSynTo(f *testing.F) {
 			t.Fatalf("gopacket reads a SYN to %d that synTo missed", tcp.DstPort)
 		}
 	})
+}
+
+// A host keeps only the listeners that are open: one replaced or closed
+// is forgotten, so that re-arming its ports does not grow the host.
+func TestHostForgetsClosedListeners(t *testing.T) {
+	stacks := NewStacks(StackOptions{})
+	defer stacks.Close()
+	c, err := New(Options{MAC: testMAC, Uplink: &wire{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := stacks.Attach(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for range 5 {
+		a, err := h.Listen(16992, func(net.Conn) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Listen(16992, func(net.Conn) {}); err != nil { // replaces a
+			t.Fatal(err)
+		}
+		b, err := h.Listen(16993, func(net.Conn) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = a.Close() // already closed by the replacement: no effect
+		_ = b.Close()
+	}
+	h.lmu.Lock()
+	n := len(h.listeners)
+	h.lmu.Unlock()
+	if n != 1 {
+		t.Errorf("the host keeps %d listeners, want 1 (16992's last)", n)
+	}
+	if pl := h.ss.listener(16992); pl == nil || !pl.serves(h.id) {
+		t.Error("16992 is not served")
+	}
+	if pl := h.ss.listener(16993); pl == nil || pl.serves(h.id) {
+		t.Error("16993 is still served after its listener closed")
+	}
 }
