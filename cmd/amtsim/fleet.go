@@ -61,7 +61,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	provisioning := fs.String("provisioning", "psk", "psk: devices readied with PID/PPS for a PSK SCS | pki: factory-fresh devices with remote configuration, for a PKI SCS (MeshCentral)")
 	dev := addDeviceFlags(fs)
 	var perDevice byteSize
-	fs.Var(&perDevice, "memory-per-device", "hold the run to this much memory per device (say 64KiB; the whole run to at least 256MiB)\nby the garbage collector's soft limit, which then runs more often: at 64KiB and 100,000 devices,\n20–30% more CPU per provisioning (default: up to three quarters of the machine's memory,\nabout 180 KB per device at the peak of a 100,000-device run on 24 GB)")
+	fs.Var(&perDevice, "memory-per-device", "hold the run to this much memory per device (say 64KiB; the whole run to at least 256MiB)\nby the garbage collector's soft limit, which then runs more often: at 64KiB and 10,000 devices,\n14% more CPU per provisioning (default: up to three quarters of the machine's memory,\nabout 150 KB per device at the peak of a 100,000-device run on 24 GB)")
 	steps := fs.Bool("steps", false, "print each device's milestones: power-on, address, SCS found, Hello, provisioned (default for up to 50 devices)")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
