@@ -156,6 +156,12 @@ type Device struct {
 	// returns only once the first has finished.
 	power    sync.Mutex
 	powerCtx context.Context // PowerOn's, for a power cycle
+	// arming makes the ports and the Hello loop follow one settings change
+	// at a time, each with the settings current when it starts: two arms
+	// that overlapped (a commit's, then an unprovision's on the ports the
+	// first had just opened) let the first one's stopHello land after the
+	// second's startHello, and the unprovisioned device sent no Hello.
+	arming sync.Mutex
 
 	mu        sync.Mutex
 	on        bool
@@ -430,6 +436,8 @@ func (d *Device) onLost(err error) {
 // addressReady runs once per power cycle, at the first address: the AMT
 // ports open and, in setup mode, the Hello loop starts.
 func (d *Device) addressReady() {
+	d.arming.Lock()
+	defer d.arming.Unlock()
 	d.mu.Lock()
 	if !d.on || d.ready {
 		d.mu.Unlock()
@@ -536,6 +544,8 @@ func (d *Device) persist(next mebx.Settings) error {
 // the Hello loop. It runs after a commit or an unprovision, once the
 // answer is out.
 func (d *Device) rearm() {
+	d.arming.Lock()
+	defer d.arming.Unlock()
 	d.mu.Lock()
 	if !d.on || !d.ready {
 		d.mu.Unlock()
