@@ -169,9 +169,32 @@ func (b *oneConnBody) Close() error {
 	// net/http's body reads itself to its end on Close.
 	err := b.rc.Close()
 	b.stop()
+	if err == nil && b.last && b.ctx.Err() == nil {
+		b.o.awaitClose()
+	}
 	if err != nil || b.last || b.ctx.Err() != nil {
 		b.o.kill()
 	}
 	<-b.o.turn
 	return nil
+}
+
+// closeWait bounds how long a session waits for a device that said
+// Connection: close to close.
+const closeWait = time.Second
+
+// awaitClose waits, up to closeWait, for the device to close a connection
+// it said it would close, before the session closes its side. A device
+// applies what the call changed (a commit re-arms its ports and its Hello
+// loop) before it closes, so the session's next connection meets the
+// device as the change left it, in every run alike, rather than racing it.
+func (o *oneConn) awaitClose() {
+	o.mu.Lock()
+	c, br := o.c, o.br
+	o.mu.Unlock()
+	if c == nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(closeWait))
+	_, _ = br.ReadByte() // EOF (or an alert) once the device has closed
 }

@@ -180,3 +180,23 @@ func TestOneConnCallsTakeTurns(t *testing.T) {
 	require.NoError(t, err, "the connection is whole: the second call never wrote")
 	assert.Equal(t, "ok", out)
 }
+
+// After an answer that says Connection: close, the session waits for the
+// device to close before it goes on: the device applies the call's change
+// first, and the next connection must meet it applied.
+func TestOneConnWaitsForTheDeviceToClose(t *testing.T) {
+	var closed atomic.Bool
+	addr, _ := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		answer(t, br, c, "done", "Connection: close\r\n")
+		time.Sleep(100 * time.Millisecond) // the device re-arms
+		closed.Store(true)
+		c.Close()
+	})
+	oc := newOneConn(dialTo(addr))
+	defer oc.Close()
+	got, err := post(context.Background(), oc, addr, "commit")
+	require.NoError(t, err)
+	assert.Equal(t, "done", got)
+	assert.True(t, closed.Load(), "the call returned before the device closed")
+}
