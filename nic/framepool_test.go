@@ -9,6 +9,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/amtsim/amtsim/internal/race"
 )
 
 func TestFramePoolSizes(t *testing.T) {
@@ -30,7 +32,7 @@ func TestFramePoolSizes(t *testing.T) {
 }
 
 func TestFramePoolReuses(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("the race detector makes sync.Pool drop a share of what is put, at random")
 	}
 	var fp FramePool

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/amtsim/amtsim/internal/race"
 	"github.com/amtsim/amtsim/internal/syncbuf"
 )
 
@@ -88,7 +89,7 @@ func (p *process) stop(t *testing.T, sig syscall.Signal) (int, time.Duration) {
 // (make test) slows the process several times, so the bound it is held to
 // under -race is wider.
 func stopWithin() time.Duration {
-	if raceEnabled {
+	if race.Enabled {
 		return 6 * time.Second
 	}
 	return 2 * time.Second
