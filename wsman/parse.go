@@ -93,9 +93,9 @@ func (p *parser) addText(o *open, t []byte, start int) {
 func (p *parser) close(o open) {
 	switch {
 	case len(o.text) > 0:
-		o.n.Text = string(o.text)
+		o.n.Text = intern(o.text)
 	case o.textEnd > o.textAt:
-		o.n.Text = string(p.b[o.textAt:o.textEnd])
+		o.n.Text = intern(p.b[o.textAt:o.textEnd])
 	}
 	if c := p.pending[o.first:]; len(c) > 0 {
 		at := len(p.kids)
@@ -223,7 +223,7 @@ func isNameByte(c byte) bool {
 
 func (p *parser) name() (string, bool) {
 	b, ok := p.nameBytes()
-	return string(b), ok
+	return intern(b), ok
 }
 
 // nameBytes reads a name and returns it in place.
@@ -392,7 +392,7 @@ func (p *parser) startElement() (open, bool, error) {
 // be one XML allows.
 func (p *parser) text(quote byte, cdata bool) (string, error) {
 	b, err := p.textBytes(quote, cdata)
-	return string(b), err
+	return intern(b), err
 }
 
 // textBytes is text in the parser's scratch buffer, good until the next
