@@ -166,7 +166,11 @@ func (e *EPR) write(b *bytes.Buffer) {
 // its element. Child elements with children of their own are read as
 // endpoint references.
 func InstanceFromNode(n *Node) *Instance {
-	in := &Instance{Element: n.Name.Local, NS: n.Name.Space}
+	in := &Instance{Element: n.Name.Local, NS: n.Name.Space, Props: make([]Prop, 0, len(n.Children))}
+	// Every child's value is carved from one array: a property of one
+	// value takes a slice of it capped at that value, so that a second
+	// value appended (a repeated element) copies rather than overwrites.
+	vals := make([]string, 0, len(n.Children))
 	for _, c := range n.Children {
 		if len(c.Children) > 0 {
 			in.Props = append(in.Props, Prop{Name: c.Name.Local, EPR: eprFromNode(c)})
@@ -177,7 +181,8 @@ func InstanceFromNode(n *Node) *Instance {
 			in.Props[i].Values = append(in.Props[i].Values, v)
 			continue
 		}
-		in.Props = append(in.Props, Prop{Name: c.Name.Local, Values: []string{v}})
+		vals = append(vals, v)
+		in.Props = append(in.Props, Prop{Name: c.Name.Local, Values: vals[len(vals)-1 : len(vals) : len(vals)]})
 	}
 	return in
 }

@@ -334,3 +334,17 @@ func TestMarshalSizesItsBuffer(t *testing.T) {
 		assert.Equal(t, c0, cap(b.Bytes()), "grown: %+v", h)
 	}
 }
+
+// A repeated element is one property of many values, and the values of
+// the properties after it are their own.
+func TestInstanceFromNodeKeepsRepeatedValues(t *testing.T) {
+	n, err := Parse([]byte(`<h:X xmlns:h="urn:x"><h:A>1</h:A><h:A>2</h:A><h:B> 3 </h:B><h:A>4</h:A><h:C>5</h:C></h:X>`))
+	require.NoError(t, err)
+	in := InstanceFromNode(n)
+	assert.Equal(t, []Prop{
+		{Name: "A", Values: []string{"1", "2"}},
+		{Name: "B", Values: []string{"3"}},
+		{Name: "A", Values: []string{"4"}},
+		{Name: "C", Values: []string{"5"}},
+	}, in.Props)
+}
