@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,11 +27,33 @@ type Client struct {
 	Timeout time.Duration
 
 	ids atomic.Uint64
+
+	// parsing lends parser to one call at a time (see lendParser).
+	parsing sync.Mutex
+	parser  Parser
+}
+
+// lendParser lends the client's Parser to a call that reads what it
+// needs out of the answer before it returns (the methods here: instances
+// and references of their own, never nodes), so that a session's calls,
+// one after another, reuse one set of node arrays. A call that finds it
+// lent parses into a fresh one. release ends the loan. Do, whose caller
+// keeps the envelope, parses into a fresh one always.
+func (c *Client) lendParser() (ps *Parser, release func()) {
+	if c.parsing.TryLock() {
+		return &c.parser, c.parsing.Unlock
+	}
+	return new(Parser), func() {}
 }
 
 // Do sends one request and returns the answer's envelope. A SOAP fault is
 // returned as *Fault.
 func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
+	return c.do(ctx, new(Parser), action, uri, sel, body)
+}
+
+// do is Do parsing the answer with ps.
+func (c *Client) do(ctx context.Context, ps *Parser, action, uri string, sel map[string]string, body string) (*Envelope, error) {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
@@ -62,7 +85,7 @@ func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]stri
 	if resp.StatusCode == http.StatusUnauthorized {
 		return nil, fmt.Errorf("wsman: %s %s: HTTP 401 Unauthorized", ClassName(action), ClassName(uri))
 	}
-	env, err := ParseEnvelope(b)
+	env, err := ps.ParseEnvelope(b)
 	if err != nil {
 		return nil, fmt.Errorf("wsman: %s %s: HTTP %d: %w", ClassName(action), ClassName(uri), resp.StatusCode, err)
 	}
@@ -77,7 +100,9 @@ func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]stri
 
 // Get reads an instance.
 func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*Instance, error) {
-	env, err := c.Do(ctx, ActionGet, uri, sel, "")
+	ps, release := c.lendParser()
+	defer release()
+	env, err := c.do(ctx, ps, ActionGet, uri, sel, "")
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +114,9 @@ func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*I
 
 // Put writes an instance and returns it as the device now has it.
 func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (*Instance, error) {
-	env, err := c.Do(ctx, ActionPut, in.NS, sel, in.XML())
+	ps, release := c.lendParser()
+	defer release()
+	env, err := c.do(ctx, ps, ActionPut, in.NS, sel, in.XML())
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +128,9 @@ func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (
 
 // Create makes an instance and returns the reference to it.
 func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
-	env, err := c.Do(ctx, ActionCreate, in.NS, nil, in.XML())
+	ps, release := c.lendParser()
+	defer release()
+	env, err := c.do(ctx, ps, ActionCreate, in.NS, nil, in.XML())
 	if err != nil {
 		return nil, err
 	}
@@ -113,21 +142,25 @@ func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
 
 // Delete removes an instance.
 func (c *Client) Delete(ctx context.Context, uri string, sel map[string]string) error {
-	_, err := c.Do(ctx, ActionDelete, uri, sel, "")
+	ps, release := c.lendParser()
+	defer release()
+	_, err := c.do(ctx, ps, ActionDelete, uri, sel, "")
 	return err
 }
 
 // Enumerate returns every instance of a class (Enumerate, then Pull until
 // EndOfSequence).
 func (c *Client) Enumerate(ctx context.Context, uri string) ([]*Instance, error) {
-	env, err := c.Do(ctx, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
+	ps, release := c.lendParser()
+	defer release()
+	env, err := c.do(ctx, ps, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
 	if err != nil {
 		return nil, err
 	}
 	ectx := env.Body.Value("EnumerationContext")
 	var out []*Instance
 	for range 1000 {
-		env, err = c.Do(ctx, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
+		env, err = c.do(ctx, ps, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
 			`</g:EnumerationContext><g:MaxElements>32</g:MaxElements></g:Pull>`)
 		if err != nil {
 			return nil, err
@@ -153,7 +186,9 @@ func (c *Client) Invoke(ctx context.Context, uri, method string, sel map[string]
 		in = &Instance{}
 	}
 	in.Element, in.NS = method+"_INPUT", uri
-	env, err := c.Do(ctx, uri+"/"+method, uri, sel, in.XML())
+	ps, release := c.lendParser()
+	defer release()
+	env, err := c.do(ctx, ps, uri+"/"+method, uri, sel, in.XML())
 	if err != nil {
 		return nil, err
 	}

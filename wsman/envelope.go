@@ -61,7 +61,14 @@ type Envelope struct {
 
 // ParseEnvelope reads a SOAP 1.2 envelope.
 func ParseEnvelope(b []byte) (*Envelope, error) {
-	root, err := Parse(b)
+	var ps Parser
+	return ps.ParseEnvelope(b)
+}
+
+// ParseEnvelope is the package's ParseEnvelope into memory p reuses: the
+// envelope's Body is good only until p's next parse (see Parser).
+func (ps *Parser) ParseEnvelope(b []byte) (*Envelope, error) {
+	root, err := ps.Parse(b)
 	if err != nil {
 		return nil, err
 	}

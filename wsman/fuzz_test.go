@@ -59,6 +59,43 @@ func FuzzParseMatchesEncodingXML(f *testing.F) {
 	})
 }
 
+// FuzzParserReuse holds a Parser that parsed one message to what a fresh
+// Parse makes of the next: nothing of the first (its nodes, attributes,
+// namespaces, text, open elements, or a failure half-way) reaches the
+// second tree.
+func FuzzParserReuse(f *testing.F) {
+	big := Marshal(Header{Action: ActionPut, MessageID: "2", ResourceURI: generalSettings, Selectors: map[string]string{"InstanceID": "a&b"}},
+		NewInstance(generalSettings).Set("HostName", "x<y").Set("DomainName", "d").Set("DigestRealm", "r").XML())
+	small := Marshal(Header{Action: ActionGet, MessageID: "1", ResourceURI: generalSettings}, "")
+	for _, c := range [][2]string{
+		{string(big), string(small)},
+		{string(small), string(big)},
+		{`<a xmlns:p="u" p:x='1'><p:b>t&lt;</p:b><p:b/><c y="2"/>`, string(small)}, // the first fails mid-way
+		{`<a xmlns="u"><b/></a>`, `<a><b/></a>`},
+		{`<a><![CDATA[x]]>y<!-- c -->z</a>`, `<a>q</a>`},
+	} {
+		f.Add([]byte(c[0]), []byte(c[1]))
+	}
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		var ps Parser
+		_, _ = ps.Parse(first)
+		got, gerr := ps.Parse(second)
+		want, werr := Parse(second)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("after %q: reused Parser error %v, fresh Parse error %v, for %q", first, gerr, werr, second)
+		}
+		if gerr != nil {
+			if gerr.Error() != werr.Error() {
+				t.Fatalf("after %q: reused Parser says %v, fresh Parse %v", first, gerr, werr)
+			}
+			return
+		}
+		if d := diffNodes(got, want, "/"); d != "" {
+			t.Fatalf("after %q: trees differ at %s for %q", first, d, second)
+		}
+	})
+}
+
 func hasNonASCIIName(b []byte) bool {
 	for _, c := range b {
 		if c >= 0x80 {

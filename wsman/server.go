@@ -35,6 +35,12 @@ type Server struct {
 	ids   uint64
 	enums map[string][]*Instance
 	order []string
+
+	// parsing is held while a request is read and answered from the
+	// parser's tree: a connection's requests come one at a time and reuse
+	// it; a request that finds it busy parses into memory of its own.
+	parsing sync.Mutex
+	parser  Parser
 }
 
 const maxEnumerations = 4
@@ -51,7 +57,15 @@ func (s *Server) Serve(body []byte) ([]byte, bool) {
 // ServeTo is Serve writing the answer to w, so that a connection can use
 // one buffer for all its answers.
 func (s *Server) ServeTo(w *bytes.Buffer, body []byte) bool {
-	env, err := ParseEnvelope(body)
+	ps := new(Parser)
+	if s.parsing.TryLock() {
+		defer s.parsing.Unlock()
+		ps = &s.parser
+	}
+	// The handler gets values (strings, selector maps, instances) read
+	// out of the tree, never its nodes, so the tree is done with when
+	// ServeTo returns.
+	env, err := ps.ParseEnvelope(body)
 	if err != nil {
 		if s.OnMalformed != nil {
 			s.OnMalformed(err)
