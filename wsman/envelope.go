@@ -65,8 +65,8 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	return ps.ParseEnvelope(b)
 }
 
-// ParseEnvelope is the package's ParseEnvelope into memory p reuses: the
-// envelope's Body is good only until p's next parse (see Parser).
+// ParseEnvelope is the package's ParseEnvelope into memory ps reuses: the
+// envelope's Body is good only until ps's next parse (see Parser).
 func (ps *Parser) ParseEnvelope(b []byte) (*Envelope, error) {
 	root, err := ps.Parse(b)
 	if err != nil {

@@ -40,7 +40,7 @@ type Parser struct {
 	buf     []byte
 }
 
-// Parse is the package's Parse, into memory p reuses; see Parser.
+// Parse is the package's Parse, into memory ps reuses; see Parser.
 func (ps *Parser) Parse(b []byte) (*Node, error) {
 	if len(b) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxEnvelopeSize)
