@@ -190,6 +190,13 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 	// switched on at once waits longer, so this is where much of its extra
 	// CPU per provisioning goes.
 	b.ReportMetric(float64(s.Counts.HellosSent)/float64(n), "hellos/device")
+	// A lookup answered late is asked again (and its answer, arriving at a
+	// closed socket, draws an ICMP error): more than one query per Hello
+	// means the LAN's DNS server fell behind.
+	if s.Counts.HellosSent > 0 {
+		b.ReportMetric(float64(s.Counts.DNSQueries)/float64(s.Counts.HellosSent), "dns-queries/hello")
+	}
+	b.ReportMetric(float64(s.Counts.DNSFailures), "dns-failures")
 	// What the SCS did beyond one session per device: failed sessions,
 	// and new PIDs drawn again because a record held them or they were
 	// some device's factory PID (one draw in 580; a held one about one

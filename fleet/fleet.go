@@ -629,7 +629,10 @@ type Counts struct {
 	DHCPFailures uint64 `json:"dhcp_failures"`
 	// DNSFailures: SCS names that did not resolve, answers that could not
 	// be read.
-	DNSFailures  uint64 `json:"dns_failures"`
+	DNSFailures uint64 `json:"dns_failures"`
+	// DNSQueries: every query sent, retries included; over HellosSent,
+	// how often a Hello's lookup had to ask again.
+	DNSQueries   uint64 `json:"dns_queries"`
 	TLSFailures  uint64 `json:"tls_failures"`
 	AuthFailures uint64 `json:"auth_failures"`
 	// NegotiateFailures are the AuthFailures of Kerberos tickets.
@@ -663,6 +666,7 @@ func (f *Fleet) tally() Counts {
 		c.HellosSent += d.Stats.HellosSent.Load()
 		c.HellosFailed += d.Stats.HellosFailed.Load()
 		c.DNSFailures += d.Stats.DNSFailures.Load() + d.Stats.DNSMalformed.Load()
+		c.DNSQueries += d.Stats.DNSQueries.Load()
 		c.TLSFailures += d.Stats.TLSFailures.Load()
 		c.AuthFailures += d.Stats.AuthFailures.Load()
 		c.NegotiateFailures += d.Stats.NegotiateFailures.Load()

@@ -198,6 +198,7 @@ func MergeReports(rs []Report) (Report, error) {
 func addCounts(a, b Counts) Counts {
 	return Counts{HellosSent: a.HellosSent + b.HellosSent, HellosFailed: a.HellosFailed + b.HellosFailed,
 		DHCPFailures: a.DHCPFailures + b.DHCPFailures, DNSFailures: a.DNSFailures + b.DNSFailures,
+		DNSQueries:  a.DNSQueries + b.DNSQueries,
 		TLSFailures: a.TLSFailures + b.TLSFailures, AuthFailures: a.AuthFailures + b.AuthFailures,
 		NegotiateFailures: a.NegotiateFailures + b.NegotiateFailures, BadRequests: a.BadRequests + b.BadRequests}
 }

@@ -28,7 +28,7 @@ func shardReport(t *testing.T, shard, n int, median time.Duration, rng *rand.Ran
 	}
 	r := Report{Seed: 7, Shard: shard, Shards: 4, OK: true, Phase: "provisioning",
 		Summary: Summary{Devices: n, Provisioned: n, ElapsedMS: float64(1000 + shard), States: map[string]int64{StateProvisioned: int64(n)},
-			Counts: Counts{HellosSent: uint64(n + shard), DHCPFailures: uint64(shard)}},
+			Counts: Counts{HellosSent: uint64(n + shard), DHCPFailures: uint64(shard), DNSQueries: uint64(2*n + shard)}},
 		PeakRSS: uint64(n) << 16}
 	r.BootToProvisioned = Percentiles(append([]time.Duration(nil), lat...))
 	// Through the JSON, as a merge reads reports from files.
@@ -74,6 +74,7 @@ func TestMergeReportsAddUp(t *testing.T) {
 	assert.Equal(t, int64(2600), m.States[StateProvisioned])
 	assert.Equal(t, uint64(2606), m.HellosSent)
 	assert.Equal(t, uint64(6), m.DHCPFailures)
+	assert.Equal(t, uint64(5206), m.DNSQueries)
 	assert.Equal(t, 1003.0, m.ElapsedMS, "the longest shard")
 	assert.Equal(t, uint64(2600)<<16, m.PeakRSS, "each shard's process's own: they add up")
 	assert.Equal(t, int64(2600), m.BootToProvisioned.Count)
