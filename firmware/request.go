@@ -44,7 +44,12 @@ var errBodyTooLarge = fmt.Errorf("body over %d bytes", wsman.MaxEnvelopeSize)
 // of what ReadRequest takes that no AMT client sends: HTTP other than 1.0
 // and 1.1, header continuation lines, a line longer than br's buffer, a
 // Content-Length beside a Transfer-Encoding.
-func readRequest(br *bufio.Reader) (*request, error) {
+//
+// A body framed by Content-Length is read into buf when it fits (buf's
+// contents are overwritten), so that a connection reads every request into
+// one array; the caller must be done with one request's body before it
+// passes that array for the next.
+func readRequest(br *bufio.Reader, buf []byte) (*request, error) {
 	line, err := readLine(br)
 	if err != nil {
 		return nil, err
@@ -128,7 +133,11 @@ func readRequest(br *bufio.Reader) (*request, error) {
 	case length > wsman.MaxEnvelopeSize:
 		return nil, errBodyTooLarge
 	case length > 0:
-		r.body = make([]byte, length)
+		if int64(cap(buf)) >= length {
+			r.body = buf[:length]
+		} else {
+			r.body = make([]byte, length)
+		}
 		_, err = io.ReadFull(br, r.body)
 	}
 	if err != nil {

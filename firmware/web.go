@@ -212,7 +212,10 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 	lr := &io.LimitedReader{R: c}
 	br := bufio.NewReaderSize(lr, 4096)
 	bw := bufio.NewWriterSize(c, 4096)
-	var deadline time.Time
+	var (
+		deadline time.Time
+		body     []byte // the array requests are read into (see readRequest)
+	)
 	for {
 		// The idle limit is pushed out only once half of it is used:
 		// setting a deadline arms a timer, and most requests come well
@@ -222,7 +225,7 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 			_ = c.SetReadDeadline(deadline)
 		}
 		lr.N = maxHeaderBytes + wsman.MaxEnvelopeSize + 1
-		req, err := readRequest(br)
+		req, err := readRequest(br, body)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !isTimeout(err) {
 				d.Stats.BadRequests.Add(1)
@@ -239,6 +242,12 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		if resp.drop {
 			return
 		}
+		// The answer is built (in sess.out); nothing keeps the request's
+		// body, so the next request is read into its array. A body larger
+		// than the usual few kilobytes is not kept for the connection's life.
+		if c := cap(req.body); c > cap(body) && c <= keptBody {
+			body = req.body[:0]
+		}
 		resp.server = d.server
 		// After a commit, an unprovision or a power command the session is
 		// over: say so, so that the client does not reuse the connection.
@@ -248,6 +257,10 @@ func (d *Device) serveHTTP(c net.Conn, sess *session) {
 		}
 	}
 }
+
+// keptBody is the largest request body array a connection keeps for its
+// next request: a certificate or a key with its envelope fits.
+const keptBody = 16 << 10
 
 // response is what the device answers: always these headers, in this
 // order, as the firmware's own web server writes them.

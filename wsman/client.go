@@ -28,32 +28,44 @@ type Client struct {
 
 	ids atomic.Uint64
 
-	// parsing lends parser to one call at a time (see lendParser).
-	parsing sync.Mutex
-	parser  Parser
+	// lending lends scratch to one call at a time (see lend).
+	lending sync.Mutex
+	scratch answerScratch
 }
 
-// lendParser lends the client's Parser to a call that reads what it
-// needs out of the answer before it returns (the methods here: instances
-// and references of their own, never nodes), so that a session's calls,
-// one after another, reuse one set of node arrays. A call that finds it
-// lent parses into a fresh one. release ends the loan. Do, whose caller
-// keeps the envelope, parses into a fresh one always.
-func (c *Client) lendParser() (ps *Parser, release func()) {
-	if c.parsing.TryLock() {
-		return &c.parser, c.parsing.Unlock
+// answerScratch is what a call reads its answer with: the Parser and the
+// array the answer's bytes go into before it parses them.
+type answerScratch struct {
+	ps   Parser
+	body []byte
+}
+
+// keptAnswer is the largest answer array a client keeps for its next call;
+// the few larger answers (an enumeration of many certificates) allocate.
+const keptAnswer = 32 << 10
+
+// lend lends the client's scratch to a call that reads what it needs out
+// of the answer before it returns (the methods here: instances and
+// references of their own, never nodes; the parser copies every string it
+// makes, so nothing refers to the answer's bytes), so that a session's
+// calls, one after another, reuse one set of node arrays and one answer
+// array. A call that finds it lent uses a fresh one. release ends the
+// loan. Do, whose caller keeps the envelope, uses a fresh one always.
+func (c *Client) lend() (sc *answerScratch, release func()) {
+	if c.lending.TryLock() {
+		return &c.scratch, c.lending.Unlock
 	}
-	return new(Parser), func() {}
+	return new(answerScratch), func() {}
 }
 
 // Do sends one request and returns the answer's envelope. A SOAP fault is
 // returned as *Fault.
 func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
-	return c.do(ctx, new(Parser), action, uri, sel, body)
+	return c.do(ctx, new(answerScratch), action, uri, sel, body)
 }
 
-// do is Do parsing the answer with ps.
-func (c *Client) do(ctx context.Context, ps *Parser, action, uri string, sel map[string]string, body string) (*Envelope, error) {
+// do is Do reading and parsing the answer with sc.
+func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, sel map[string]string, body string) (*Envelope, error) {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
@@ -74,10 +86,17 @@ func (c *Client) do(ctx context.Context, ps *Parser, action, uri string, sel map
 	defer resp.Body.Close()
 	var b []byte
 	if n := resp.ContentLength; n >= 0 && n <= MaxEnvelopeSize {
-		b = make([]byte, n)
+		if int64(cap(sc.body)) >= n {
+			b = sc.body[:n]
+		} else {
+			b = make([]byte, n)
+		}
 		_, err = io.ReadFull(resp.Body, b)
 	} else {
-		b, err = io.ReadAll(io.LimitReader(resp.Body, MaxEnvelopeSize+1))
+		b, err = readAll(sc.body[:0], io.LimitReader(resp.Body, MaxEnvelopeSize+1))
+	}
+	if cap(b) > cap(sc.body) && cap(b) <= keptAnswer {
+		sc.body = b[:0]
 	}
 	if err != nil {
 		return nil, fmt.Errorf("wsman: %s %s: reading the answer: %w", ClassName(action), ClassName(uri), err)
@@ -85,7 +104,7 @@ func (c *Client) do(ctx context.Context, ps *Parser, action, uri string, sel map
 	if resp.StatusCode == http.StatusUnauthorized {
 		return nil, fmt.Errorf("wsman: %s %s: HTTP 401 Unauthorized", ClassName(action), ClassName(uri))
 	}
-	env, err := ps.ParseEnvelope(b)
+	env, err := sc.ps.ParseEnvelope(b)
 	if err != nil {
 		return nil, fmt.Errorf("wsman: %s %s: HTTP %d: %w", ClassName(action), ClassName(uri), resp.StatusCode, err)
 	}
@@ -100,9 +119,9 @@ func (c *Client) do(ctx context.Context, ps *Parser, action, uri string, sel map
 
 // Get reads an instance.
 func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*Instance, error) {
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, ps, ActionGet, uri, sel, "")
+	env, err := c.do(ctx, sc, ActionGet, uri, sel, "")
 	if err != nil {
 		return nil, err
 	}
@@ -114,9 +133,9 @@ func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*I
 
 // Put writes an instance and returns it as the device now has it.
 func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (*Instance, error) {
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, ps, ActionPut, in.NS, sel, in.XML())
+	env, err := c.do(ctx, sc, ActionPut, in.NS, sel, in.XML())
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +147,9 @@ func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (
 
 // Create makes an instance and returns the reference to it.
 func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, ps, ActionCreate, in.NS, nil, in.XML())
+	env, err := c.do(ctx, sc, ActionCreate, in.NS, nil, in.XML())
 	if err != nil {
 		return nil, err
 	}
@@ -142,25 +161,25 @@ func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
 
 // Delete removes an instance.
 func (c *Client) Delete(ctx context.Context, uri string, sel map[string]string) error {
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	_, err := c.do(ctx, ps, ActionDelete, uri, sel, "")
+	_, err := c.do(ctx, sc, ActionDelete, uri, sel, "")
 	return err
 }
 
 // Enumerate returns every instance of a class (Enumerate, then Pull until
 // EndOfSequence).
 func (c *Client) Enumerate(ctx context.Context, uri string) ([]*Instance, error) {
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, ps, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
+	env, err := c.do(ctx, sc, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
 	if err != nil {
 		return nil, err
 	}
 	ectx := env.Body.Value("EnumerationContext")
 	var out []*Instance
 	for range 1000 {
-		env, err = c.do(ctx, ps, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
+		env, err = c.do(ctx, sc, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
 			`</g:EnumerationContext><g:MaxElements>32</g:MaxElements></g:Pull>`)
 		if err != nil {
 			return nil, err
@@ -186,9 +205,9 @@ func (c *Client) Invoke(ctx context.Context, uri, method string, sel map[string]
 		in = &Instance{}
 	}
 	in.Element, in.NS = method+"_INPUT", uri
-	ps, release := c.lendParser()
+	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, ps, uri+"/"+method, uri, sel, in.XML())
+	env, err := c.do(ctx, sc, uri+"/"+method, uri, sel, in.XML())
 	if err != nil {
 		return nil, err
 	}
@@ -202,4 +221,21 @@ func escapeString(s string) string {
 	var b bytes.Buffer
 	escape(&b, s)
 	return b.String()
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }

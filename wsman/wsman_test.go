@@ -348,3 +348,46 @@ func TestInstanceFromNodeKeepsRepeatedValues(t *testing.T) {
 		{Name: "C", Values: []string{"5"}},
 	}, in.Props)
 }
+
+// A call's answer is read into an array the client keeps for its next
+// call: what a call returned must not change when the next answer, framed
+// by Content-Length or chunked, longer or shorter, is read over it.
+func TestClientAnswersOutliveTheNextCall(t *testing.T) {
+	s := &Server{Handler: newMem()}
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		out, _ := s.Serve(b)
+		w.Header().Set("Content-Type", ContentType)
+		if calls.Add(1)%2 == 0 {
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	c := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman"}
+	ctx := context.Background()
+
+	var kept []*Instance
+	var want [][]string
+	for i := range 6 {
+		gs, err := c.Get(ctx, generalSettings, nil)
+		require.NoError(t, err)
+		sum, err := c.Invoke(ctx, generalSettings, "Add", nil, (&Instance{}).Set("A", fmt.Sprint(i)).Set("B", "1000"))
+		require.NoError(t, err)
+		kept = append(kept, gs, sum)
+		realm, _ := gs.Get("DigestRealm")
+		total, _ := sum.Get("Sum")
+		// Copies, so that an answer's strings that shared the answer's
+		// bytes would show the next answer's here and not there.
+		want = append(want, []string{strings.Clone(gs.Element), strings.Clone(realm)}, []string{strings.Clone(sum.Element), strings.Clone(total)})
+	}
+	for i, in := range kept {
+		v := in.Props[len(in.Props)-1].Values[0]
+		if i%2 == 0 {
+			v, _ = in.Get("DigestRealm")
+		}
+		assert.Equal(t, want[i], []string{in.Element, v}, "answer %d, after %d more calls", i, len(kept)-1-i)
+	}
+	assert.Equal(t, []string{"Add_OUTPUT", "1005"}, want[len(want)-1])
+}
