@@ -160,10 +160,12 @@ func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, *pkiPeer, err
 	return d.setupTLS(ctx, c, &s)
 }
 
-// pskServer is the TLS-PSK handshake with the PID/PPS of settings s.
-func (d *Device) pskServer(ctx context.Context, c net.Conn, s *mebx.Settings) (net.Conn, error) {
+// pskServer is the TLS-PSK handshake with the PID/PPS of settings s, on
+// the connection whose ClientHello pc peeked (its reader serves the
+// session's records too).
+func (d *Device) pskServer(ctx context.Context, pc *peekedConn, s *mebx.Settings) (net.Conn, error) {
 	pid, pps := s.PID, s.PPS
-	tc := tlspsk.Server(c, tlspsk.AMT5Config(pid, func(identity string) ([]byte, error) {
+	tc := tlspsk.ServerReader(pc.Conn, pc.r, tlspsk.AMT5Config(pid, func(identity string) ([]byte, error) {
 		if identity != pid {
 			return nil, fmt.Errorf("unknown PSK identity %q", identity)
 		}

@@ -126,7 +126,14 @@ type Conn struct {
 
 // Server wraps conn as the server side.
 func Server(conn net.Conn, cfg *Config) *Conn {
-	return &Conn{conn: conn, cfg: cfg, br: bufio.NewReader(conn)}
+	return ServerReader(conn, bufio.NewReader(conn), cfg)
+}
+
+// ServerReader is Server reading conn through r, a reader over conn that
+// may hold bytes already read from it (a ClientHello peeked to choose the
+// handshake): the connection needs no buffer of its own.
+func ServerReader(conn net.Conn, r *bufio.Reader, cfg *Config) *Conn {
+	return &Conn{conn: conn, cfg: cfg, br: r}
 }
 
 // Client wraps conn as the client side.
@@ -191,6 +198,11 @@ func (c *Conn) sendAlert(level uint8, a alert) {
 // it to what the next flush sends.
 func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 	start := len(c.outBuf)
+	// Room for the record before sealing, as readRecord sizes inBuf: append
+	// would grow outBuf a step at a time, a copy each.
+	if need := start + recordHeaderLen + len(payload) + maxRecordOverhead; cap(c.outBuf) < need {
+		c.outBuf = append(make([]byte, 0, max(need, 2*cap(c.outBuf), recordBufMin)), c.outBuf...)
+	}
 	buf, err := c.out.sealTo(c.outBuf, typ, payload, c.cfg.rand())
 	if err != nil {
 		return err
@@ -294,9 +306,11 @@ func (c *Conn) readRecord() (uint8, []byte, error) {
 		return 0, nil, c.readErr
 	}
 	// One buffer serves every record: each caller is done with a payload
-	// before it reads the next record.
+	// before it reads the next record. Sized for a few records' growth at
+	// once (records grow from a handshake's tens of bytes to the
+	// kilobytes of a certificate), not one allocation per larger record.
 	if cap(c.inBuf) < n {
-		c.inBuf = make([]byte, n)
+		c.inBuf = make([]byte, n, max(n, recordBufMin))
 	}
 	body := c.inBuf[:n]
 	if _, err := io.ReadFull(c.br, body); err != nil {

@@ -77,3 +77,53 @@ func FuzzParseSuites(f *testing.F) {
 		}
 	})
 }
+
+// A server that peeked the ClientHello to choose its handshake goes on
+// through the reader that holds it (ServerReader): the handshake reads the
+// peeked bytes, then the records after them.
+func TestServerReaderAfterPeek(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		suites, err := PeekSuites(br)
+		if err == nil && !slices.ContainsFunc(suites, IsPSKSuite) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		s := ServerReader(c, br, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA))
+		if err := s.Handshake(t.Context()); err != nil {
+			done <- err
+			return
+		}
+		line, err := bufio.NewReader(s).ReadString('\n')
+		if err == nil {
+			_, err = io.WriteString(s, "pong:"+line)
+		}
+		done <- err
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	c := Client(raw, &Config{MinVersion: VersionTLS10, MaxVersion: VersionTLS10, Identity: testPID, Key: AMTKey(testPPS)})
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	require.NoError(t, c.Handshake(t.Context()))
+	_, err = io.WriteString(c, "ping\n")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "pong:ping\n", line)
+	require.NoError(t, <-done)
+}

@@ -24,6 +24,12 @@ const (
 	maxPlaintext    = 1 << 14
 	// maxCiphertext bounds a protected record: 2^14 + 2048 (RFC 5246 §6.2.3).
 	maxCiphertext = maxPlaintext + 2048
+	// maxRecordOverhead is the most protection adds to a payload: an
+	// explicit CBC IV, the longest MAC (SHA-384) and a block of padding.
+	maxRecordOverhead = 16 + 48 + 16
+	// recordBufMin is the least a connection's record buffers start with:
+	// a flight of handshake records or a WS-MAN request fits.
+	recordBufMin = 4096
 )
 
 // halfConn is one direction's record protection state.
