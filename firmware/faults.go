@@ -189,19 +189,19 @@ func (d *Device) faultFor(body []byte) (CallFault, wsman.Header, bool) {
 // serveFaulted answers a /wsman request under call fault f.
 func (d *Device) serveFaulted(sess *session, req *request, f CallFault, h wsman.Header) response {
 	r := response{status: http.StatusOK, contentType: wsman.ContentType}
-	sess.out.Reset()
+	out := sess.answerBuffer()
 	if f.Answer == AnswerFault {
-		sess.wsman().FaultTo(&sess.out, h, wsman.FaultInternal("The call failed (a fault injected by a scenario)."))
-		r.status, r.body = http.StatusBadRequest, sess.out.Bytes()
+		sess.wsman().FaultTo(out, h, wsman.FaultInternal("The call failed (a fault injected by a scenario)."))
+		r.status, r.body = http.StatusBadRequest, out.Bytes()
 		return r
 	}
 	if f.Answer == AnswerHold {
 		d.waitOn(f.Delay)
 	}
-	if sess.wsman().ServeTo(&sess.out, req.body) {
+	if sess.wsman().ServeTo(out, req.body) {
 		r.status = http.StatusBadRequest
 	}
-	r.body = sess.out.Bytes()
+	r.body = out.Bytes()
 	switch f.Answer {
 	case AnswerDelay:
 		d.waitOn(f.Delay)

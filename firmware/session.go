@@ -41,6 +41,19 @@ type session struct {
 	over      bool                       // committed or unprovisioned: serve no more requests
 }
 
+// answerBuffer empties the session's answer buffer for the next answer.
+// It starts at 4 KB, which the answers of a provisioning fit, rather than
+// growing (a copy each time) through the first few.
+func (s *session) answerBuffer() *bytes.Buffer {
+	s.out.Reset()
+	if s.out.Cap() < answerBufMin {
+		s.out.Grow(answerBufMin)
+	}
+	return &s.out
+}
+
+const answerBufMin = 4 << 10
+
 // view is what this session sees: its staged settings, or the device's.
 func (s *session) view() mebx.Settings {
 	s.mu.Lock()

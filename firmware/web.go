@@ -378,12 +378,12 @@ func (d *Device) route(sess *session, req *request, cur mebx.Settings) response 
 		}
 		// The answer is written into the session's buffer, which is free
 		// again once it has gone out.
-		sess.out.Reset()
+		out := sess.answerBuffer()
 		r := response{status: http.StatusOK, contentType: wsman.ContentType}
-		if sess.wsman().ServeTo(&sess.out, req.body) {
+		if sess.wsman().ServeTo(out, req.body) {
 			r.status = http.StatusBadRequest
 		}
-		r.body = sess.out.Bytes()
+		r.body = out.Bytes()
 		// The quirk: the committed session's answer never leaves.
 		r.drop = sess.committed && d.o.Quirks.CommitDropsConnection
 		return r

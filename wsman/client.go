@@ -61,19 +61,41 @@ func (c *Client) lend() (sc *answerScratch, release func()) {
 // Do sends one request and returns the answer's envelope. A SOAP fault is
 // returned as *Fault.
 func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
-	return c.do(ctx, new(answerScratch), action, uri, sel, body)
+	return c.do(ctx, new(answerScratch), action, uri, sel, textBody(body))
+}
+
+// requestBody writes a request's body into its envelope; size is about how
+// long it is, so that the envelope's buffer is sized once.
+type requestBody struct {
+	size  int
+	write func(*bytes.Buffer)
+}
+
+// textBody is a body written as given.
+func textBody(s string) requestBody {
+	return requestBody{len(s), func(b *bytes.Buffer) { b.WriteString(s) }}
+}
+
+// instanceBody is in rendered as XML renders it, straight into the
+// envelope rather than into a string of its own first.
+func instanceBody(in *Instance) requestBody {
+	return requestBody{in.xmlSize(), in.xmlTo}
 }
 
 // do is Do reading and parsing the answer with sc.
-func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, sel map[string]string, body string) (*Envelope, error) {
+func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, sel map[string]string, body requestBody) (*Envelope, error) {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
 	id := c.ids.Add(1)
-	msg := Marshal(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
-		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)
+	h := Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
+		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}
+	var mb bytes.Buffer
+	mb.Grow(h.size("") + body.size)
+	marshalTo(&mb, h, "", body.write)
+	msg := mb.Bytes()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
 	if err != nil {
 		return nil, err
@@ -121,7 +143,7 @@ func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, 
 func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*Instance, error) {
 	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, sc, ActionGet, uri, sel, "")
+	env, err := c.do(ctx, sc, ActionGet, uri, sel, requestBody{})
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +157,7 @@ func (c *Client) Get(ctx context.Context, uri string, sel map[string]string) (*I
 func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (*Instance, error) {
 	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, sc, ActionPut, in.NS, sel, in.XML())
+	env, err := c.do(ctx, sc, ActionPut, in.NS, sel, instanceBody(in))
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +171,7 @@ func (c *Client) Put(ctx context.Context, in *Instance, sel map[string]string) (
 func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
 	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, sc, ActionCreate, in.NS, nil, in.XML())
+	env, err := c.do(ctx, sc, ActionCreate, in.NS, nil, instanceBody(in))
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +185,7 @@ func (c *Client) Create(ctx context.Context, in *Instance) (*EPR, error) {
 func (c *Client) Delete(ctx context.Context, uri string, sel map[string]string) error {
 	sc, release := c.lend()
 	defer release()
-	_, err := c.do(ctx, sc, ActionDelete, uri, sel, "")
+	_, err := c.do(ctx, sc, ActionDelete, uri, sel, requestBody{})
 	return err
 }
 
@@ -172,15 +194,15 @@ func (c *Client) Delete(ctx context.Context, uri string, sel map[string]string) 
 func (c *Client) Enumerate(ctx context.Context, uri string) ([]*Instance, error) {
 	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, sc, ActionEnumerate, uri, nil, `<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`)
+	env, err := c.do(ctx, sc, ActionEnumerate, uri, nil, textBody(`<g:Enumerate xmlns:g="`+NSEnumeration+`"></g:Enumerate>`))
 	if err != nil {
 		return nil, err
 	}
 	ectx := env.Body.Value("EnumerationContext")
 	var out []*Instance
 	for range 1000 {
-		env, err = c.do(ctx, sc, ActionPull, uri, nil, `<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
-			`</g:EnumerationContext><g:MaxElements>32</g:MaxElements></g:Pull>`)
+		env, err = c.do(ctx, sc, ActionPull, uri, nil, textBody(`<g:Pull xmlns:g="`+NSEnumeration+`"><g:EnumerationContext>`+escapeString(ectx)+
+			`</g:EnumerationContext><g:MaxElements>32</g:MaxElements></g:Pull>`))
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +229,7 @@ func (c *Client) Invoke(ctx context.Context, uri, method string, sel map[string]
 	in.Element, in.NS = method+"_INPUT", uri
 	sc, release := c.lend()
 	defer release()
-	env, err := c.do(ctx, sc, uri+"/"+method, uri, sel, in.XML())
+	env, err := c.do(ctx, sc, uri+"/"+method, uri, sel, instanceBody(in))
 	if err != nil {
 		return nil, err
 	}

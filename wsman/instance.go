@@ -116,13 +116,37 @@ func (in *Instance) Uint(name string) (uint64, error) {
 // for the body of a request (Marshal declares only a, b, c, g and t).
 func (in *Instance) XML() string {
 	var b bytes.Buffer
+	b.Grow(in.xmlSize())
+	in.xmlTo(&b)
+	return b.String()
+}
+
+// xmlTo writes what XML returns.
+func (in *Instance) xmlTo(b *bytes.Buffer) {
 	b.WriteString(`<h:`)
 	b.WriteString(in.Element)
 	b.WriteString(` xmlns:h="`)
-	escape(&b, in.NS)
+	escape(b, in.NS)
 	b.WriteString(`">`)
-	in.writeProps(&b)
-	return b.String()
+	in.writeProps(b)
+}
+
+// xmlSize is about how long XML's answer is: exact but for escapes and
+// references, whose selectors are guessed at.
+func (in *Instance) xmlSize() int {
+	n := len(`<h: xmlns:h=""></h:>`) + 2*len(in.Element) + len(in.NS)
+	for _, p := range in.Props {
+		tags := len(`<h:></h:>`) + 2*len(p.Name)
+		if p.EPR != nil {
+			n += tags + len(`<b:Address></b:Address><b:ReferenceParameters><c:ResourceURI></c:ResourceURI></b:ReferenceParameters>`) +
+				len(p.EPR.Address) + len(p.EPR.ResourceURI) + 128
+			continue
+		}
+		for _, v := range p.Values {
+			n += tags + len(v)
+		}
+	}
+	return n + 32 // a few escapes
 }
 
 // write renders the instance for an answer whose Envelope declares h as

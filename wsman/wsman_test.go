@@ -335,6 +335,32 @@ func TestMarshalSizesItsBuffer(t *testing.T) {
 	}
 }
 
+// An instance in a request's body is written into the envelope's buffer,
+// sized once for it too: xmlSize covers what XML writes, with little to
+// spare.
+func TestInstanceXMLSizesItsBuffer(t *testing.T) {
+	for _, in := range []*Instance{
+		{Element: "GetLowAccuracyTimeSynch_INPUT", NS: "http://intel.com/wbem/wscim/1/amt-schema/1/AMT_TimeSynchronizationService"},
+		NewInstance("http://intel.com/wbem/wscim/1/amt-schema/1/AMT_GeneralSettings").Set("HostName", "host<&>1").Set("DomainName", "amtsim.example").
+			Set("List", "a", "b", "c"),
+		(&Instance{Element: "AddCertificate_INPUT", NS: "http://intel.com/wbem/wscim/1/amt-schema/1/AMT_PublicKeyManagementService"}).
+			Set("CertificateBlob", strings.Repeat("QUJD", 300)).
+			SetEPR("Key", EPR{Address: Anonymous, ResourceURI: "http://intel.com/wbem/wscim/1/amt-schema/1/AMT_PublicPrivateKeyPair",
+				Selectors: map[string]string{"InstanceID": "Intel(r) AMT Key: Handle: 0"}}),
+	} {
+		out := in.XML()
+		assert.LessOrEqual(t, len(out), in.xmlSize(), in.Element)
+		assert.Less(t, in.xmlSize()-len(out), 200, in.Element)
+		h := Header{To: "http://192.168.0.10:16992/wsman", ReplyTo: Anonymous, Action: in.NS + "/X", MessageID: "uuid:1", ResourceURI: in.NS}
+		var b bytes.Buffer
+		b.Grow(h.size("") + in.xmlSize())
+		c0 := cap(b.Bytes())
+		marshalTo(&b, h, "", in.xmlTo)
+		assert.Equal(t, c0, cap(b.Bytes()), "grown: %s", in.Element)
+		assert.Contains(t, b.String(), "<a:Body>"+out+"</a:Body>")
+	}
+}
+
 // A repeated element is one property of many values, and the values of
 // the properties after it are their own.
 func TestInstanceFromNodeKeepsRepeatedValues(t *testing.T) {
