@@ -101,7 +101,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return base.RoundTrip(r)
 	}
-	r2 := req.Clone(req.Context())
+	r2 := withOwnHeader(req)
 	resp, err := send(r2)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
@@ -115,7 +115,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 	resp.Body.Close()
-	r3 := req.Clone(req.Context())
+	r3 := withOwnHeader(req)
 	if req.Body != nil && req.Body != http.NoBody {
 		if req.GetBody == nil {
 			return nil, errors.New("digest: cannot resend a request body without GetBody")
@@ -127,4 +127,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r3.Body = body
 	}
 	return send(r3)
+}
+
+// withOwnHeader is a shallow copy of req with a header map of its own, so
+// that setting Authorization leaves req as the caller made it (a
+// RoundTripper must not change its request). The values are shared, as
+// nothing here changes one in place; Request.Clone's deep copy (URL,
+// header values) was a third of this transport's allocation.
+func withOwnHeader(req *http.Request) *http.Request {
+	r := req.WithContext(req.Context())
+	r.Header = make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		r.Header[k] = v
+	}
+	return r
 }

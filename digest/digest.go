@@ -55,12 +55,17 @@ func ParseDigestPassword(s string) ([]byte, error) {
 // response is the request-digest of RFC 2617 §3.2.2.1 with qop=auth (or
 // the RFC 2069 form when qop is empty).
 func response(ha1 []byte, method, uri, nonce, nc, cnonce, qop string) string {
-	ha2 := md5.Sum([]byte(method + ":" + uri))
-	kd := hex.EncodeToString(ha1) + ":" + nonce + ":"
+	// Both hashes' input is built in one array, on the stack for the
+	// lengths AMT's peers send, rather than from concatenated strings.
+	var scratch [384]byte
+	a2 := append(append(append(scratch[:0], method...), ':'), uri...)
+	ha2 := md5.Sum(a2)
+	kd := hex.AppendEncode(scratch[:0], ha1)
+	kd = append(append(append(kd, ':'), nonce...), ':')
 	if qop != "" {
-		kd += nc + ":" + cnonce + ":" + qop + ":"
+		kd = append(append(append(append(append(append(kd, nc...), ':'), cnonce...), ':'), qop...), ':')
 	}
-	r := md5.Sum([]byte(kd + hex.EncodeToString(ha2[:])))
+	r := md5.Sum(hex.AppendEncode(kd, ha2[:]))
 	return hex.EncodeToString(r[:])
 }
 

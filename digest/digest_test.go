@@ -232,6 +232,17 @@ func TestTransport(t *testing.T) {
 		assert.Equal(t, fmt.Sprint("hello admin body", i), string(b))
 	}
 	assert.Equal(t, 4, hits, "one 401, then three answers")
+
+	// The caller's request is left as it was made: the credentials go on
+	// the transport's copy (a RoundTripper must not change its request).
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/wsman", bytes.NewReader([]byte("body")))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/soap+xml")
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, http.Header{"Content-Type": {"application/soap+xml"}}, req.Header)
 }
 
 // curl --digest, a client no one here wrote, logs in to our server; a

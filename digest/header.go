@@ -28,9 +28,9 @@ type Challenge struct {
 func (c *Challenge) String() string {
 	var b strings.Builder
 	b.WriteString("Digest realm=")
-	b.WriteString(quote(c.Realm))
+	writeQuoted(&b, c.Realm)
 	b.WriteString(", nonce=")
-	b.WriteString(quote(c.Nonce))
+	writeQuoted(&b, c.Nonce)
 	if c.Stale {
 		b.WriteString(", stale=\"true\"")
 	}
@@ -40,11 +40,11 @@ func (c *Challenge) String() string {
 	}
 	if c.Opaque != "" {
 		b.WriteString(", opaque=")
-		b.WriteString(quote(c.Opaque))
+		writeQuoted(&b, c.Opaque)
 	}
 	if c.QOP != "" {
 		b.WriteString(", qop=")
-		b.WriteString(quote(c.QOP))
+		writeQuoted(&b, c.QOP)
 	}
 	return b.String()
 }
@@ -98,23 +98,26 @@ type Authorization struct {
 // String encodes the header value.
 func (a *Authorization) String() string {
 	var b strings.Builder
+	b.Grow(len(`Digest username="", realm="", nonce="", uri="", response="", algorithm=, opaque="", qop=, nc=, cnonce=""`) +
+		len(a.Username) + len(a.Realm) + len(a.Nonce) + len(a.URI) + len(a.Response) + len(a.Algorithm) + len(a.Opaque) +
+		len(a.QOP) + len(a.NC) + len(a.CNonce) + 8)
 	b.WriteString("Digest username=")
-	b.WriteString(quote(a.Username))
+	writeQuoted(&b, a.Username)
 	b.WriteString(", realm=")
-	b.WriteString(quote(a.Realm))
+	writeQuoted(&b, a.Realm)
 	b.WriteString(", nonce=")
-	b.WriteString(quote(a.Nonce))
+	writeQuoted(&b, a.Nonce)
 	b.WriteString(", uri=")
-	b.WriteString(quote(a.URI))
+	writeQuoted(&b, a.URI)
 	b.WriteString(", response=")
-	b.WriteString(quote(a.Response))
+	writeQuoted(&b, a.Response)
 	if a.Algorithm != "" {
 		b.WriteString(", algorithm=")
 		b.WriteString(a.Algorithm)
 	}
 	if a.Opaque != "" {
 		b.WriteString(", opaque=")
-		b.WriteString(quote(a.Opaque))
+		writeQuoted(&b, a.Opaque)
 	}
 	if a.QOP != "" {
 		b.WriteString(", qop=")
@@ -122,7 +125,7 @@ func (a *Authorization) String() string {
 		b.WriteString(", nc=")
 		b.WriteString(a.NC)
 		b.WriteString(", cnonce=")
-		b.WriteString(quote(a.CNonce))
+		writeQuoted(&b, a.CNonce)
 	}
 	return b.String()
 }
@@ -256,12 +259,21 @@ func isToken(s string) bool {
 	return true
 }
 
-func quote(s string) string {
-	if !strings.ContainsAny(s, `"\`) {
-		return `"` + s + `"`
+// writeQuoted writes s as a quoted-string: quote and backslash escaped.
+func writeQuoted(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for {
+		i := strings.IndexAny(s, `"\`)
+		if i < 0 {
+			break
+		}
+		b.WriteString(s[:i])
+		b.WriteByte('\\')
+		b.WriteByte(s[i])
+		s = s[i+1:]
 	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`
+	b.WriteString(s)
+	b.WriteByte('"')
 }
 
 // clip keeps error messages short; the header may be hostile.
