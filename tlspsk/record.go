@@ -43,6 +43,10 @@ type halfConn struct {
 	aead    cipher.AEAD
 	salt    []byte
 	seq     uint64
+	// macBuf holds the MAC open computes to compare with the record's:
+	// a slice of it given to the hash stays here rather than being made
+	// anew for every record.
+	macBuf [64]byte
 }
 
 // keys are one direction's key material from the key block.
@@ -89,7 +93,10 @@ func newHalfConn(version uint16, s *suite, k keys, encrypt bool) (*halfConn, err
 var errSeqOverflow = errors.New("tlspsk: record sequence number wrapped")
 
 // macOf computes the record MAC of RFC 5246 §6.2.3.1.
-func (hc *halfConn) macOf(typ uint8, payload []byte) []byte { return hc.appendMAC(nil, typ, payload) }
+// The result is in hc.macBuf, good until the next call.
+func (hc *halfConn) macOf(typ uint8, payload []byte) []byte {
+	return hc.appendMAC(hc.macBuf[:0], typ, payload)
+}
 
 // appendMAC appends the record MAC of payload to b.
 func (hc *halfConn) appendMAC(b []byte, typ uint8, payload []byte) []byte {
