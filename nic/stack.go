@@ -379,9 +379,10 @@ func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
 	// with 32 KiB to send from, a 100,000-device fleet's Hello rounds kept
 	// hundreds of answers mid-write at once, the rest waited in WriteTo,
 	// and every answer sent woke all the waiters again (gonet's writers
-	// share one wait queue): 190 µs of CPU per provisioning, and answers
-	// late enough to find the device's socket closed (ICMP errors, 60 µs
-	// more). With 4 MiB both are gone from the profile.
+	// share one wait queue): 120 µs of CPU per provisioning in those
+	// wake-ups, and answers late enough to find the device's socket closed
+	// (ICMP errors, 60 µs more). With 4 MiB the wake-ups fell from 12 s of
+	// a 100k run's profile to 0.04 s, and the ICMP errors to none.
 	ep.SocketOptions().SetSendBufferSize(4<<20, true)
 	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
 		ep.Close()

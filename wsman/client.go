@@ -90,12 +90,8 @@ func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, 
 		defer cancel()
 	}
 	id := c.ids.Add(1)
-	h := Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
-		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}
-	var mb bytes.Buffer
-	mb.Grow(h.size("") + body.size)
-	marshalTo(&mb, h, "", body.write)
-	msg := mb.Bytes()
+	msg := marshalRequest(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
+		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
 	if err != nil {
 		return nil, err
@@ -247,6 +243,9 @@ func escapeString(s string) string {
 
 // readAll is io.ReadAll appending to b.
 func readAll(b []byte, r io.Reader) ([]byte, error) {
+	if cap(b) == 0 {
+		b = make([]byte, 0, 512) // as io.ReadAll starts
+	}
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]

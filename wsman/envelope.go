@@ -111,10 +111,14 @@ func selectors(ss *Node) map[string]string {
 
 // Marshal writes an envelope: the header h and body, an XML fragment
 // that declares its own namespaces (the builders in this package do).
-func Marshal(h Header, body string) []byte {
+func Marshal(h Header, body string) []byte { return marshalRequest(h, textBody(body)) }
+
+// marshalRequest is Marshal with the body written by body, in a buffer
+// sized once for header and body.
+func marshalRequest(h Header, body requestBody) []byte {
 	var b bytes.Buffer
-	b.Grow(h.size("") + len(body))
-	marshalTo(&b, h, "", func(b *bytes.Buffer) { b.WriteString(body) })
+	b.Grow(h.size("") + body.size)
+	marshalTo(&b, h, "", body.write)
 	return b.Bytes()
 }
 
