@@ -375,14 +375,15 @@ func (h *Host) ListenUDP(port uint16) (net.PacketConn, error) {
 	// A server socket (the LAN's DNS) takes a fleet's queries in bursts;
 	// gVisor's 32 KiB default would drop them. 4 MiB is the stack's cap.
 	ep.SocketOptions().SetReceiveBufferSize(4<<20, true)
-	// And answers them in bursts, from a goroutine per query (miekg/dns):
-	// with 32 KiB to send from, a 100,000-device fleet's Hello rounds kept
-	// hundreds of answers mid-write at once, the rest waited in WriteTo,
-	// and every answer sent woke all the waiters again (gonet's writers
-	// share one wait queue): 120 µs of CPU per provisioning in those
-	// wake-ups, and answers late enough to find the device's socket closed
-	// (ICMP errors, 60 µs more). With 4 MiB the wake-ups fell from 12 s of
-	// a 100k run's profile to 0.04 s, and the ICMP errors to none.
+	// And answers them in bursts, from a goroutine per query (miekg/dns).
+	// With 32 KiB to send from, a 100,000-device fleet's Hello round can
+	// keep enough answers mid-write to fill it; the other writers then wait
+	// in WriteTo, and every answer sent wakes all of them (gonet's writers
+	// share one wait queue). It does not happen in every run: in one it was
+	// 120 µs of CPU per provisioning in those wake-ups, and answers late
+	// enough to find the device's socket closed (ICMP errors, 60 µs more);
+	// in two others under 2 µs. With 4 MiB a writer waits only behind 4 MiB
+	// of answers (five 100k runs: 0.4–1.5 µs).
 	ep.SocketOptions().SetSendBufferSize(4<<20, true)
 	if terr := ep.Bind(tcpip.FullAddress{NIC: h.id, Port: port}); terr != nil {
 		ep.Close()
