@@ -195,6 +195,7 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 		sum.HellosFailed += c.HellosFailed
 		sum.DHCPFailures += c.DHCPFailures
 		sum.DNSFailures += c.DNSFailures
+		sum.DNSQueries += c.DNSQueries
 		sum.TLSFailures += c.TLSFailures
 		sum.AuthFailures += c.AuthFailures
 		sum.BadRequests += c.BadRequests
