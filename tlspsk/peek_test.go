@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -82,48 +83,19 @@ func FuzzParseSuites(f *testing.F) {
 // through the reader that holds it (ServerReader): the handshake reads the
 // peeked bytes, then the records after them.
 func TestServerReaderAfterPeek(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
+	addr, done := serveOnceWith(t, func(c net.Conn) (*Conn, error) {
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		br := bufio.NewReader(c)
 		suites, err := PeekSuites(br)
-		if err == nil && !slices.ContainsFunc(suites, IsPSKSuite) {
-			err = io.ErrUnexpectedEOF
-		}
 		if err != nil {
-			done <- err
-			return
+			return nil, err
 		}
-		s := ServerReader(c, br, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA))
-		if err := s.Handshake(t.Context()); err != nil {
-			done <- err
-			return
+		if !slices.ContainsFunc(suites, IsPSKSuite) {
+			return nil, fmt.Errorf("no PSK suite in %v", suites)
 		}
-		line, err := bufio.NewReader(s).ReadString('\n')
-		if err == nil {
-			_, err = io.WriteString(s, "pong:"+line)
-		}
-		done <- err
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	c := Client(raw, &Config{MinVersion: VersionTLS10, MaxVersion: VersionTLS10, Identity: testPID, Key: AMTKey(testPPS)})
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	require.NoError(t, c.Handshake(t.Context()))
-	_, err = io.WriteString(c, "ping\n")
-	require.NoError(t, err)
-	line, err := bufio.NewReader(c).ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, "pong:ping\n", line)
-	require.NoError(t, <-done)
+		return ServerReader(c, br, serverConfig(VersionTLS10, TLS_PSK_WITH_AES_128_CBC_SHA)), nil
+	}, true)
+	cerr, serr := talk(t, addr, done, &Config{MinVersion: VersionTLS10, MaxVersion: VersionTLS10, Identity: testPID, Key: AMTKey(testPPS)})
+	require.NoError(t, cerr)
+	require.NoError(t, serr)
 }

@@ -55,6 +55,13 @@ func serverConfig(v uint16, suite uint16) *Config {
 // server's result.
 func serveOnce(t *testing.T, cfg *Config, echo bool) (addr string, done <-chan error) {
 	t.Helper()
+	return serveOnceWith(t, func(c net.Conn) (*Conn, error) { return Server(c, cfg), nil }, echo)
+}
+
+// serveOnceWith is serveOnce with the server made by wrap from the
+// accepted connection.
+func serveOnceWith(t *testing.T, wrap func(net.Conn) (*Conn, error), echo bool) (addr string, done <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -65,7 +72,12 @@ func serveOnce(t *testing.T, cfg *Config, echo bool) (addr string, done <-chan e
 			ch <- err
 			return
 		}
-		s := Server(c, cfg)
+		s, err := wrap(c)
+		if err != nil {
+			c.Close()
+			ch <- err
+			return
+		}
 		defer s.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -88,6 +100,13 @@ func serveOnce(t *testing.T, cfg *Config, echo bool) (addr string, done <-chan e
 func pair(t *testing.T, scfg, ccfg *Config) (cerr, serr error) {
 	t.Helper()
 	addr, done := serveOnce(t, scfg, true)
+	return talk(t, addr, done, ccfg)
+}
+
+// talk runs our client against the echoing server at addr (serveOnce) and
+// returns the client's result and the server's (done).
+func talk(t *testing.T, addr string, done <-chan error, ccfg *Config) (cerr, serr error) {
+	t.Helper()
 	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	c := Client(raw, ccfg)
