@@ -132,6 +132,12 @@ func (p *PKI) Active() []RootHash {
 	return out
 }
 
+// anyActive is len(p.Active()) > 0 without building the list: a device
+// asks it before every Hello.
+func (p *PKI) anyActive() bool {
+	return slices.ContainsFunc(p.Hashes, func(h RootHash) bool { return h.Active })
+}
+
 // AddHash adds a custom hash, or replaces the custom hash of that name.
 func (p *PKI) AddHash(h RootHash) error {
 	if i := slices.IndexFunc(p.Hashes, func(x RootHash) bool { return strings.EqualFold(x.Name, h.Name) }); i >= 0 {

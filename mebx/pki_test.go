@@ -98,6 +98,15 @@ func TestHashTableRules(t *testing.T) {
 	assert.True(t, s.RemoteConfigReady())
 	require.NoError(t, s.Set("pki.remote_config=off"))
 	assert.False(t, s.RemoteConfigReady())
+
+	// On, but with no hash active: not ready; one active again: ready.
+	require.NoError(t, s.Set("pki.remote_config=on"))
+	for _, h := range s.PKI.Hashes {
+		require.NoError(t, s.Set("pki.hash.inactive="+h.Name))
+	}
+	assert.False(t, s.RemoteConfigReady(), "no active hash")
+	require.NoError(t, s.Set("pki.hash.active="+s.PKI.Hashes[len(s.PKI.Hashes)-1].Name))
+	assert.True(t, s.RemoteConfigReady(), "the last hash active")
 }
 
 // A file's table is checked as entry would check it.

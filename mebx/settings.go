@@ -138,7 +138,7 @@ func Factory(roots []RootHash) Settings {
 // remote configuration: AMT on, Enterprise mode, not provisioned, remote
 // configuration on with at least one active hash.
 func (s *Settings) RemoteConfigReady() bool {
-	return s.AMTEnabled && s.Mode == ModeEnterprise && s.State != StatePost && s.PKI.RemoteConfig && len(s.PKI.Active()) > 0
+	return s.AMTEnabled && s.Mode == ModeEnterprise && s.State != StatePost && s.PKI.RemoteConfig && s.PKI.anyActive()
 }
 
 // PasswordChanged reports whether the factory password has been replaced;
