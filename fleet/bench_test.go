@@ -147,6 +147,8 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 		b.Skipf("CPU profile unavailable (is -cpuprofile set?): %v", err)
 	}
 	tcp0 := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
+	udpDrops0 := e.Stacks.UDPReceiveDrops() + e.Net.Stacks().UDPReceiveDrops()
+	lanDrops0 := e.Net.Segment.Stats.Dropped.Load()
 	heapPath := measure.HeapProfilePath(b.Name())
 	watch := measure.WatchPeaks(100*time.Millisecond, heapPath != "")
 	cpu0 := measure.CPUTime()
@@ -197,6 +199,10 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 		b.ReportMetric(float64(s.Counts.DNSQueries)/float64(s.Counts.HellosSent), "dns-queries/hello")
 	}
 	b.ReportMetric(float64(s.Counts.DNSFailures), "dns-failures")
+	// Where a query or its answer was lost, if one was: the switch's full
+	// buffer, or a socket's (the DNS server's, a device's query socket).
+	b.ReportMetric(float64(e.Net.Segment.Stats.Dropped.Load()-lanDrops0), "lan-frames-dropped")
+	b.ReportMetric(float64(e.Stacks.UDPReceiveDrops()+e.Net.Stacks().UDPReceiveDrops()-udpDrops0), "udp-receive-drops")
 	// What the SCS did beyond one session per device: failed sessions,
 	// and new PIDs drawn again because a record held them or they were
 	// some device's factory PID (one draw in 580; a held one about one

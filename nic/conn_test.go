@@ -123,3 +123,30 @@ func TestLateACKDrawsNoRetransmission(t *testing.T) {
 	assert.Greater(t, after.SegmentsSent, before.SegmentsSent+10)
 	assert.Zero(t, after.Retransmits-before.Retransmits, "segments sent again while their ACKs were on the way")
 }
+
+// A server socket that stops reading drops what its receive buffer cannot
+// hold, and the pool counts it (the fleet benchmark reports it, to tell a
+// DNS server that fell behind from a LAN that lost frames).
+func TestUDPReceiveDropsCounted(t *testing.T) {
+	n, a, b, bAddr := twoHosts(t)
+	srv, err := b.ListenUDP(5300)
+	require.NoError(t, err)
+	defer srv.Close()
+	c, err := a.DialUDP(netip.AddrPortFrom(bAddr, 5300))
+	require.NoError(t, err)
+	defer c.Close()
+	before := n.Stacks().UDPReceiveDrops()
+	// 6 MiB of datagrams at a socket that takes 4 MiB and reads none.
+	msg := make([]byte, 1024)
+	for range 6 << 10 {
+		_, err := c.Write(msg)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return n.Stacks().UDPReceiveDrops() > before },
+		10*time.Second, 10*time.Millisecond, "no datagram counted as dropped")
+	// What was kept is still read.
+	_ = srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _, err := srv.ReadFrom(make([]byte, 2048))
+	require.NoError(t, err)
+	assert.Equal(t, len(msg), got)
+}

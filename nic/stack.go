@@ -209,6 +209,19 @@ func (p *Stacks) TCPCounts() TCPCounts {
 	return c
 }
 
+// UDPReceiveDrops sums the pool's stacks' UDP datagrams dropped for a full
+// receive buffer: a server socket that fell behind a burst.
+func (p *Stacks) UDPReceiveDrops() uint64 {
+	p.mu.Lock()
+	all := append([]*sharedStack(nil), p.all...)
+	p.mu.Unlock()
+	var n uint64
+	for _, ss := range all {
+		n += ss.s.Stats().UDP.ReceiveBufferErrors.Value()
+	}
+	return n
+}
+
 // Count returns how many stacks the pool has made.
 func (p *Stacks) Count() int {
 	p.mu.Lock()
