@@ -197,11 +197,8 @@ func (c TCPCounts) Add(o TCPCounts) TCPCounts {
 
 // TCPCounts sums the pool's stacks' TCP statistics.
 func (p *Stacks) TCPCounts() TCPCounts {
-	p.mu.Lock()
-	all := append([]*sharedStack(nil), p.all...)
-	p.mu.Unlock()
 	var c TCPCounts
-	for _, ss := range all {
+	for _, ss := range p.snapshot() {
 		t := ss.s.Stats().TCP
 		c.SegmentsSent += t.SegmentsSent.Value()
 		c.Retransmits += t.Retransmits.Value()
@@ -212,14 +209,19 @@ func (p *Stacks) TCPCounts() TCPCounts {
 // UDPReceiveDrops sums the pool's stacks' UDP datagrams dropped for a full
 // receive buffer: a server socket that fell behind a burst.
 func (p *Stacks) UDPReceiveDrops() uint64 {
-	p.mu.Lock()
-	all := append([]*sharedStack(nil), p.all...)
-	p.mu.Unlock()
 	var n uint64
-	for _, ss := range all {
+	for _, ss := range p.snapshot() {
 		n += ss.s.Stats().UDP.ReceiveBufferErrors.Value()
 	}
 	return n
+}
+
+// snapshot is the pool's stacks now, to read their statistics outside
+// the pool's lock.
+func (p *Stacks) snapshot() []*sharedStack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*sharedStack(nil), p.all...)
 }
 
 // Count returns how many stacks the pool has made.
