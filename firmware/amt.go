@@ -179,7 +179,11 @@ func (s *session) AddKey(der []byte) (string, ptstatus.Code) {
 	if err != nil {
 		return "", ptstatus.InvalidKey
 	}
-	return s.addKey(k)
+	g, err := NewGeneratedKey(k)
+	if err != nil {
+		return "", ptstatus.InvalidKey
+	}
+	return s.addKey(g)
 }
 
 // GenerateKeyPair makes an RSA key pair in the device (2048 bits; the
@@ -188,27 +192,26 @@ func (s *session) GenerateKeyPair(alg, bits uint32) (string, ptstatus.Code) {
 	if alg != 0 || bits != 2048 {
 		return "", ptstatus.InvalidParameter
 	}
-	k, err := s.d.newKey()
+	g, err := s.d.newKey()
 	if err != nil {
 		return "", ptstatus.InternalError
 	}
-	return s.addKey(k)
+	return s.addKey(g)
 }
 
-func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return "", ptstatus.InvalidKey
-	}
+// addKey stores g's encodings in the settings by reference: they are
+// never written to after NewGeneratedKey, so the devices of a key pool
+// share them.
+func (s *session) addKey(g *GeneratedKey) (string, ptstatus.Code) {
 	var id string
 	st := s.change(func(m *mebx.Settings) ptstatus.Code {
 		for _, kp := range m.AMT.Keys {
-			if bytes.Equal(kp.DER, der) {
+			if bytes.Equal(kp.DER, g.DER) {
 				return ptstatus.Duplicate
 			}
 		}
 		id = nextID(keyIDFormat, len(m.AMT.Keys), func(i int) string { return m.AMT.Keys[i].ID })
-		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: der, Public: x509.MarshalPKCS1PublicKey(&k.PublicKey)})
+		m.AMT.Keys = append(m.AMT.Keys, mebx.KeyPair{ID: id, DER: g.DER, Public: g.Public})
 		return ptstatus.Success
 	})
 	if st == ptstatus.Success {
@@ -216,7 +219,7 @@ func (s *session) addKey(k *rsa.PrivateKey) (string, ptstatus.Code) {
 		if s.keys == nil {
 			s.keys = make(map[string]*rsa.PrivateKey, 1)
 		}
-		s.keys[id] = k
+		s.keys[id] = g.Key
 		s.mu.Unlock()
 	}
 	return id, st
@@ -525,11 +528,39 @@ func (d *Device) primeTLS(s *mebx.Settings, keys map[string]*rsa.PrivateKey) {
 
 // newKey makes a key pair: from Options.KeyPairs when set, else a fresh
 // RSA-2048 key.
-func (d *Device) newKey() (*rsa.PrivateKey, error) {
+func (d *Device) newKey() (*GeneratedKey, error) {
 	if d.o.KeyPairs != nil {
 		return d.o.KeyPairs()
 	}
-	return rsa.GenerateKey(rand.Reader, 2048)
+	return generateKey()
+}
+
+// GeneratedKey is a key pair GenerateKeyPair hands out, with the two
+// encodings the device stores, made once: the devices a pool gives one key
+// share its encodings rather than each keeping 1.5 KB of its own (a
+// fleet's pool has two keys by default).
+type GeneratedKey struct {
+	Key    *rsa.PrivateKey
+	DER    []byte // PKCS#8 private key; read only
+	Public []byte // PKCS#1 public key; read only
+}
+
+// NewGeneratedKey encodes k.
+func NewGeneratedKey(k *rsa.PrivateKey) (*GeneratedKey, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: encoding a key pair: %w", err)
+	}
+	return &GeneratedKey{Key: k, DER: der, Public: x509.MarshalPKCS1PublicKey(&k.PublicKey)}, nil
+}
+
+// generateKey makes a fresh RSA-2048 key pair.
+func generateKey() (*GeneratedKey, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: generating a key pair: %w", err)
+	}
+	return NewGeneratedKey(k)
 }
 
 // errFlashWorn is the flash wear-out quirk's refusal.
@@ -539,18 +570,18 @@ var errFlashWorn = errors.New("flash write limit exceeded")
 // RSA-2048 keys, each when first needed, and then hands them out in turn:
 // a fleet pays for size keys rather than one per device. Devices then
 // share keys, which no real fleet does; a fidelity trade for load tests.
-func KeyPool(size int) func() (*rsa.PrivateKey, error) {
+func KeyPool(size int) func() (*GeneratedKey, error) {
 	var mu sync.Mutex
-	keys := make([]*rsa.PrivateKey, 0, size)
+	keys := make([]*GeneratedKey, 0, size)
 	making, next := 0, 0
-	return func() (*rsa.PrivateKey, error) {
+	return func() (*GeneratedKey, error) {
 		mu.Lock()
 		if len(keys)+making < size {
 			// Made outside the lock, so that callers may fill the pool in
 			// parallel.
 			making++
 			mu.Unlock()
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			k, err := generateKey()
 			mu.Lock()
 			defer mu.Unlock()
 			making--
@@ -564,7 +595,7 @@ func KeyPool(size int) func() (*rsa.PrivateKey, error) {
 			// Every slot is being made by another caller: make one more
 			// rather than wait.
 			mu.Unlock()
-			return rsa.GenerateKey(rand.Reader, 2048)
+			return generateKey()
 		}
 		defer mu.Unlock()
 		k := keys[next%len(keys)]

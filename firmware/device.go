@@ -17,7 +17,6 @@ package firmware
 
 import (
 	"context"
-	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -89,7 +88,7 @@ type Options struct {
 	// fresh RSA-2048 key each time (tens of milliseconds). A fleet may pass
 	// a pool of keys made once per run: a fidelity trade, since devices
 	// then share keys.
-	KeyPairs func() (*rsa.PrivateKey, error)
+	KeyPairs func() (*GeneratedKey, error)
 	// Profile is the firmware generation (AMT5, AMT11); zero value AMT5.
 	Profile Profile
 	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993;

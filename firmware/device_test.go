@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -133,6 +134,45 @@ func TestNoDNSRecordKeepsRetrying(t *testing.T) {
 // A DNS server that sends garbage before each real answer: the garbage is
 // counted and skipped, and the device resolves and sends its Hello.
 func TestMalformedDNSAnswerIsCountedAndIgnored(t *testing.T) {
+	d := helloThroughRogueDNS(t, func(q *dns.Msg) []byte {
+		// A header that promises an answer the bytes do not hold.
+		return []byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 3, 'a'}
+	})
+	assert.GreaterOrEqual(t, d.Stats.DNSMalformed.Load(), uint64(1))
+	assert.NotEmpty(t, d.ev.named("dns.malformed"))
+	res := d.ev.named("scs.resolved")
+	require.NotEmpty(t, res)
+	src, _ := res[0].Attr("source")
+	assert.Equal(t, "mebx-domain", src.String(), "the MEBx domain comes before DHCP's")
+}
+
+// An answer longer than the 512 bytes a query without EDNS allows (RFC
+// 1035 §4.2.1) is not taken, though it is well formed and names an
+// address: the device reads 512 bytes of it, counts it as malformed and
+// waits for the real answer, so its Hello reaches the SCS and not the
+// oversized answer's address.
+func TestOversizedDNSAnswerIsNotTaken(t *testing.T) {
+	d := helloThroughRogueDNS(t, func(q *dns.Msg) []byte {
+		r := new(dns.Msg)
+		r.SetReply(q)
+		for i := range 15 {
+			r.Answer = append(r.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.IPv4(198, 18, 1, byte(i+1))})
+		}
+		out, err := r.Pack()
+		require.NoError(t, err)
+		require.Greater(t, len(out), dns.MinMsgSize)
+		require.Less(t, len(out), 1000, "short of a frame: only the 512-byte limit refuses it")
+		return out
+	})
+	assert.GreaterOrEqual(t, d.Stats.DNSMalformed.Load(), uint64(1))
+}
+
+// helloThroughRogueDNS boots a device whose only DNS server sends first
+// before(query), then the true answer, and waits for the device's Hello at
+// the SCS.
+func helloThroughRogueDNS(t *testing.T, before func(q *dns.Msg) []byte) *testDevice {
+	t.Helper()
 	n, stacks := startLAN(t, lan.NetworkOptions{})
 	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
 
@@ -153,8 +193,7 @@ func TestMalformedDNSAnswerIsCountedAndIgnored(t *testing.T) {
 			if q.Unpack(buf[:k]) != nil {
 				continue
 			}
-			// A header that promises an answer the bytes do not hold.
-			_, _ = pc.WriteTo([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 3, 'a'}, from)
+			_, _ = pc.WriteTo(before(q), from)
 			r := new(dns.Msg)
 			r.SetReply(q)
 			if strings.EqualFold(q.Question[0].Name, "ProvisionServer."+n.Domain()+".") {
@@ -174,12 +213,7 @@ func TestMalformedDNSAnswerIsCountedAndIgnored(t *testing.T) {
 
 	r := srv.next(t, 10*time.Second)
 	assert.Equal(t, id.UUID, r.UUID)
-	assert.GreaterOrEqual(t, d.Stats.DNSMalformed.Load(), uint64(1))
-	assert.NotEmpty(t, d.ev.named("dns.malformed"))
-	res := d.ev.named("scs.resolved")
-	require.NotEmpty(t, res)
-	src, _ := res[0].Attr("source")
-	assert.Equal(t, "mebx-domain", src.String(), "the MEBx domain comes before DHCP's")
+	return d
 }
 
 // A factory-fresh AMT 5 sends the PKI Hello: remote configuration is on

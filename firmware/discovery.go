@@ -179,7 +179,11 @@ func (d *Device) queryA(ctx context.Context, server netip.Addr, name string, tim
 	if _, err := c.Write(out); err != nil {
 		return netip.Addr{}, fmt.Errorf("dns query to %s: %w", server, err)
 	}
-	buf := make([]byte, 1500) // no EDNS: answers fit a frame
+	// The query has no EDNS record, so an answer is at most 512 bytes (RFC
+	// 1035 §4.2.1; a longer one comes truncated, TC set). A datagram past
+	// that is read short, fails to parse and is counted as malformed, as
+	// in a resolver with a 512-byte buffer.
+	buf := make([]byte, dns.MinMsgSize)
 	for {
 		n, err := c.Read(buf)
 		if err != nil {

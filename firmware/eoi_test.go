@@ -191,9 +191,10 @@ func TestGenerateKeyPair(t *testing.T) {
 	require.NoError(t, err)
 	k2, _ := pool()
 	k3, _ := pool()
-	assert.Equal(t, 2048, k1.N.BitLen())
-	assert.False(t, k1.Equal(k2))
-	assert.True(t, k3.Equal(k1), "the third key is the first again")
+	assert.Equal(t, 2048, k1.Key.N.BitLen())
+	assert.False(t, k1.Key.Equal(k2.Key))
+	assert.True(t, k3.Key.Equal(k1.Key), "the third key is the first again")
+	assert.Same(t, k1, k3, "the pool encodes each key once")
 
 	r := newRig(t, 8)
 	ctx := context.Background()

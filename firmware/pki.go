@@ -187,10 +187,11 @@ func (d *Device) setupCertificate() (*tls.Certificate, error) {
 	if c != nil {
 		return c, nil
 	}
-	k, err := d.newKey()
+	g, err := d.newKey()
 	if err != nil {
 		return nil, err
 	}
+	k := g.Key
 	now := d.rtc()
 	serial := new(big.Int).SetBytes(d.o.Identity.MAC)
 	tmpl := &x509.Certificate{

@@ -261,9 +261,13 @@ func TestDeleteRefusesCredentialInUse(t *testing.T) {
 		return der
 	}
 	s := &session{d: &Device{}, staged: &mebx.Settings{State: mebx.StateIn}}
-	inUse, err := s.addKey(rk)
-	require.Equal(t, ptstatus.Success, err)
-	spare, st := s.addKey(lk)
+	rg, err := NewGeneratedKey(rk)
+	require.NoError(t, err)
+	lg, err := NewGeneratedKey(lk)
+	require.NoError(t, err)
+	inUse, st := s.addKey(rg)
+	require.Equal(t, ptstatus.Success, st)
+	spare, st := s.addKey(lg)
 	require.Equal(t, ptstatus.Success, st)
 	c1, st := s.AddCertificate(cert(rk, 1))
 	require.Equal(t, ptstatus.Success, st)

@@ -6,7 +6,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/rsa"
 	"errors"
 	"fmt"
 	"runtime"
@@ -229,7 +228,7 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 }
 
 // add makes device i: its identity, readied store, capture and firmware.
-func (f *Fleet) add(ctx context.Context, i int, pool func() (*rsa.PrivateKey, error)) error {
+func (f *Fleet) add(ctx context.Context, i int, pool func() (*firmware.GeneratedKey, error)) error {
 	o := &f.o
 	if i%setupEvery == 0 {
 		if err := ctx.Err(); err != nil {
