@@ -249,7 +249,9 @@ func OpenSetup(t Target) *Session {
 	}
 	oc := newOneConn(open, bufs)
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout}
+	// oneConn writes a request whole before it reads the answer: the
+	// client may build the next one in the same array.
+	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout, ReuseRequests: true}
 	end := oc.Close
 	if bufs != nil {
 		ws.Scratch = &bufs.ws

@@ -30,6 +30,11 @@ type Client struct {
 	// client's own: an owner that pools them lends one, and takes it back
 	// with DetachScratch.
 	Scratch *Scratch
+	// ReuseRequests builds each request in the scratch's array, the last
+	// one's, rather than in one of its own. Only for a transport that is
+	// done with a request's body when its RoundTrip returns, as a
+	// synchronous one is; net/http's Transport may still be writing it.
+	ReuseRequests bool
 
 	ids atomic.Uint64
 
@@ -43,6 +48,7 @@ type Client struct {
 type Scratch struct {
 	ps   Parser
 	body []byte
+	req  bytes.Buffer // see Client.ReuseRequests
 }
 
 // DetachScratch takes back the Scratch the client was lent, unless a call
@@ -111,8 +117,18 @@ func (c *Client) do(ctx context.Context, sc *Scratch, action, uri string, sel ma
 		defer cancel()
 	}
 	id := c.ids.Add(1)
-	msg := marshalRequest(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
-		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)
+	h := Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
+		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}
+	var msg []byte
+	if c.ReuseRequests {
+		if sc.req.Cap() > keptAnswer {
+			sc.req = bytes.Buffer{}
+		}
+		sc.req.Reset()
+		msg = marshalRequestTo(&sc.req, h, body)
+	} else {
+		msg = marshalRequest(h, body)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
 	if err != nil {
 		return nil, err

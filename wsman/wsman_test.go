@@ -464,3 +464,34 @@ func TestClientScratchDetached(t *testing.T) {
 	v, _ := first.Get("Sum")
 	assert.Equal(t, "3", v, "an answer outlives its scratch's next user")
 }
+
+// With ReuseRequests each request is built in the array the last one was:
+// over a transport that is done with a body when RoundTrip returns, every
+// request the device reads is whole and its own, short ones after long.
+func TestClientReusesRequestArray(t *testing.T) {
+	s := &Server{Handler: newMem()}
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+		out, _ := s.Serve(b)
+		w.Header().Set("Content-Type", ContentType)
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	c := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman", ReuseRequests: true}
+	ctx := context.Background()
+	for i, a := range []string{strings.Repeat("0", 3000) + "7", "1", strings.Repeat("0", 50) + "8", "2"} {
+		out, err := c.Invoke(ctx, generalSettings, "Add", nil, (&Instance{}).Set("A", a).Set("B", "0"))
+		require.NoError(t, err, "call %d", i)
+		v, _ := out.Get("Sum")
+		assert.Equal(t, strings.TrimLeft(a, "0"), v, "call %d", i)
+		_, err = c.Get(ctx, generalSettings, nil)
+		require.NoError(t, err)
+	}
+	require.Len(t, bodies, 8)
+	for i, b := range bodies {
+		assert.Equal(t, 1, strings.Count(b, "<a:Envelope"), "request %d is one envelope", i)
+		assert.True(t, strings.HasSuffix(b, "</a:Envelope>"), "request %d ends with its envelope", i)
+	}
+}
