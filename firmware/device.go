@@ -89,9 +89,6 @@ type Options struct {
 	// a pool of keys made once per run: a fidelity trade, since devices
 	// then share keys.
 	KeyPairs func() (*GeneratedKey, error)
-	// Buffers lends connections their buffers; nil gives the device a
-	// pool of its own. A fleet passes one pool to all its devices.
-	Buffers *BufferPool
 	// Profile is the firmware generation (AMT5, AMT11); zero value AMT5.
 	Profile Profile
 	// TLSMinVersion and TLSMaxVersion bound the certificate TLS on 16993;
@@ -223,9 +220,6 @@ func New(o Options) (*Device, error) {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
-	}
-	if o.Buffers == nil {
-		o.Buffers = NewBufferPool()
 	}
 	if o.NetFloor <= 0 {
 		o.NetFloor = 200 * time.Millisecond

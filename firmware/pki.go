@@ -272,12 +272,8 @@ func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // setupTLS picks the setup handshake from the ClientHello: TLS-PSK when
 // it offers a PSK suite and PID/PPS is set (and the generation has PSK),
 // else remote configuration when it is ready.
-//
-// The ClientHello is peeked at through br, a reader of the connection's
-// buffers (see BufferPool) that the handshake and the session read
-// through after.
-func (d *Device) setupTLS(ctx context.Context, c net.Conn, s *mebx.Settings, br *bufio.Reader) (net.Conn, *pkiPeer, error) {
-	br.Reset(c)
+func (d *Device) setupTLS(ctx context.Context, c net.Conn, s *mebx.Settings) (net.Conn, *pkiPeer, error) {
+	br := bufio.NewReaderSize(c, 4096)
 	pc := &peekedConn{Conn: c, r: br}
 	// The wait for the ClientHello has the handshake's bound; PowerOff
 	// closes the connection, which ends it too.

@@ -35,8 +35,7 @@ type session struct {
 	committed bool
 	holding   bool // counted in d.sessions: holds the Hello loop
 	ws        *wsman.Server
-	out       *bytes.Buffer              // the WS-MAN answer being written; reused per request
-	parser    *wsman.Parser              // lent with out by the connection's buffers; nil: the server's own
+	out       bytes.Buffer               // the WS-MAN answer being written; reused per request
 	keys      map[string]*rsa.PrivateKey // parsed keys added this session, by InstanceID
 	after     func()                     // runs once the connection is done (re-arming the ports)
 	over      bool                       // committed or unprovisioned: serve no more requests
@@ -46,14 +45,11 @@ type session struct {
 // It starts at 4 KB, which the answers of a provisioning fit, rather than
 // growing (a copy each time) through the first few.
 func (s *session) answerBuffer() *bytes.Buffer {
-	if s.out == nil {
-		s.out = new(bytes.Buffer)
-	}
 	s.out.Reset()
 	if s.out.Cap() < answerBufMin {
 		s.out.Grow(answerBufMin)
 	}
-	return s.out
+	return &s.out
 }
 
 const answerBufMin = 4 << 10

@@ -95,16 +95,12 @@ var deviceLabel = pprof.Labels("amtsim", "device")
 func (d *Device) serveConn(port uint16, c net.Conn) {
 	d.Stats.ConnsAccepted.Add(1)
 	d.emit(event.ConnAccepted, "port", port, "peer", c.RemoteAddr().String())
-	// The buffers go back once the connection is closed (defers run last
-	// first) and nothing here reads or writes through them any more.
-	bufs := d.o.Buffers.get()
-	defer d.o.Buffers.put(bufs)
 	defer c.Close()
 	s := d.current()
-	sess := &session{d: d, id: d.sessionIDs.Add(1), port: port, peer: c.RemoteAddr().String(), out: &bufs.out, parser: &bufs.ps}
+	sess := &session{d: d, id: d.sessionIDs.Add(1), port: port, peer: c.RemoteAddr().String()}
 	var conn net.Conn = c
 	if port == PortHTTPS {
-		tc, peer, err := d.tlsServer(c, s, bufs.peek)
+		tc, peer, err := d.tlsServer(c, s)
 		if err != nil {
 			d.Stats.TLSFailures.Add(1)
 			if r, ok := errors.AsType[*CertRefusal](err); ok {
@@ -121,13 +117,13 @@ func (d *Device) serveConn(port uint16, c net.Conn) {
 		}
 	}
 	defer d.endSession(sess)
-	d.serveHTTP(conn, sess, bufs)
+	d.serveHTTP(conn, sess)
 }
 
 // tlsServer runs the handshake that the settings call for: the installed
 // certificate once provisioned, else the setup handshake (TLS-PSK or
 // remote configuration, setupTLS). peer is set for remote configuration.
-func (d *Device) tlsServer(c net.Conn, s mebx.Settings, peek *bufio.Reader) (net.Conn, *pkiPeer, error) {
+func (d *Device) tlsServer(c net.Conn, s mebx.Settings) (net.Conn, *pkiPeer, error) {
 	d.mu.Lock()
 	pctx := d.ctx
 	d.mu.Unlock()
@@ -161,7 +157,7 @@ func (d *Device) tlsServer(c net.Conn, s mebx.Settings, peek *bufio.Reader) (net
 	if s.State == mebx.StatePost {
 		return nil, nil, errors.New("provisioned without TLS: 16993 is closed")
 	}
-	return d.setupTLS(ctx, c, &s, peek)
+	return d.setupTLS(ctx, c, &s)
 }
 
 // pskServer is the TLS-PSK handshake with the PID/PPS of settings s, on
@@ -212,16 +208,16 @@ func (d *Device) tlsCertificate(s *mebx.Settings) (tls.Certificate, error) {
 // wants a listener and a goroutine per idle connection, and the device
 // must answer on its own terms (the Server header, the 401 realm, faults
 // with bodies).
-func (d *Device) serveHTTP(c net.Conn, sess *session, bufs *connBuffers) {
+func (d *Device) serveHTTP(c net.Conn, sess *session) {
 	// lr bounds what one request may read, headers included, so a peer
 	// cannot make the device buffer without end.
 	lr := &io.LimitedReader{R: c}
-	br, bw := bufs.br, bufs.bw
-	br.Reset(lr)
-	bw.Reset(c)
-	body := bufs.body[:0] // the array requests are read into (see readRequest)
-	defer func() { bufs.body = body }()
-	var deadline time.Time
+	br := bufio.NewReaderSize(lr, 4096)
+	bw := bufio.NewWriterSize(c, 4096)
+	var (
+		deadline time.Time
+		body     []byte // the array requests are read into (see readRequest)
+	)
 	for {
 		// The idle limit is pushed out only once half of it is used:
 		// setting a deadline arms a timer, and most requests come well
@@ -460,7 +456,7 @@ func (d *Device) endSession(sess *session) {
 
 func (s *session) wsman() *wsman.Server {
 	if s.ws == nil {
-		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}, Parser: s.parser, OnMalformed: func(err error) {
+		s.ws = &wsman.Server{Handler: &wsmanHandler{s: s}, OnMalformed: func(err error) {
 			s.d.Stats.BadRequests.Add(1)
 			s.d.emit(event.WSMANMalformed, "session", s.id, "err", err.Error())
 		}}

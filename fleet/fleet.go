@@ -146,9 +146,6 @@ type Fleet struct {
 	helloedOnce sync.Once
 	captures    []*nic.Capture
 	stopOnce    sync.Once
-	// buffers lends every device's connections their buffers: the few
-	// devices in a session at a time share a few sets.
-	buffers *firmware.BufferPool
 
 	dhcpFailures atomic.Uint64
 	// lastCall is when a device last took a connection or answered a
@@ -197,8 +194,7 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 			return nil, fmt.Errorf("fleet: MEBx settings: %w", err)
 		}
 	}
-	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{}),
-		buffers: firmware.NewBufferPool()}
+	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{})}
 	for _, s := range States {
 		f.counts.Store(s, new(atomic.Int64))
 	}
@@ -270,7 +266,7 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*firmware.Generated
 		}
 	}
 	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock, Profile: o.Profile,
-		Schedule: o.Schedule, Events: f.sink(i), Capture: capture, Quirks: o.Quirks, Buffers: f.buffers}
+		Schedule: o.Schedule, Events: f.sink(i), Capture: capture, Quirks: o.Quirks}
 	if o.KeyPool > 0 {
 		fo.KeyPairs = pool
 	}

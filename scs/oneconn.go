@@ -27,8 +27,6 @@ import (
 // after one cut short by its context (its answer may still be on the way).
 type oneConn struct {
 	open func(ctx context.Context) (net.Conn, error) // dials (and does TLS)
-	// bufs, if set, lends the reader and writer (see BufferPool).
-	bufs *sessionBuffers
 
 	turn chan struct{} // held from a call's start until its body is closed
 
@@ -40,8 +38,8 @@ type oneConn struct {
 	dead   bool
 }
 
-func newOneConn(open func(ctx context.Context) (net.Conn, error), bufs *sessionBuffers) *oneConn {
-	return &oneConn{open: open, bufs: bufs, turn: make(chan struct{}, 1)}
+func newOneConn(open func(ctx context.Context) (net.Conn, error)) *oneConn {
+	return &oneConn{open: open, turn: make(chan struct{}, 1)}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -111,33 +109,8 @@ func (o *oneConn) conn(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.bufs != nil {
-		o.bufs.br.Reset(c)
-		o.bufs.bw.Reset(c)
-		o.c, o.br, o.bw = c, o.bufs.br, o.bufs.bw
-		return c, nil
-	}
 	o.c, o.br, o.bw = c, bufio.NewReaderSize(c, 4<<10), bufio.NewWriterSize(c, 4<<10)
 	return c, nil
-}
-
-// reclaim, once the connection is killed, reports whether no call is
-// under way, so that the lent buffers may go back: a call that takes its
-// turn after finds the connection dead before it reads or writes.
-func (o *oneConn) reclaim() bool {
-	select {
-	case o.turn <- struct{}{}:
-	default:
-		return false
-	}
-	defer func() { <-o.turn }()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.dead {
-		return false
-	}
-	o.br, o.bw = nil, nil
-	return true
 }
 
 // kill closes the connection for good.

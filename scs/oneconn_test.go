@@ -90,7 +90,7 @@ func TestOneConnCarriesTheSessionAsTransportWould(t *testing.T) {
 			got <- raw
 		}
 	})
-	oc := newOneConn(dialTo(addr), nil)
+	oc := newOneConn(dialTo(addr))
 	defer oc.Close()
 	for i := range 3 {
 		out, err := post(context.Background(), oc, addr, "call "+strconv.Itoa(i))
@@ -130,7 +130,7 @@ func TestOneConnIsNotOpenedTwice(t *testing.T) {
 	})
 	defer close(hold)
 	for _, name := range []string{"closed", "connection: close"} {
-		oc := newOneConn(dialTo(addr), nil)
+		oc := newOneConn(dialTo(addr))
 		_, err := post(context.Background(), oc, addr, "x")
 		require.NoError(t, err, name)
 		_, err = post(context.Background(), oc, addr, "y")
@@ -138,7 +138,7 @@ func TestOneConnIsNotOpenedTwice(t *testing.T) {
 		oc.Close()
 	}
 
-	oc := newOneConn(dialTo(addr), nil)
+	oc := newOneConn(dialTo(addr))
 	defer oc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -149,7 +149,7 @@ func TestOneConnIsNotOpenedTwice(t *testing.T) {
 	assert.Equal(t, int32(3), conns.Load())
 
 	// One that never opened is not tried again either.
-	down := newOneConn(func(context.Context) (net.Conn, error) { return nil, errors.New("refused") }, nil)
+	down := newOneConn(func(context.Context) (net.Conn, error) { return nil, errors.New("refused") })
 	_, err = post(context.Background(), down, addr, "x")
 	assert.ErrorContains(t, err, "refused")
 	_, err = post(context.Background(), down, addr, "x")
@@ -164,7 +164,7 @@ func TestOneConnCallsTakeTurns(t *testing.T) {
 		for answer(t, br, c, "ok", "") != nil {
 		}
 	})
-	oc := newOneConn(dialTo(addr), nil)
+	oc := newOneConn(dialTo(addr))
 	defer oc.Close()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/wsman", strings.NewReader("first"))
 	resp, err := oc.RoundTrip(req)
@@ -193,42 +193,10 @@ func TestOneConnWaitsForTheDeviceToClose(t *testing.T) {
 		closed.Store(true)
 		c.Close()
 	})
-	oc := newOneConn(dialTo(addr), nil)
+	oc := newOneConn(dialTo(addr))
 	defer oc.Close()
 	got, err := post(context.Background(), oc, addr, "commit")
 	require.NoError(t, err)
 	assert.Equal(t, "done", got)
 	assert.True(t, closed.Load(), "the call returned before the device closed")
-}
-
-// A session's lent buffers go back only when its connection is dead and no
-// call is under way: a call waiting for its answer still reads through
-// them when the session is closed from elsewhere.
-func TestOneConnReclaimsBuffersOnlyWhenIdle(t *testing.T) {
-	hold := make(chan struct{})
-	defer close(hold)
-	addr, _ := rawServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		answer(t, br, c, "a", "")
-		_, _ = http.ReadRequest(br)
-		<-hold // the second answer never comes
-	})
-	oc := newOneConn(dialTo(addr), NewBufferPool().get())
-	out, err := post(context.Background(), oc, addr, "one")
-	require.NoError(t, err)
-	assert.Equal(t, "a", out)
-	assert.False(t, oc.reclaim(), "the connection is alive")
-
-	done := make(chan error, 1)
-	go func() {
-		_, err := post(context.Background(), oc, addr, "two")
-		done <- err
-	}()
-	require.Eventually(t, func() bool { return len(oc.turn) == 1 }, 5*time.Second, time.Millisecond, "the second call holds its turn")
-	oc.kill()
-	assert.False(t, oc.reclaim(), "a call is under way")
-	require.ErrorIs(t, <-done, ErrConnectionLost)
-	assert.True(t, oc.reclaim(), "the call has returned")
-	_, err = post(context.Background(), oc, addr, "three")
-	assert.ErrorIs(t, err, ErrConnectionLost, "a later call finds the connection dead, not the buffers gone")
 }

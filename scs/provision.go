@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/amtsim/amtsim/digest"
@@ -53,9 +52,6 @@ type Target struct {
 	// IgnoreReturnValues takes a refused call as done: a deliberate flaw
 	// (Flaws.TrustAnswers), never the default.
 	IgnoreReturnValues bool
-	// Buffers lends a setup session its connection's buffers (nil: the
-	// session makes its own); Close gives them back.
-	Buffers *BufferPool
 }
 
 // User is a user ACL entry to add.
@@ -190,10 +186,6 @@ func (t *Target) dialer() func(ctx context.Context, network, addr string) (net.C
 // carries the whole session, as the device stages changes per connection.
 func OpenSetup(t Target) *Session {
 	dial := t.dialer()
-	var bufs *sessionBuffers
-	if t.Buffers != nil {
-		bufs = t.Buffers.get()
-	}
 	addr := net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS))
 	url := "https://" + addr + "/wsman"
 	var open func(ctx context.Context) (net.Conn, error)
@@ -230,16 +222,9 @@ func OpenSetup(t Target) *Session {
 			if err != nil {
 				return nil, err
 			}
-			cfg := &tlspsk.Config{MinVersion: tlspsk.VersionTLS10, MaxVersion: tlspsk.VersionTLS12,
+			c := tlspsk.Client(raw, &tlspsk.Config{MinVersion: tlspsk.VersionTLS10, MaxVersion: tlspsk.VersionTLS12,
 				CipherSuites: []uint16{tlspsk.TLS_PSK_WITH_AES_128_CBC_SHA, tlspsk.TLS_PSK_WITH_AES_256_CBC_SHA},
-				Identity:     pid, Key: key, NoSecureRenegotiation: true}
-			var c *tlspsk.Conn
-			if bufs != nil {
-				bufs.tls.Reset(raw)
-				c = tlspsk.ClientReader(raw, bufs.tls, cfg)
-			} else {
-				c = tlspsk.Client(raw, cfg)
-			}
+				Identity:     pid, Key: key, NoSecureRenegotiation: true})
 			if err := c.Handshake(ctx); err != nil {
 				raw.Close()
 				return nil, fmt.Errorf("TLS-PSK as %s: %w", pid, err)
@@ -247,27 +232,10 @@ func OpenSetup(t Target) *Session {
 			return c, nil
 		}
 	}
-	oc := newOneConn(open, bufs)
+	oc := newOneConn(open)
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	// oneConn writes a request whole before it reads the answer: the
-	// client may build the next one in the same array.
-	ws := &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout, ReuseRequests: true}
-	end := oc.Close
-	if bufs != nil {
-		ws.Scratch = &bufs.ws
-		var once sync.Once
-		end = func() {
-			oc.Close()
-			// Back to the pool only when nothing uses the set: no call
-			// holds the connection's turn nor the client's scratch.
-			once.Do(func() {
-				if oc.reclaim() && ws.DetachScratch() != nil {
-					t.Buffers.put(bufs)
-				}
-			})
-		}
-	}
-	return &Session{close: end, Digest: dc, WSMAN: ws, pki: t.PKI != nil && !t.NoTLS, ignoreRV: t.IgnoreReturnValues}
+	return &Session{close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout},
+		pki: t.PKI != nil && !t.NoTLS, ignoreRV: t.IgnoreReturnValues}
 }
 
 // ErrConnectionLost: the setup session's connection closed mid-way. Its

@@ -159,8 +159,6 @@ type Server struct {
 	Stats ServerStats
 	rx    *hello.Receiver
 	m     *metrics
-	// buffers lends the sessions their connections' buffers.
-	buffers *BufferPool
 	// rootSHA1 and rootSHA256 are the provisioning root's hashes, which a
 	// PKI Hello must carry one of; nil without PKI.
 	rootSHA1, rootSHA256 []byte
@@ -259,8 +257,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Profile.AdminUser == "" {
 		o.Profile.AdminUser = "admin"
 	}
-	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, unsettled: map[string]time.Time{}, gaveUp: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue),
-		buffers: NewBufferPool()}
+	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, unsettled: map[string]time.Time{}, gaveUp: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
 	if o.PKI != nil && len(o.PKI.Certificate) > 0 {
 		root := o.PKI.Certificate[len(o.PKI.Certificate)-1]
 		s1, s256 := sha1.Sum(root), sha256.Sum256(root)
@@ -697,7 +694,7 @@ func (s *Server) provision(j job) error {
 		password = s.o.Password
 	}
 	target := Target{Addr: addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout,
-		IgnoreReturnValues: s.o.Flaws.TrustAnswers, Buffers: s.buffers}
+		IgnoreReturnValues: s.o.Flaws.TrustAnswers}
 	if j.pki {
 		// Remote configuration: the certificate proves the SCS, and a
 		// device whose MEBx password is still the factory's takes the

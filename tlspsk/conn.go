@@ -138,13 +138,7 @@ func ServerReader(conn net.Conn, r *bufio.Reader, cfg *Config) *Conn {
 
 // Client wraps conn as the client side.
 func Client(conn net.Conn, cfg *Config) *Conn {
-	return ClientReader(conn, bufio.NewReader(conn), cfg)
-}
-
-// ClientReader is Client reading conn through r, a reader over conn the
-// caller lends (a pooled one, reset onto conn).
-func ClientReader(conn net.Conn, r *bufio.Reader, cfg *Config) *Conn {
-	return &Conn{conn: conn, cfg: cfg, isClient: true, br: r}
+	return &Conn{conn: conn, cfg: cfg, isClient: true, br: bufio.NewReader(conn)}
 }
 
 // Handshake runs the handshake once; later calls return its result. ctx

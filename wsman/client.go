@@ -26,42 +26,18 @@ type Client struct {
 	// a goroutine, a timer and two channels per call on top of a context.
 	Timeout time.Duration
 
-	// Scratch, if set, is what calls read answers with in place of the
-	// client's own: an owner that pools them lends one, and takes it back
-	// with DetachScratch.
-	Scratch *Scratch
-	// ReuseRequests builds each request in the scratch's array, the last
-	// one's, rather than in one of its own. Only for a transport that is
-	// done with a request's body when its RoundTrip returns, as a
-	// synchronous one is; net/http's Transport may still be writing it.
-	ReuseRequests bool
-
 	ids atomic.Uint64
 
 	// lending lends scratch to one call at a time (see lend).
 	lending sync.Mutex
-	scratch Scratch
+	scratch answerScratch
 }
 
-// Scratch is what a call reads its answer with: the Parser and the array
-// the answer's bytes go into before it parses them. Its zero value is ready.
-type Scratch struct {
+// answerScratch is what a call reads its answer with: the Parser and the
+// array the answer's bytes go into before it parses them.
+type answerScratch struct {
 	ps   Parser
 	body []byte
-	req  bytes.Buffer // see Client.ReuseRequests
-}
-
-// DetachScratch takes back the Scratch the client was lent, unless a call
-// is using it (then it returns nil, and the Scratch stays with the call
-// until garbage). Calls after it use the client's own.
-func (c *Client) DetachScratch() *Scratch {
-	if !c.lending.TryLock() {
-		return nil
-	}
-	defer c.lending.Unlock()
-	s := c.Scratch
-	c.Scratch = nil
-	return s
 }
 
 // keptAnswer is the largest answer array a client keeps for its next call;
@@ -75,20 +51,17 @@ const keptAnswer = 32 << 10
 // calls, one after another, reuse one set of node arrays and one answer
 // array. A call that finds it lent uses a fresh one. release ends the
 // loan. Do, whose caller keeps the envelope, uses a fresh one always.
-func (c *Client) lend() (sc *Scratch, release func()) {
+func (c *Client) lend() (sc *answerScratch, release func()) {
 	if c.lending.TryLock() {
-		if c.Scratch != nil {
-			return c.Scratch, c.lending.Unlock
-		}
 		return &c.scratch, c.lending.Unlock
 	}
-	return new(Scratch), func() {}
+	return new(answerScratch), func() {}
 }
 
 // Do sends one request and returns the answer's envelope. A SOAP fault is
 // returned as *Fault.
 func (c *Client) Do(ctx context.Context, action, uri string, sel map[string]string, body string) (*Envelope, error) {
-	return c.do(ctx, new(Scratch), action, uri, sel, textBody(body))
+	return c.do(ctx, new(answerScratch), action, uri, sel, textBody(body))
 }
 
 // requestBody writes a request's body into its envelope; size is about how
@@ -110,25 +83,15 @@ func instanceBody(in *Instance) requestBody {
 }
 
 // do is Do reading and parsing the answer with sc.
-func (c *Client) do(ctx context.Context, sc *Scratch, action, uri string, sel map[string]string, body requestBody) (*Envelope, error) {
+func (c *Client) do(ctx context.Context, sc *answerScratch, action, uri string, sel map[string]string, body requestBody) (*Envelope, error) {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
 	id := c.ids.Add(1)
-	h := Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
-		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}
-	var msg []byte
-	if c.ReuseRequests {
-		if sc.req.Cap() > keptAnswer {
-			sc.req = bytes.Buffer{}
-		}
-		sc.req.Reset()
-		msg = marshalRequestTo(&sc.req, h, body)
-	} else {
-		msg = marshalRequest(h, body)
-	}
+	msg := marshalRequest(Header{To: c.URL, ResourceURI: uri, Action: action, ReplyTo: Anonymous,
+		MessageID: fmt.Sprintf("uuid:%08x-0000-4000-8000-%012x", id, id), Selectors: sel}, body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
 	if err != nil {
 		return nil, err

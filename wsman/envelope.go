@@ -116,13 +116,9 @@ func Marshal(h Header, body string) []byte { return marshalRequest(h, textBody(b
 // marshalRequest is Marshal with the body written by body, in a buffer
 // sized once for header and body.
 func marshalRequest(h Header, body requestBody) []byte {
-	return marshalRequestTo(new(bytes.Buffer), h, body)
-}
-
-// marshalRequestTo is marshalRequest appending to b.
-func marshalRequestTo(b *bytes.Buffer, h Header, body requestBody) []byte {
+	var b bytes.Buffer
 	b.Grow(h.size("") + body.size)
-	marshalTo(b, h, "", body.write)
+	marshalTo(&b, h, "", body.write)
 	return b.Bytes()
 }
 

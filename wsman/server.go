@@ -36,11 +36,6 @@ type Server struct {
 	enums map[string][]*Instance
 	order []string
 
-	// Parser, if set, is what requests are parsed into in place of the
-	// server's own: an owner that pools parsers lends one for the
-	// server's life.
-	Parser *Parser
-
 	// parsing is held while a request is read and answered from the
 	// parser's tree: a connection's requests come one at a time and reuse
 	// it; a request that finds it busy parses into memory of its own.
@@ -65,10 +60,7 @@ func (s *Server) ServeTo(w *bytes.Buffer, body []byte) bool {
 	ps := new(Parser)
 	if s.parsing.TryLock() {
 		defer s.parsing.Unlock()
-		ps = s.Parser
-		if ps == nil {
-			ps = &s.parser
-		}
+		ps = &s.parser
 	}
 	// The handler gets values (strings, selector maps, instances) read
 	// out of the tree, never its nodes, so the tree is done with when

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -417,81 +416,4 @@ func TestClientAnswersOutliveTheNextCall(t *testing.T) {
 		assert.Equal(t, want[i], []string{in.Element, v}, "answer %d, after %d more calls", i, len(kept)-1-i)
 	}
 	assert.Equal(t, []string{"Add_OUTPUT", "1005"}, want[len(want)-1])
-}
-
-// A lent Scratch serves the client's calls until DetachScratch takes it
-// back; then it may serve another client while the first goes on with its
-// own, the two calling at once (the race detector watches the arrays).
-func TestClientScratchDetached(t *testing.T) {
-	s := &Server{Handler: newMem()}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		out, _ := s.Serve(b)
-		w.Header().Set("Content-Type", ContentType)
-		_, _ = w.Write(out)
-	}))
-	t.Cleanup(srv.Close)
-	lent := new(Scratch)
-	a := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman", Scratch: lent}
-	ctx := context.Background()
-	first, err := a.Invoke(ctx, generalSettings, "Add", nil, (&Instance{}).Set("A", "1").Set("B", "2"))
-	require.NoError(t, err)
-	require.Same(t, lent, a.DetachScratch())
-	assert.Nil(t, a.DetachScratch(), "given back once")
-
-	b := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman", Scratch: lent}
-	var wg sync.WaitGroup
-	sums := make([][]string, 2)
-	for i, c := range []*Client{a, b} {
-		wg.Go(func() {
-			for k := range 20 {
-				out, err := c.Invoke(ctx, generalSettings, "Add", nil, (&Instance{}).Set("A", fmt.Sprint(100*i+k)).Set("B", "0"))
-				if !assert.NoError(t, err) {
-					return
-				}
-				v, _ := out.Get("Sum")
-				sums[i] = append(sums[i], v)
-			}
-		})
-	}
-	wg.Wait()
-	for i := range sums {
-		require.Len(t, sums[i], 20)
-		for k, v := range sums[i] {
-			assert.Equal(t, fmt.Sprint(100*i+k), v)
-		}
-	}
-	v, _ := first.Get("Sum")
-	assert.Equal(t, "3", v, "an answer outlives its scratch's next user")
-}
-
-// With ReuseRequests each request is built in the array the last one was:
-// over a transport that is done with a body when RoundTrip returns, every
-// request the device reads is whole and its own, short ones after long.
-func TestClientReusesRequestArray(t *testing.T) {
-	s := &Server{Handler: newMem()}
-	var bodies []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		bodies = append(bodies, string(b))
-		out, _ := s.Serve(b)
-		w.Header().Set("Content-Type", ContentType)
-		_, _ = w.Write(out)
-	}))
-	t.Cleanup(srv.Close)
-	c := &Client{HTTP: srv.Client(), URL: srv.URL + "/wsman", ReuseRequests: true}
-	ctx := context.Background()
-	for i, a := range []string{strings.Repeat("0", 3000) + "7", "1", strings.Repeat("0", 50) + "8", "2"} {
-		out, err := c.Invoke(ctx, generalSettings, "Add", nil, (&Instance{}).Set("A", a).Set("B", "0"))
-		require.NoError(t, err, "call %d", i)
-		v, _ := out.Get("Sum")
-		assert.Equal(t, strings.TrimLeft(a, "0"), v, "call %d", i)
-		_, err = c.Get(ctx, generalSettings, nil)
-		require.NoError(t, err)
-	}
-	require.Len(t, bodies, 8)
-	for i, b := range bodies {
-		assert.Equal(t, 1, strings.Count(b, "<a:Envelope"), "request %d is one envelope", i)
-		assert.True(t, strings.HasSuffix(b, "</a:Envelope>"), "request %d ends with its envelope", i)
-	}
 }
