@@ -234,6 +234,13 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 	b.ReportMetric(float64(peaks.Allocated)/float64(n), "alloc-B/prov")
 	b.ReportMetric(float64(peaks.Cycles), "gc-cycles")
 	b.ReportMetric(float64(peaks.GCCPU.Nanoseconds())/1e3/float64(n), "gc-cpu-µs/prov")
+	// How long goroutines waited for a processor: a device's DNS query
+	// times out after 2 s and an SCS call after 20 s, so waits of that
+	// order, not lost frames, are what a saturated run fails on first.
+	b.ReportMetric(float64(peaks.SchedP99.Microseconds())/1e3, "sched-latency-p99-ms")
+	b.ReportMetric(float64(peaks.SchedMax.Microseconds())/1e3, "sched-latency-max-ms")
+	b.ReportMetric(float64(peaks.Runnable), "peak-runnable-goroutines")
+	b.ReportMetric(float64(peaks.GCPauseMax.Microseconds())/1e3, "gc-pause-max-ms")
 	if heapPath != "" {
 		if err := writeHeapProfile(heapPath); err != nil {
 			b.Error(err)

@@ -3,10 +3,12 @@ package measure
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +110,51 @@ func TestWatchPeaks(t *testing.T) {
 	assert.GreaterOrEqual(t, p.Cycles, uint64(2))
 	assert.Positive(t, p.GCCPU)
 	assert.Less(t, HeapAfterGC(), uint64(held/2), "the heap after is small: the peak is the watch's")
+}
+
+// Goroutines that outnumber the processors wait to run: spinning ones on
+// one processor wait out each other's time slices (the scheduler preempts
+// at 10 ms), so the watch sees a long scheduling latency and runnable
+// goroutines at its samples, and the latency is the watch's own: one that
+// ended before it began is not counted.
+func TestWatchPeaksSchedulingLatency(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	spin := func(n int, d time.Duration) {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				for end := time.Now().Add(d); time.Now().Before(end); {
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// Before the watch, twenty spinners wait about 200 ms each time: not
+	// the watch's to count.
+	spin(20, 400*time.Millisecond)
+	w := WatchPeaks(time.Millisecond, false)
+	quiet := w.Stop()
+	assert.Less(t, quiet.SchedMax, 50*time.Millisecond, "a watch over nothing saw %v", quiet.SchedMax)
+
+	w = WatchPeaks(time.Millisecond, false)
+	spin(4, 300*time.Millisecond)
+	p := w.Stop()
+	assert.GreaterOrEqual(t, p.SchedMax, 10*time.Millisecond, "spinners wait out each other's slices")
+	assert.GreaterOrEqual(t, p.SchedMax, p.SchedP99)
+	assert.Positive(t, p.SchedP99)
+	assert.GreaterOrEqual(t, p.Runnable, uint64(2), "spinners waiting at a sample")
+}
+
+// A quantile is the upper bound of the bucket it falls in; the open last
+// bucket gives its lower bound.
+func TestHistQuantile(t *testing.T) {
+	b := []float64{0, 0.001, 0.01, 0.1, 1, math.Inf(1)}
+	h := hist{counts: []uint64{0, 98, 1, 1, 0}, buckets: b}
+	assert.Equal(t, 10*time.Millisecond, h.quantile(0.5))
+	assert.Equal(t, 10*time.Millisecond, h.quantile(0.98))
+	assert.Equal(t, 100*time.Millisecond, h.quantile(0.99))
+	assert.Equal(t, time.Second, h.quantile(1))
+	open := hist{counts: []uint64{1, 0, 0, 0, 1}, buckets: b}
+	assert.Equal(t, time.Second, open.quantile(1), "the open bucket's lower bound")
+	assert.Zero(t, hist{}.quantile(0.99))
 }

@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"math"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -23,6 +24,14 @@ type Peaks struct {
 	// Profile is the heap profile taken when Live was last a tenth above
 	// the one before, when asked for: what the peak live heap holds.
 	Profile []byte
+	// How long goroutines waited to run, from WatchPeaks to Stop: the
+	// scheduler's latency at the 99th percentile and at its largest (the
+	// upper bound of the histogram's highest bucket hit), the most
+	// goroutines runnable at one sample, and the longest stop-the-world
+	// pause for the collector. A wait for a network answer that times out
+	// under load shows here as a long scheduling latency first.
+	SchedP99, SchedMax, GCPauseMax time.Duration
+	Runnable                       uint64
 }
 
 // PeakWatch samples the memory classes at a fixed period until stopped.
@@ -45,10 +54,21 @@ var peakMetrics = []string{
 	"/gc/heap/allocs:bytes",
 	"/gc/cycles/total:gc-cycles",
 	"/cpu/classes/gc/total:cpu-seconds",
+	// Histograms since the process began, read at the start and the end.
+	"/sched/latencies:seconds",
+	"/sched/pauses/total/gc:seconds",
+	// Sampled for its peak, like the memory classes.
+	"/sched/goroutines/runnable:goroutines",
 }
 
-// totalsFrom is where the totals begin in peakMetrics.
-const totalsFrom = 5
+// Where the totals, the histograms and the runnable count are in
+// peakMetrics.
+const (
+	totalsFrom   = 5
+	schedLatency = 8
+	gcPauses     = 9
+	runnable     = 10
+)
 
 // WatchPeaks samples every period (a read of runtime/metrics, a few µs)
 // until Stop. With profile set it also keeps a heap profile of the largest
@@ -60,8 +80,10 @@ func WatchPeaks(period time.Duration, profile bool) *PeakWatch {
 	for i, name := range peakMetrics {
 		w.samples[i].Name = name
 	}
-	metrics.Read(w.samples)
+	// A read of its own: Read refills a histogram in place, so a clone of
+	// w.samples would change with it.
 	w.first = slices.Clone(w.samples)
+	metrics.Read(w.first)
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(period)
@@ -74,6 +96,9 @@ func WatchPeaks(period time.Duration, profile bool) *PeakWatch {
 				w.p.Allocated = uintOf(w.samples[totalsFrom]) - uintOf(w.first[totalsFrom])
 				w.p.Cycles = uintOf(w.samples[totalsFrom+1]) - uintOf(w.first[totalsFrom+1])
 				w.p.GCCPU = time.Duration((floatOf(w.samples[totalsFrom+2]) - floatOf(w.first[totalsFrom+2])) * float64(time.Second))
+				lat := histDelta(w.first[schedLatency], w.samples[schedLatency])
+				w.p.SchedP99, w.p.SchedMax = lat.quantile(0.99), lat.quantile(1)
+				w.p.GCPauseMax = histDelta(w.first[gcPauses], w.samples[gcPauses]).quantile(1)
 				return
 			case <-t.C:
 			}
@@ -96,12 +121,63 @@ func floatOf(s metrics.Sample) float64 {
 	return s.Value.Float64()
 }
 
+// hist is a runtime/metrics histogram's counts over an interval.
+type hist struct {
+	counts  []uint64
+	buckets []float64 // len(counts)+1 boundaries, in seconds
+}
+
+// histDelta is what a cumulative histogram counted between two reads of
+// it (an empty hist if either is not a histogram). The two must not share
+// a histogram: metrics.Read refills one in place.
+func histDelta(from, to metrics.Sample) hist {
+	if from.Value.Kind() != metrics.KindFloat64Histogram || to.Value.Kind() != metrics.KindFloat64Histogram {
+		return hist{}
+	}
+	a, b := from.Value.Float64Histogram(), to.Value.Float64Histogram()
+	if len(a.Counts) != len(b.Counts) {
+		return hist{}
+	}
+	h := hist{counts: make([]uint64, len(b.Counts)), buckets: b.Buckets}
+	for i := range b.Counts {
+		h.counts[i] = b.Counts[i] - a.Counts[i]
+	}
+	return h
+}
+
+// quantile is the upper bound of the bucket that holds the q-th quantile
+// (0 < q <= 1) of what h counted: a bound on the value, never below it.
+// A bucket open to infinity gives its lower bound.
+func (h hist) quantile(q float64) time.Duration {
+	var total uint64
+	for _, c := range h.counts {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank && c > 0 {
+			hi := h.buckets[i+1]
+			if math.IsInf(hi, 1) {
+				hi = h.buckets[i]
+			}
+			return time.Duration(hi * float64(time.Second))
+		}
+	}
+	return 0
+}
+
 func (w *PeakWatch) sample() {
 	metrics.Read(w.samples)
 	v := func(i int) uint64 { return uintOf(w.samples[i]) }
 	live := v(0)
 	w.p.Live, w.p.Objects, w.p.Stacks = max(w.p.Live, live), max(w.p.Objects, v(1)), max(w.p.Stacks, v(2))
 	w.p.Mapped = max(w.p.Mapped, v(3)-min(v(3), v(4)))
+	w.p.Runnable = max(w.p.Runnable, v(runnable))
 	if w.profile && live > w.profiled+w.profiled/10 {
 		var b bytes.Buffer
 		if err := pprof.Lookup("heap").WriteTo(&b, 0); err == nil {
