@@ -35,6 +35,7 @@ import (
 	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/workers"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/negotiate"
 	"github.com/amtsim/amtsim/nic"
@@ -84,6 +85,9 @@ type Options struct {
 	NoBareName bool
 	// ConnectTimeout bounds the TCP connect of a Hello; default 5 s.
 	ConnectTimeout time.Duration
+	// HelloGate, shared by a fleet, has its devices' due Hellos take turns
+	// (workers.Gate says why); nil sends each Hello when it is due.
+	HelloGate *workers.Gate
 	// KeyPairs hands out the key pairs GenerateKeyPair makes; nil makes a
 	// fresh RSA-2048 key each time (tens of milliseconds). A fleet may pass
 	// a pool of keys made once per run: a fidelity trade, since devices
@@ -181,7 +185,8 @@ type Device struct {
 	helloHeld   bool // a slot came due during a session; sent when it ends
 	sessions    int  // admin sessions in setup, which hold the Hello loop
 	helloTimer  clock.Timer
-	helloK      int // number of the next Hello
+	helloLoop   uint64 // counts startHello calls: a slot belongs to one loop
+	helloK      int    // number of the next Hello
 	helloStart  time.Time
 	helloOffset time.Duration // offset of the next Hello from helloStart
 	lastSCS     netip.AddrPort

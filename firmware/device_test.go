@@ -14,6 +14,7 @@ import (
 	"github.com/amtsim/amtsim/clock"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/workers"
 	"github.com/amtsim/amtsim/lan"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
@@ -375,4 +376,41 @@ func TestPowerOffEndsDNSWait(t *testing.T) {
 		t.Fatal("PowerOff waited for the DNS query's minute")
 	}
 	assert.NotEmpty(t, d.ev.named("power.off"))
+}
+
+// With a fleet's Hello gate full, a due Hello waits its turn: no lookup,
+// no Hello, until a place frees. A slot still waiting when its power cycle
+// ends sends nothing when its turn comes: after the next power-on one
+// Hello loop runs, not two.
+func TestHelloWaitsItsTurn(t *testing.T) {
+	n, stacks := startLAN(t, lan.NetworkOptions{})
+	srv := startHelloServer(t, n, nil, nil, netip.PrefixFrom(n.SCS(), n.Subnet().Bits()), mebx.DefaultSCSPort)
+	id, _ := identity.Of(5, 0, 17)
+	gate := workers.NewGate(1)
+	hold := make(chan struct{})
+	go gate.Do(func() { <-hold }) // the one place, held
+	require.Eventually(t, func() bool { return gate.Running() == 1 }, 10*time.Second, time.Millisecond)
+	sched := hello.Schedule{Round: []hello.Step{{Count: 3, Interval: 12 * time.Second}}, Then: time.Hour, Window: time.Hour}
+	d := bootDevice(t, Options{Uplink: n.Segment, Stacks: stacks, Schedule: sched, Clock: clock.Scaled(500), HelloGate: gate}, id, setupSettings(t, id))
+	require.Eventually(t, func() bool { return gate.Waiting() == 1 }, 10*time.Second, time.Millisecond, "the first Hello waits")
+	assert.Zero(t, d.Stats.DNSQueries.Load(), "no lookup before its turn")
+	assert.Zero(t, d.Stats.HellosSent.Load())
+
+	d.PowerOff() // does not wait for the queued slot
+	require.NoError(t, d.PowerOn(t.Context()))
+	require.Eventually(t, func() bool { return gate.Waiting() == 2 }, 10*time.Second, time.Millisecond, "the new cycle's first Hello waits behind the old one's")
+	close(hold)
+	var retries []uint32
+	for range 3 {
+		retries = append(retries, srv.next(t, 10*time.Second).Retry)
+	}
+	assert.Equal(t, []uint32{0, 1, 2}, retries, "one loop, in order")
+	// A second loop would send the next Hello as soon as the first, long
+	// before it is due.
+	sent := d.ev.wait(t, "hello.sent", 3, 10*time.Second)
+	for _, e := range sent {
+		due, _ := e.Attr("due")
+		assert.False(t, e.Time.Before(due.Time()), "a Hello sent at %v, due %v", e.Time, due.Time())
+	}
+	assert.Zero(t, gate.Waiting())
 }

@@ -22,6 +22,7 @@ func (d *Device) startHello() {
 		return
 	}
 	d.helloOn = true
+	d.helloLoop++
 	d.helloK, d.helloOffset = 0, 0
 	d.helloStart = d.clock.Now()
 	d.helloTimer = d.clock.AfterFunc(0, d.helloSlot)
@@ -54,15 +55,23 @@ func (d *Device) holdHello(hold bool) {
 	}
 }
 
-// helloSlot is one due Hello: find the SCS, send, arm the next. It runs
-// under the device's profile label (see accept).
+// helloSlot is one due Hello: find the SCS, send, arm the next. A fleet's
+// due Hellos take turns (Options.HelloGate): this one runs now or when its
+// turn comes, and then only if its loop still runs (a power cycle, or a
+// stop and a new start, may have come between).
 func (d *Device) helloSlot() {
-	pprof.Do(context.Background(), deviceLabel, func(context.Context) { d.helloSlotLabeled() })
+	d.mu.Lock()
+	loop := d.helloLoop
+	d.mu.Unlock()
+	d.o.HelloGate.Do(func() {
+		// Under the device's profile label (see accept).
+		pprof.Do(context.Background(), deviceLabel, func(context.Context) { d.helloSlotLabeled(loop) })
+	})
 }
 
-func (d *Device) helloSlotLabeled() {
+func (d *Device) helloSlotLabeled(loop uint64) {
 	d.mu.Lock()
-	if !d.on || !d.helloOn {
+	if !d.on || !d.helloOn || d.helloLoop != loop {
 		d.mu.Unlock()
 		return
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/amtsim/amtsim/firmware"
 	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/identity"
+	"github.com/amtsim/amtsim/internal/workers"
 	"github.com/amtsim/amtsim/mebx"
 	"github.com/amtsim/amtsim/nic"
 )
@@ -49,6 +50,10 @@ type Options struct {
 	Clock clock.Clock
 	// Schedule is the Hello schedule (zero: the firmware default).
 	Schedule hello.Schedule
+	// HelloTurns is how many devices' Hellos (each a DNS lookup and a
+	// connection) run at once; more that are due wait their turn, first
+	// come first served (default DefaultHelloTurns; -1: no limit).
+	HelloTurns int
 	// Events also receives every device event (nil: none).
 	Events firmware.Sink
 
@@ -125,13 +130,21 @@ const (
 var States = []string{StateOff, StateBooting, StateAddressed, StateHelloing, StateInSession, StateProvisioned}
 
 // Fleet is many devices.
+// DefaultHelloTurns is how many Hellos a fleet runs at once unless told
+// otherwise. A Hello on the embedded LAN takes about a millisecond from
+// lookup to close, so 256 at once is far more than two cores send; it
+// caps what a burst of due Hellos puts on the scheduler at once (see
+// workers.Gate), and leaves room for an SCS some milliseconds away.
+const DefaultHelloTurns = 256
+
 type Fleet struct {
-	o      Options
-	devs   []*firmware.Device
-	ids    []identity.Identity
-	track  []tracker
-	counts sync.Map // state → *atomic.Int64
-	done   atomic.Int64
+	o         Options
+	helloGate *workers.Gate // nil: no limit
+	devs      []*firmware.Device
+	ids       []identity.Identity
+	track     []tracker
+	counts    sync.Map // state → *atomic.Int64
+	done      atomic.Int64
 	// start is when Start began (nil before): Progress reads it from the
 	// metrics handler while Start runs.
 	start   atomic.Pointer[time.Time]
@@ -179,6 +192,9 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 	if o.KeyPool == 0 {
 		o.KeyPool = 2
 	}
+	if o.HelloTurns == 0 {
+		o.HelloTurns = DefaultHelloTurns
+	}
 	if o.Clock == nil {
 		o.Clock = clock.Fleet(1)
 	}
@@ -195,6 +211,9 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 		}
 	}
 	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{})}
+	if o.HelloTurns > 0 {
+		f.helloGate = workers.NewGate(o.HelloTurns)
+	}
 	for _, s := range States {
 		f.counts.Store(s, new(atomic.Int64))
 	}
@@ -266,7 +285,7 @@ func (f *Fleet) add(ctx context.Context, i int, pool func() (*firmware.Generated
 		}
 	}
 	fo := firmware.Options{Identity: id, Store: st, Uplink: o.Uplink, Stacks: o.Stacks, Clock: o.Clock, Profile: o.Profile,
-		Schedule: o.Schedule, Events: f.sink(i), Capture: capture, Quirks: o.Quirks}
+		Schedule: o.Schedule, Events: f.sink(i), Capture: capture, Quirks: o.Quirks, HelloGate: f.helloGate}
 	if o.KeyPool > 0 {
 		fo.KeyPairs = pool
 	}

@@ -79,6 +79,27 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 	assert.Zero(t, ss.Unknown)
 }
 
+// Hellos one at a time (HelloTurns 1): the fleet is provisioned all the
+// same, every Hello took one lookup, and none is left waiting.
+func TestFleetHellosTakeTurns(t *testing.T) {
+	const n = 40
+	e := startEmbeddedWith(t, EmbeddedOptions{Fleet: Options{Devices: n, Seed: 13, Password: testPassword, HelloTurns: 1}})
+	require.NotNil(t, e.Fleet.helloGate)
+	require.NoError(t, e.Fleet.Start(t.Context()))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := e.Wait(ctx); err != nil {
+		t.Fatalf("not all provisioned: %+v", e.Fleet.Summary())
+	}
+	c := e.Fleet.Summary().Counts
+	assert.GreaterOrEqual(t, c.HellosSent, uint64(n))
+	assert.Equal(t, c.HellosSent, c.DNSQueries, "one lookup per Hello")
+	assert.Zero(t, e.Fleet.helloGate.Waiting())
+
+	none := startEmbeddedWith(t, EmbeddedOptions{Fleet: Options{Devices: 1, Seed: 14, Password: testPassword, HelloTurns: -1}})
+	assert.Nil(t, none.Fleet.helloGate, "-1: no limit")
+}
+
 // The SCS stops halfway through a fleet and starts again: every device
 // ends provisioned, none twice, and the summary counts the sessions the
 // stop cut.

@@ -17,6 +17,7 @@ type collector struct {
 	hellosSent, hellosFailed     *prometheus.Desc
 	failures                     *prometheus.Desc
 	provisionedTotal, deviceSize *prometheus.Desc
+	hellosWaiting                *prometheus.Desc
 }
 
 // latencyBuckets are the histogram's bounds in seconds: 50 ms to about
@@ -34,6 +35,7 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 		provisionedTotal: d("provisioned_total", "Devices that reached provisioned."),
 		hellosSent:       d("hellos_sent_total", "Hellos the devices sent."),
 		hellosFailed:     d("hellos_failed_total", "Hellos that could not be sent (no connection to the SCS)."),
+		hellosWaiting:    d("hellos_waiting", "Due Hellos waiting their turn (the fleet's limit on Hellos at once)."),
 		failures:         d("failures_total", "What went wrong on the devices' side, by kind: dhcp, dns, tls, auth (of which negotiate: Kerberos tickets), request.", "kind"),
 	}
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
@@ -52,7 +54,7 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.devices, c.deviceSize, c.provisionedTotal, c.hellosSent, c.hellosFailed, c.failures} {
+	for _, d := range []*prometheus.Desc{c.devices, c.deviceSize, c.provisionedTotal, c.hellosSent, c.hellosFailed, c.hellosWaiting, c.failures} {
 		ch <- d
 	}
 }
@@ -67,6 +69,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n := c.f.tally()
 	ch <- prometheus.MustNewConstMetric(c.hellosSent, prometheus.CounterValue, float64(n.HellosSent))
 	ch <- prometheus.MustNewConstMetric(c.hellosFailed, prometheus.CounterValue, float64(n.HellosFailed))
+	ch <- prometheus.MustNewConstMetric(c.hellosWaiting, prometheus.GaugeValue, float64(c.f.helloGate.Waiting()))
 	for _, k := range []struct {
 		kind string
 		v    uint64

@@ -211,6 +211,7 @@ func TestFleetMetricsMatchSummary(t *testing.T) {
 	assert.Equal(t, float64(sum.HellosSent), value("amtsim_fleet_hellos_sent_total", nil))
 	assert.Positive(t, sum.HellosSent)
 	assert.Equal(t, float64(sum.HellosFailed), value("amtsim_fleet_hellos_failed_total", nil))
+	assert.Zero(t, value("amtsim_fleet_hellos_waiting", nil), "no Hello waits in a provisioned fleet")
 	assert.Equal(t, float64(sum.TLSFailures), value("amtsim_fleet_failures_total", map[string]string{"kind": "tls"}))
 	assert.Equal(t, float64(sum.DHCPFailures), value("amtsim_fleet_failures_total", map[string]string{"kind": "dhcp"}))
 	assert.Equal(t, float64(sum.BootToProvisioned.Count), value("amtsim_fleet_boot_to_provisioned_seconds", nil))

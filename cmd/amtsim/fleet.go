@@ -42,6 +42,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	shard := fs.Int("shard", 0, "identity shard (default: $JOB_COMPLETION_INDEX when set, as in a Kubernetes Indexed Job; else 0)")
 	shards := fs.Int("shards", 0, "how many shards the whole fleet has, for reports that merge (0: not said)")
 	rate := fs.Float64("rate", 0, "devices powered on per second (0: as fast as they boot, in batches)")
+	helloTurns := fs.Int("hello-turns", fleet.DefaultHelloTurns, "how many devices' Hellos (lookup, connect, send) run at once; more that are due wait their turn,\nfirst come first served, so that a burst does not stretch every lookup past its timeout (0: no limit)")
 	uplinkFlag := fs.String("uplink", "embedded", "embedded | tap:NAME | packet:IFACE (an existing interface through an AF_PACKET socket: a veth, a bridge port, a lab NIC)")
 	create := fs.Bool("create", false, "with --uplink tap:NAME: create the TAP for this run and remove it after (default: it must exist)")
 	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this, counted from the start (set-up included)")
@@ -80,6 +81,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		c.fail("--shard %d: the fleet has %d shards (0 to %d)", *shard, *shards, *shards-1)
 	}
 	c.floatIn("rate", *rate, 0, 1e6)
+	c.intIn("hello-turns", *helloTurns, 0, 1<<20)
 	c.durationIn("deadline", *deadline, time.Millisecond, 100*365*24*time.Hour)
 	c.floatIn("time-scale", *scale, minTimeScale, maxTimeScale)
 	c.oneOf("log-format", *logFormat, "text", "json")
@@ -131,7 +133,10 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 		}()
 	}
 	fo := fleet.Options{Devices: *n, Seed: *seed, Shard: *shard, Rate: *rate, Password: *password, Clock: clock.Fleet(*scale),
-		Factory: *provisioning == "pki"}
+		Factory: *provisioning == "pki", HelloTurns: *helloTurns}
+	if *helloTurns == 0 {
+		fo.HelloTurns = -1 // no limit
+	}
 	if *metricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
