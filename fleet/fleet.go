@@ -129,7 +129,6 @@ const (
 // States lists the states in order.
 var States = []string{StateOff, StateBooting, StateAddressed, StateHelloing, StateInSession, StateProvisioned}
 
-// Fleet is many devices.
 // DefaultHelloTurns is how many Hellos a fleet runs at once unless told
 // otherwise. A Hello on the embedded LAN takes about a millisecond from
 // lookup to close, so 256 at once is far more than two cores send; it
@@ -137,6 +136,7 @@ var States = []string{StateOff, StateBooting, StateAddressed, StateHelloing, Sta
 // workers.Gate), and leaves room for an SCS some milliseconds away.
 const DefaultHelloTurns = 256
 
+// Fleet is many devices.
 type Fleet struct {
 	o         Options
 	helloGate *workers.Gate // nil: no limit

@@ -146,8 +146,8 @@ func histDelta(from, to metrics.Sample) hist {
 }
 
 // quantile is the upper bound of the bucket that holds the q-th quantile
-// (0 < q <= 1) of what h counted: a bound on the value, never below it.
-// A bucket open to infinity gives its lower bound.
+// (0 < q <= 1) of what h counted, so never below the value; for the
+// bucket open to infinity it is that bucket's lower bound.
 func (h hist) quantile(q float64) time.Duration {
 	var total uint64
 	for _, c := range h.counts {
