@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtsim/amtsim/hello"
 	"github.com/amtsim/amtsim/internal/floor"
 	"github.com/amtsim/amtsim/internal/gcpolicy"
 	"github.com/amtsim/amtsim/internal/measure"
@@ -27,6 +28,12 @@ import (
 // Hello intake), and "other" (the shared netstack, the LAN with its DHCP and
 // DNS servers, the devices' DHCP clients, the Go runtime).
 //
+// The sizes are AMTSIM_BENCH_FLEET's (default 1k and 100k); the largest
+// runs a second time with one Hello per device ("100k-one-hello"), and
+// "100k/1k" gives the ratios of CPU per provisioning: as the fleets ran
+// (cpu-per-prov-ratio), with the Hellos equal (cpu-per-prov-ratio-same-
+// hellos), and what each Hello past the first cost (cpu-µs/extra-hello).
+//
 // The garbage collector is set as `amtsim fleet` sets it
 // (gcpolicy.Throughput), so that the figures are the command's.
 func BenchmarkFleetProvisioning(b *testing.B) {
@@ -41,29 +48,49 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	perProv, withoutHellos := map[int]time.Duration{}, map[int]time.Duration{}
+	runs := map[int]fleetResult{}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			for range b.N {
-				perProv[n], withoutHellos[n] = fleetRun(b, n, 0)
+				runs[n] = fleetRun(b, n, 0, hello.Schedule{})
 			}
 		})
 	}
 	// Flat with size: the largest fleet's CPU per provisioning over the
 	// smallest's, both from this run.
 	small, large := sizes[0], sizes[len(sizes)-1]
-	if large > small && perProv[small] > 0 && perProv[large] > 0 {
-		b.Run(fmt.Sprintf("%dk/%dk", large/1000, small/1000), func(b *testing.B) {
-			for range b.N {
-				b.ReportMetric(float64(perProv[large])/float64(perProv[small]), "cpu-per-prov-ratio")
-				// The same without the Hellos: a fleet switched on at once
-				// waits its turn at the SCS, and a device that waits longer
-				// sends more Hellos by its schedule (6-7 each at 100k, 1 at
-				// 1k). This ratio is the rest of the work.
-				b.ReportMetric(float64(withoutHellos[large])/float64(withoutHellos[small]), "cpu-per-prov-ratio-without-hellos")
-			}
-		})
+	if large <= small || runs[small].perProv <= 0 || runs[large].perProv <= 0 {
+		return
 	}
+	// The largest fleet again, each device sending one Hello: a fleet
+	// switched on at once waits its turn at the SCS, and a device that
+	// waits longer sends more Hellos by its schedule (6 each at 100k, 1 at
+	// 1k). With the Hellos equal, the ratio is the simulator's own growth;
+	// the difference between the two large runs is what the extra Hellos
+	// cost.
+	var one fleetResult
+	b.Run(fmt.Sprintf("%dk-one-hello", large/1000), func(b *testing.B) {
+		for range b.N {
+			one = fleetRun(b, large, 0, oneHello)
+		}
+	})
+	b.Run(fmt.Sprintf("%dk/%dk", large/1000, small/1000), func(b *testing.B) {
+		for range b.N {
+			b.ReportMetric(float64(runs[large].perProv)/float64(runs[small].perProv), "cpu-per-prov-ratio")
+			// Without the Hellos' own slots (helloCPU): their segments
+			// and the SCS's accepts stay in.
+			b.ReportMetric(float64(runs[large].withoutHellos)/float64(runs[small].withoutHellos), "cpu-per-prov-ratio-without-hellos")
+			if one.perProv <= 0 {
+				continue
+			}
+			b.ReportMetric(float64(one.perProv)/float64(runs[small].perProv), "cpu-per-prov-ratio-same-hellos")
+			// Only where the extra Hellos are enough to measure: at 2k
+			// they are a few in a thousand.
+			if extra := runs[large].hellosPerDevice - one.hellosPerDevice; extra >= 0.5 {
+				b.ReportMetric(float64((runs[large].perProv-one.perProv).Nanoseconds())/1e3/extra, "cpu-µs/extra-hello")
+			}
+		}
+	})
 }
 
 // BenchmarkFleetSustainedRate is a load test the way `amtsim fleet -n N
@@ -94,7 +121,7 @@ func BenchmarkFleetSustainedRate(b *testing.B) {
 	n := sizes[len(sizes)-1]
 	b.Run(fmt.Sprintf("%dk@%g", n/1000, rate), func(b *testing.B) {
 		for range b.N {
-			_, _ = fleetRun(b, n, rate)
+			_ = fleetRun(b, n, rate, hello.Schedule{})
 		}
 	})
 }
@@ -129,15 +156,23 @@ func benchSizes(v string, def []int) ([]int, error) {
 	return out, nil
 }
 
+// fleetResult is what fleetRun measured: the CPU per provisioning, all
+// and without the Hellos' own work (helloCPU), and the Hellos each device
+// sent.
+type fleetResult struct {
+	perProv, withoutHellos time.Duration
+	hellosPerDevice        float64
+}
+
 // fleetRun provisions n devices, powered on at rate per second (0: in
-// batches, as fast as they get addresses), and returns the CPU per
-// provisioning, all and without the Hellos' work (helloCPU). It also
-// reports the process's peak RSS per device: the peak is the process's
-// whole life, so it is the largest fleet's when sizes grow.
-func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Duration) {
+// batches, as fast as they get addresses), with the Hello schedule sched
+// (zero: the firmware's). It also reports the process's peak RSS per
+// device: the peak is the process's whole life, so it is the largest
+// fleet's when sizes grow.
+func fleetRun(b *testing.B, n int, rate float64, sched hello.Schedule) fleetResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!", Rate: rate}})
+	e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: b.TempDir(), Fleet: Options{Devices: n, Seed: 77, Password: "Bench-Pass1!", Rate: rate, Schedule: sched}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -170,7 +205,7 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 	perProv, devicePerProv := measure.ReportCPUSplit(b, prof.Bytes(), n, "provisionings/s", "prov", wall, cpu)
 	hellos := helloCPU(b, prof.Bytes()) / time.Duration(n)
 	b.ReportMetric(float64(hellos.Nanoseconds())/1e3, "hello-cpu-µs/prov")
-	withoutHellos = perProv - hellos
+	res := fleetResult{perProv: perProv, withoutHellos: perProv - hellos}
 	fl := floor.Report(b, "prov", perProv, devicePerProv)
 	// Segments, both sides and every connection (DHCP and DNS are UDP):
 	// what the netstack and the LAN carry per provisioning, and what that
@@ -191,7 +226,8 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 	// on its schedule, each a TCP connection on both sides: a larger fleet
 	// switched on at once waits longer, so this is where much of its extra
 	// CPU per provisioning goes.
-	b.ReportMetric(float64(s.Counts.HellosSent)/float64(n), "hellos/device")
+	res.hellosPerDevice = float64(s.Counts.HellosSent) / float64(n)
+	b.ReportMetric(res.hellosPerDevice, "hellos/device")
 	// A lookup answered late is asked again (and its answer, arriving at a
 	// closed socket, draws an ICMP error): more than one query per Hello
 	// means the LAN's DNS server fell behind.
@@ -253,7 +289,7 @@ func fleetRun(b *testing.B, n int, rate float64) (perProv, withoutHellos time.Du
 			b.Error(err)
 		}
 	}
-	return perProv, withoutHellos
+	return res
 }
 
 // helloCPU is the CPU a profile's samples spent on Hellos: the devices'
