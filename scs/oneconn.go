@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// oneConn is the http.RoundTripper of a setup session: every call goes
-// over the one connection it opens at the first, one call at a time, on
-// the caller's goroutine. A setup session is one connection (the device
+// oneConn is the http.RoundTripper of a session: every call goes over the
+// one connection it opens at the first, one call at a time, on the
+// caller's goroutine. A setup session is one connection (the device
 // stages its changes per connection), so net/http's Transport had nothing
 // to pool, and it cost a reader and a writer goroutine per connection and
 // two channel hand-offs per call (net/http's persistConn loops were about
@@ -22,11 +22,15 @@ import (
 //
 // The request goes out as net/http's Transport writes it (Request.Write:
 // the same request line and headers, no Accept-Encoding, as with
-// DisableCompression). The connection opens once: a call that finds it
-// closed or broken fails with ErrConnectionLost, and so does every call
-// after one cut short by its context (its answer may still be on the way).
+// DisableCompression). A setup session's connection opens once: a call
+// that finds it closed or broken fails with ErrConnectionLost, and so does
+// every call after one cut short by its context (its answer may still be
+// on the way). An operational session's (redial) holds nothing per
+// connection, so the call after such a one opens a new connection, as
+// net/http's Transport would; a call cut short still fails.
 type oneConn struct {
-	open func(ctx context.Context) (net.Conn, error) // dials (and does TLS)
+	open   func(ctx context.Context) (net.Conn, error) // dials (and does TLS)
+	redial bool
 
 	turn chan struct{} // held from a call's start until its body is closed
 
@@ -36,10 +40,16 @@ type oneConn struct {
 	bw     *bufio.Writer
 	opened bool
 	dead   bool
+	closed bool // by Close: no redial
 }
 
 func newOneConn(open func(ctx context.Context) (net.Conn, error)) *oneConn {
 	return &oneConn{open: open, turn: make(chan struct{}, 1)}
+}
+
+// newRedialConn is newOneConn for an operational session.
+func newRedialConn(open func(ctx context.Context) (net.Conn, error)) *oneConn {
+	return &oneConn{open: open, redial: true, turn: make(chan struct{}, 1)}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -74,6 +84,9 @@ func (o *oneConn) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("%w (%v)", cerr, err)
 		}
 		// Closed by the device, between calls or during this one.
+		if o.redial {
+			return nil, fmt.Errorf("the connection to the device closed: %w", err)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrConnectionLost, err)
 	}
 	err = req.Write(o.bw)
@@ -92,10 +105,17 @@ func (o *oneConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// conn is the connection, opened at the first call.
+// conn is the connection, opened at the first call (and, redialling, at
+// the first after it closed).
 func (o *oneConn) conn(ctx context.Context) (net.Conn, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return nil, fmt.Errorf("%w: the session is closed", net.ErrClosed)
+	}
+	if o.redial && (o.dead || o.c == nil) {
+		o.dead, o.opened, o.c, o.br, o.bw = false, false, nil, nil, nil
+	}
 	switch {
 	case o.dead:
 		return nil, ErrConnectionLost
@@ -113,7 +133,7 @@ func (o *oneConn) conn(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// kill closes the connection for good.
+// kill closes the connection (for good, unless redialling).
 func (o *oneConn) kill() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -123,8 +143,13 @@ func (o *oneConn) kill() {
 	}
 }
 
-// Close ends the session's connection.
-func (o *oneConn) Close() { o.kill() }
+// Close ends the session's connection, for good.
+func (o *oneConn) Close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	o.kill()
+}
 
 // oneConnBody is an answer's body: closing it ends the call (the rest of
 // the body is read, so the next answer starts where it should).

@@ -156,6 +156,63 @@ func TestOneConnIsNotOpenedTwice(t *testing.T) {
 	assert.ErrorIs(t, err, ErrConnectionLost)
 }
 
+// An operational session opens a new connection for the call after one
+// that ended (the device closed it, said Connection: close, or a call's
+// context cut it short), keeps one that is whole, and opens none once the
+// session is closed.
+func TestRedialConnOpensAgainBetweenCalls(t *testing.T) {
+	hold := make(chan struct{})
+	var nth atomic.Int32
+	addr, conns := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		switch nth.Add(1) {
+		case 1: // says it closes
+			answer(t, br, c, "a", "Connection: close\r\n")
+		case 2: // holds its answer
+			_, _ = http.ReadRequest(br)
+			<-hold
+		default: // keeps the connection
+			for answer(t, br, c, "ok", "") != nil {
+			}
+		}
+	})
+	defer close(hold)
+	oc := newRedialConn(dialTo(addr))
+	out, err := post(context.Background(), oc, addr, "x")
+	require.NoError(t, err)
+	assert.Equal(t, "a", out)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = post(ctx, oc, addr, "y")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a call cut short still fails")
+	assert.NotErrorIs(t, err, ErrConnectionLost)
+
+	for _, body := range []string{"z", "w"} {
+		out, err = post(context.Background(), oc, addr, body)
+		require.NoError(t, err)
+		assert.Equal(t, "ok", out)
+	}
+	assert.Equal(t, int32(3), conns.Load(), "a third connection, kept for both calls")
+
+	oc.Close()
+	_, err = post(context.Background(), oc, addr, "v")
+	assert.ErrorIs(t, err, net.ErrClosed)
+	assert.Equal(t, int32(3), conns.Load(), "none opened after Close")
+
+	// One that failed to open is tried again at the next call.
+	var tries atomic.Int32
+	down := newRedialConn(func(context.Context) (net.Conn, error) {
+		tries.Add(1)
+		return nil, errors.New("refused")
+	})
+	for range 2 {
+		_, err = post(context.Background(), down, addr, "x")
+		assert.ErrorContains(t, err, "refused")
+	}
+	assert.Equal(t, int32(2), tries.Load())
+}
+
 // Calls take turns: a second call waits for the first's body to be
 // closed, and gives up when its own context ends.
 func TestOneConnCallsTakeTurns(t *testing.T) {

@@ -161,7 +161,9 @@ type Session struct {
 	WSMAN  *wsman.Client
 	Digest *digest.Client
 	close  func()
-	tr     *http.Transport // an operational session's (nil for a setup one)
+	// tlsConf is an operational session's TLS config (nil for a setup one),
+	// which a caller may add to before the first call.
+	tlsConf *tls.Config
 	// pki: remote configuration, which provisions from the factory state
 	// (ProvisioningState 0) as well as from setup.
 	pki bool
@@ -245,18 +247,33 @@ func OpenSetup(t Target) *Session {
 var ErrConnectionLost = errors.New("the connection to the device closed mid-session (its staged changes are gone)")
 
 // OpenOperational opens a session to a provisioned device: certificate TLS
-// on 16993 checked against roots, Digest as user.
+// on 16993 checked against roots, Digest as user. Its calls take turns on
+// one connection, opened again at the next call if the device closed it.
 func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password string) *Session {
 	dial := t.dialer()
-	tr := &http.Transport{MaxConnsPerHost: 1, DialContext: dial, DisableCompression: true,
-		// Only the RSA suites AMT has, so no TLS 1.3: offering 1.3 would put
-		// key shares (ML-KEM and X25519, made per handshake) in a
-		// ClientHello whose suites cannot use them.
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
-			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}}
+	addr := net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS))
+	// Only the RSA suites AMT has, so no TLS 1.3: offering 1.3 would put
+	// key shares (ML-KEM and X25519, made per handshake) in a ClientHello
+	// whose suites cannot use them. The ClientHello is the one net/http's
+	// Transport sent with this config (no ALPN: it offers h2 only when it
+	// makes the config itself).
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}
+	oc := newRedialConn(func(ctx context.Context) (net.Conn, error) {
+		raw, err := dial(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		c := tls.Client(raw, cfg)
+		if err := c.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return c, nil
+	})
 	dc := &digest.Client{Username: user, Password: password}
-	url := fmt.Sprintf("https://%s/wsman", net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS)))
-	return &Session{tr: tr, close: tr.CloseIdleConnections, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: tr}}, URL: url, Timeout: t.CallTimeout}}
+	url := "https://" + addr + "/wsman"
+	return &Session{tlsConf: cfg, close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout}}
 }
 
 // invoke calls a method and turns a non-zero ReturnValue into a StepError.

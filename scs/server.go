@@ -920,7 +920,7 @@ func (s *Server) verify(ctx context.Context, t Target, res *Result, p Profile, a
 			}
 			sess = OpenOperational(t, s.o.CA.Pool(), name, p.AdminUser, p.AdminPassword)
 			// Runs after the chain and name are verified.
-			sess.tr.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+			sess.tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
 				leaf = cs.PeerCertificates[0]
 				return nil
 			}
