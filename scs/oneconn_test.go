@@ -157,9 +157,9 @@ func TestOneConnIsNotOpenedTwice(t *testing.T) {
 }
 
 // An operational session opens a new connection for the call after one
-// that ended (the device closed it, said Connection: close, or a call's
-// context cut it short), keeps one that is whole, and opens none once the
-// session is closed.
+// that ended (the device said Connection: close, or closed it and a call
+// found it closed, or a call's context cut it short), keeps one that is
+// whole, and opens none once the session is closed.
 func TestRedialConnOpensAgainBetweenCalls(t *testing.T) {
 	hold := make(chan struct{})
 	var nth atomic.Int32
@@ -168,7 +168,9 @@ func TestRedialConnOpensAgainBetweenCalls(t *testing.T) {
 		switch nth.Add(1) {
 		case 1: // says it closes
 			answer(t, br, c, "a", "Connection: close\r\n")
-		case 2: // holds its answer
+		case 2: // closes without saying
+			answer(t, br, c, "b", "")
+		case 3: // holds its answer
 			_, _ = http.ReadRequest(br)
 			<-hold
 		default: // keeps the connection
@@ -181,6 +183,12 @@ func TestRedialConnOpensAgainBetweenCalls(t *testing.T) {
 	out, err := post(context.Background(), oc, addr, "x")
 	require.NoError(t, err)
 	assert.Equal(t, "a", out)
+	out, err = post(context.Background(), oc, addr, "x")
+	require.NoError(t, err)
+	assert.Equal(t, "b", out)
+	_, err = post(context.Background(), oc, addr, "x")
+	assert.ErrorContains(t, err, "the connection to the device closed", "the call that finds it closed fails")
+	assert.NotErrorIs(t, err, ErrConnectionLost)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -193,12 +201,12 @@ func TestRedialConnOpensAgainBetweenCalls(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "ok", out)
 	}
-	assert.Equal(t, int32(3), conns.Load(), "a third connection, kept for both calls")
+	assert.Equal(t, int32(4), conns.Load(), "a fourth connection, kept for both calls")
 
 	oc.Close()
 	_, err = post(context.Background(), oc, addr, "v")
 	assert.ErrorIs(t, err, net.ErrClosed)
-	assert.Equal(t, int32(3), conns.Load(), "none opened after Close")
+	assert.Equal(t, int32(4), conns.Load(), "none opened after Close")
 
 	// One that failed to open is tried again at the next call.
 	var tries atomic.Int32

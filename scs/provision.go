@@ -205,18 +205,7 @@ func OpenSetup(t Target) *Session {
 		cfg := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*t.PKI}, ServerName: t.Addr,
 			MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
-		open = func(ctx context.Context) (net.Conn, error) {
-			raw, err := dial(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			c := tls.Client(raw, cfg)
-			if err := c.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return c, nil
-		}
+		open = dialTLS(dial, addr, cfg)
 	default:
 		pid, key := t.PID, tlspsk.AMTKey(t.PPS)
 		open = func(ctx context.Context) (net.Conn, error) {
@@ -240,26 +229,10 @@ func OpenSetup(t Target) *Session {
 		pki: t.PKI != nil && !t.NoTLS, ignoreRV: t.IgnoreReturnValues}
 }
 
-// ErrConnectionLost: the setup session's connection closed mid-way. Its
-// staged changes went with it, so the session is not carried on over a
-// new connection (that committed half a transaction to a device that had
-// been power-cycled); it fails, and the retry starts over.
-var ErrConnectionLost = errors.New("the connection to the device closed mid-session (its staged changes are gone)")
-
-// OpenOperational opens a session to a provisioned device: certificate TLS
-// on 16993 checked against roots, Digest as user. Its calls take turns on
-// one connection, opened again at the next call if the device closed it.
-func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password string) *Session {
-	dial := t.dialer()
-	addr := net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS))
-	// Only the RSA suites AMT has, so no TLS 1.3: offering 1.3 would put
-	// key shares (ML-KEM and X25519, made per handshake) in a ClientHello
-	// whose suites cannot use them. The ClientHello is the one net/http's
-	// Transport sent with this config (no ALPN: it offers h2 only when it
-	// makes the config itself).
-	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
-		CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}
-	oc := newRedialConn(func(ctx context.Context) (net.Conn, error) {
+// dialTLS is a session's open function for certificate TLS: it dials addr
+// and shakes hands with cfg.
+func dialTLS(dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string, cfg *tls.Config) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
 		raw, err := dial(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
@@ -270,7 +243,30 @@ func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password 
 			return nil, err
 		}
 		return c, nil
-	})
+	}
+}
+
+// ErrConnectionLost: the setup session's connection closed mid-way. Its
+// staged changes went with it, so the session is not carried on over a
+// new connection (that committed half a transaction to a device that had
+// been power-cycled); it fails, and the retry starts over.
+var ErrConnectionLost = errors.New("the connection to the device closed mid-session (its staged changes are gone)")
+
+// OpenOperational opens a session to a provisioned device: certificate TLS
+// on 16993 checked against roots, Digest as user. Its calls take turns on
+// one connection; once the device has closed it (a call that found it
+// closed fails), the next call opens another.
+func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password string) *Session {
+	dial := t.dialer()
+	addr := net.JoinHostPort(t.Addr, strconv.Itoa(PortHTTPS))
+	// Only the RSA suites AMT has, so no TLS 1.3: offering 1.3 would put
+	// key shares (ML-KEM and X25519, made per handshake) in a ClientHello
+	// whose suites cannot use them. The ClientHello is the one net/http's
+	// Transport sent with this config (no ALPN: it offers h2 only when it
+	// makes the config itself).
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA}}
+	oc := newRedialConn(dialTLS(dial, addr, cfg))
 	dc := &digest.Client{Username: user, Password: password}
 	url := "https://" + addr + "/wsman"
 	return &Session{tlsConf: cfg, close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout}}
