@@ -66,9 +66,9 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 		return
 	}
 	// The smallest fleet is the ratios' reference, and its 15-second run
-	// moves with whatever else the machine does: four runs of the same
-	// code gave 5,911 to 7,775 µs per provisioning at 1k, where the 100k
-	// runs, 8 minutes each, moved by a tenth. It runs twice more, between
+	// moves with whatever else the machine does: five runs of the same
+	// code gave 6,033 to 7,775 µs per provisioning at 1k, where its 100k
+	// runs, 8 minutes each, were 4.5% apart. It runs twice more, between
 	// the large runs, and the ratios take the median of the three.
 	refs := []fleetResult{runs[small]}
 	again := func() {
