@@ -60,7 +60,7 @@ func BenchmarkFleetProvisioning(b *testing.B) {
 		})
 	}
 	// Flat with size: the largest fleet's CPU per provisioning over the
-	// smallest's, both from this run.
+	// smallest's (the median of its three runs below), all from this run.
 	small, large := sizes[0], sizes[len(sizes)-1]
 	if large <= small || runs[small].perProv <= 0 || runs[large].perProv <= 0 {
 		return
