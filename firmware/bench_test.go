@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,7 +60,9 @@ func helloFleet(b *testing.B, n int) {
 	b.ReportMetric(float64(after-before)/float64(n), "B/device")
 	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/device")
 
-	// Bring the next Hello forward: one round more, measured.
+	// Bring the next Hello forward: one round more, measured (and, with
+	// AMTSIM_PROFILE set, profiled).
+	stopProfile := profileRound(b)
 	cpu0 := measure.CPUTime()
 	for _, d := range devs {
 		d.mu.Lock()
@@ -69,6 +73,7 @@ func helloFleet(b *testing.B, n int) {
 	}
 	bn.waitFor(b, int64(2*n), time.Minute, devs)
 	b.ReportMetric(float64((measure.CPUTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
+	stopProfile()
 
 	var failed uint64
 	for _, d := range devs {
@@ -81,6 +86,30 @@ func helloFleet(b *testing.B, n int) {
 }
 
 const bootBatch = 500
+
+// profileRound writes a CPU profile from now until the returned func is
+// called, where AMTSIM_PROFILE asks for b's; without it, it does nothing.
+func profileRound(b *testing.B) (stop func()) {
+	b.Helper()
+	path := measure.ProfilePath(b.Name())
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
 
 // benchNet is a benchmark's LAN: a Hello counter at the SCS address (srv),
 // stacks for the devices, and what waitFor reports when Hellos are late.

@@ -635,6 +635,9 @@ type Summary struct {
 	Counts
 	// Unprovisioned lists the devices that did not make it (first 20).
 	Unprovisioned []string `json:"unprovisioned,omitempty"`
+	// Uplink is what the uplink onto a real interface counted (a TAP, a
+	// packet socket); none on the embedded LAN.
+	Uplink *nic.UplinkCounts `json:"uplink,omitempty"`
 }
 
 // Counts are the devices' own counts of what went wrong on their side,
@@ -675,6 +678,10 @@ func (f *Fleet) Summary() Summary {
 	}
 	s.BootToProvisioned = Percentiles(lat)
 	s.Counts = f.tally()
+	if u, ok := f.o.Uplink.(nic.CountingUplink); ok {
+		c := u.Counts()
+		s.Uplink = &c
+	}
 	return s
 }
 

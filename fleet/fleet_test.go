@@ -52,6 +52,7 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 	assert.Equal(t, int64(n), sum.States[StateProvisioned])
 	assert.Greater(t, sum.BootToProvisioned.P50, 0.0)
 	assert.GreaterOrEqual(t, sum.BootToProvisioned.Max, sum.BootToProvisioned.P99)
+	assert.Nil(t, sum.Uplink, "the embedded LAN is no uplink onto an interface")
 
 	recs := map[string]scs.Record{}
 	for _, r := range e.DB.All() {

@@ -3,6 +3,8 @@ package fleet
 import (
 	"strconv"
 
+	"github.com/amtsim/amtsim/nic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,6 +20,8 @@ type collector struct {
 	failures                     *prometheus.Desc
 	provisionedTotal, deviceSize *prometheus.Desc
 	hellosWaiting                *prometheus.Desc
+	// The uplink's, when it counts (nic.CountingUplink).
+	uplinkFrames, uplinkOther, uplinkErrors, uplinkDuplicates *prometheus.Desc
 }
 
 // latencyBuckets are the histogram's bounds in seconds: 50 ms to about
@@ -37,6 +41,12 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 		hellosFailed:     d("hellos_failed_total", "Hellos that could not be sent (no connection to the SCS)."),
 		hellosWaiting:    d("hellos_waiting", "Due Hellos waiting their turn (the fleet's limit on Hellos at once)."),
 		failures:         d("failures_total", "What went wrong on the devices' side, by kind: dhcp, dns, tls, auth (of which negotiate: Kerberos tickets), request.", "kind"),
+		uplinkFrames: d("uplink_frames_total", "Frames through the uplink onto a real interface (TAP or packet socket), by direction: "+
+			"rx (from the wire), tx (from the devices).", "uplink", "direction"),
+		uplinkOther: d("uplink_rx_other_frames_total", "Frames of rx for none of the devices (unicast to another MAC, runts).", "uplink"),
+		uplinkErrors: d("uplink_errors_total", "What the uplink lost, by kind: read, write (a full transmit queue), "+
+			"unfinished (a packet uplink's frames it could not finish), kernel_drop (dropped before a packet uplink read them).", "uplink", "kind"),
+		uplinkDuplicates: d("uplink_duplicate_mac_frames_total", "Frames from another host on the wire with one of the devices' MACs.", "uplink"),
 	}
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
 		Help: "Each device's time from power-on to provisioned.", Buckets: latencyBuckets})
@@ -54,7 +64,8 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.devices, c.deviceSize, c.provisionedTotal, c.hellosSent, c.hellosFailed, c.hellosWaiting, c.failures} {
+	for _, d := range []*prometheus.Desc{c.devices, c.deviceSize, c.provisionedTotal, c.hellosSent, c.hellosFailed, c.hellosWaiting, c.failures,
+		c.uplinkFrames, c.uplinkOther, c.uplinkErrors, c.uplinkDuplicates} {
 		ch <- d
 	}
 }
@@ -75,5 +86,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		v    uint64
 	}{{"dhcp", n.DHCPFailures}, {"dns", n.DNSFailures}, {"tls", n.TLSFailures}, {"auth", n.AuthFailures}, {"negotiate", n.NegotiateFailures}, {"request", n.BadRequests}} {
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(k.v), k.kind)
+	}
+	if u, ok := c.f.o.Uplink.(nic.CountingUplink); ok {
+		n := u.Counts()
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{n.Uplink}, labels...)...)
+		}
+		counter(c.uplinkFrames, n.RxFrames, "rx")
+		counter(c.uplinkFrames, n.TxFrames, "tx")
+		counter(c.uplinkOther, n.RxOther)
+		counter(c.uplinkErrors, n.ReadErrors, "read")
+		counter(c.uplinkErrors, n.WriteErrors, "write")
+		counter(c.uplinkErrors, n.Unfinished, "unfinished")
+		counter(c.uplinkErrors, n.KernelDrops, "kernel_drop")
+		counter(c.uplinkDuplicates, n.DuplicateMACs)
 	}
 }

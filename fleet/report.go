@@ -144,6 +144,15 @@ func MergeReports(rs []Report) (Report, error) {
 			out.States[s] += n
 		}
 		out.Counts = addCounts(out.Counts, r.Counts)
+		switch {
+		case r.Uplink == nil:
+		case out.Uplink == nil:
+			u := *r.Uplink
+			out.Uplink = &u
+		default:
+			u := out.Uplink.Add(*r.Uplink)
+			out.Uplink = &u
+		}
 		for _, u := range r.Unprovisioned {
 			if len(out.Unprovisioned) < 20 {
 				out.Unprovisioned = append(out.Unprovisioned, u)

@@ -9,12 +9,66 @@ import (
 
 // UplinkStats count what an uplink onto a real interface saw.
 type UplinkStats struct {
-	RxFrames, RxUnknown, ReadErrors, WriteErrors atomic.Uint64
+	RxFrames, ReadErrors, WriteErrors atomic.Uint64
+	// RxOther counts the frames of RxFrames for none of the devices.
+	RxOther atomic.Uint64
 	// TxFrames counts frames the devices sent out through the uplink.
 	TxFrames atomic.Uint64
 	// DuplicateMACs counts frames from the wire whose source MAC is one of
 	// this uplink's devices': another host on the segment uses it.
 	DuplicateMACs atomic.Uint64
+}
+
+// UplinkCounts is a reading of an uplink's counts, for a fleet's report
+// and metrics.
+type UplinkCounts struct {
+	// Uplink names the interface as --uplink does: "tap:NAME", "packet:NAME".
+	Uplink   string `json:"uplink"`
+	RxFrames uint64 `json:"rx_frames"`
+	TxFrames uint64 `json:"tx_frames"`
+	// RxOther are the frames of RxFrames for none of the devices: unicast
+	// to another MAC (a bridge floods those while it learns), or runts.
+	RxOther     uint64 `json:"rx_other"`
+	ReadErrors  uint64 `json:"read_errors"`
+	WriteErrors uint64 `json:"write_errors"`
+	// DuplicateMACs are frames from another host with a device's MAC.
+	DuplicateMACs uint64 `json:"duplicate_mac_frames"`
+	// Unfinished are frames a packet uplink could not finish as a NIC
+	// would have sent them (Packet.Unfinished); a TAP has none.
+	Unfinished uint64 `json:"unfinished,omitempty"`
+	// KernelDrops are frames the kernel dropped before a packet uplink
+	// read them, its receive buffer full (PACKET_STATISTICS); a TAP's
+	// kernel side counts its own (ip -s link).
+	KernelDrops uint64 `json:"kernel_drops,omitempty"`
+}
+
+// Add sums two readings: the uplinks of a sharded fleet's pods. The name
+// stays when both have it, and is "" otherwise.
+func (c UplinkCounts) Add(o UplinkCounts) UplinkCounts {
+	if c.Uplink != o.Uplink {
+		c.Uplink = ""
+	}
+	c.RxFrames += o.RxFrames
+	c.TxFrames += o.TxFrames
+	c.RxOther += o.RxOther
+	c.ReadErrors += o.ReadErrors
+	c.WriteErrors += o.WriteErrors
+	c.DuplicateMACs += o.DuplicateMACs
+	c.Unfinished += o.Unfinished
+	c.KernelDrops += o.KernelDrops
+	return c
+}
+
+// CountingUplink is an uplink onto a real interface, which counts what it
+// saw (TAP, Packet); the embedded LAN's segment keeps counts of its own.
+type CountingUplink interface {
+	Uplink
+	Counts() UplinkCounts
+}
+
+func (s *UplinkStats) read(name string) UplinkCounts {
+	return UplinkCounts{Uplink: name, RxFrames: s.RxFrames.Load(), TxFrames: s.TxFrames.Load(), RxOther: s.RxOther.Load(),
+		ReadErrors: s.ReadErrors.Load(), WriteErrors: s.WriteErrors.Load(), DuplicateMACs: s.DuplicateMACs.Load()}
 }
 
 // demux hands the frames of one interface to the ports behind it, like a
@@ -41,11 +95,11 @@ func newDemux(name string, stats *UplinkStats, onDup func(net.HardwareAddr)) dem
 // dispatch delivers one frame read from the interface. The frame is only
 // valid for the call.
 func (d *demux) dispatch(frame []byte) {
+	d.stats.RxFrames.Add(1)
 	if len(frame) < 14 {
-		d.stats.RxUnknown.Add(1)
+		d.stats.RxOther.Add(1)
 		return
 	}
-	d.stats.RxFrames.Add(1)
 	d.mu.RLock()
 	if _, ours := d.ports[[6]byte(frame[6:12])]; ours {
 		d.mu.RUnlock()
@@ -62,7 +116,7 @@ func (d *demux) dispatch(frame []byte) {
 		p, ok := d.ports[[6]byte(frame[:6])]
 		d.mu.RUnlock()
 		if !ok {
-			d.stats.RxUnknown.Add(1)
+			d.stats.RxOther.Add(1)
 			return
 		}
 		p.DeliverFrame(frame)

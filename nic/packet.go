@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -51,6 +52,10 @@ type Packet struct {
 	// have sent them (a checksum outside the frame, a GSO type other than
 	// TCPv4, a GSO frame whose headers do not parse).
 	Unfinished atomic.Uint64
+
+	kmu                       sync.Mutex // PACKET_STATISTICS resets at each read: the sums since open
+	kernelFrames, kernelDrops uint64
+	fdClosed                  bool
 
 	problems []string
 
@@ -225,18 +230,42 @@ func (p *Packet) Attach(port Port) (Attachment, error) {
 	return &packetAttachment{p: p, mac: mac}, nil
 }
 
-// KernelStats are the socket's own counts since the last call
+// KernelStats are the socket's own counts since it was opened
 // (PACKET_STATISTICS): frames queued to it, and frames the kernel dropped
-// because the receive buffer was full.
-func (p *Packet) KernelStats() (packets, drops uint32, err error) {
+// because the receive buffer was full. After Close, the last reading.
+func (p *Packet) KernelStats() (frames, drops uint64, err error) {
+	p.kmu.Lock()
+	defer p.kmu.Unlock()
+	err = p.readKernelLocked()
+	return p.kernelFrames, p.kernelDrops, err
+}
+
+// readKernelLocked adds what the kernel counted since the last reading;
+// p.kmu is held. Once the socket is closed its number may be another
+// file's: it is not asked again.
+func (p *Packet) readKernelLocked() error {
+	if p.fdClosed {
+		return nil
+	}
 	var st unix.TpacketStats
 	l := uint32(unsafe.Sizeof(st))
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(p.fd), unix.SOL_PACKET, unix.PACKET_STATISTICS,
 		uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&l)), 0)
 	if e != 0 {
-		return 0, 0, fmt.Errorf("packet %s: PACKET_STATISTICS: %w", p.name, e)
+		return fmt.Errorf("packet %s: PACKET_STATISTICS: %w", p.name, e)
 	}
-	return st.Packets, st.Drops, nil
+	p.kernelFrames += uint64(st.Packets)
+	p.kernelDrops += uint64(st.Drops)
+	return nil
+}
+
+// Counts reads the uplink's counts, the kernel's drops among them (the
+// last ones read if the socket is closed by now).
+func (p *Packet) Counts() UplinkCounts {
+	c := p.UplinkStats.read("packet:" + p.name)
+	c.Unfinished = p.Unfinished.Load()
+	_, c.KernelDrops, _ = p.KernelStats()
+	return c
 }
 
 // Close stops the reader and closes the socket, which ends its promiscuous
@@ -248,6 +277,10 @@ func (p *Packet) Close() error {
 	p.stop.Stop()
 	<-p.done
 	unix.Close(p.stop.EFD)
+	p.kmu.Lock()
+	defer p.kmu.Unlock()
+	_ = p.readKernelLocked() // the last reading, for Counts after the run
+	p.fdClosed = true
 	if err := unix.Close(p.fd); err != nil {
 		return fmt.Errorf("packet %s: close: %w", p.name, err)
 	}

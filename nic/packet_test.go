@@ -52,11 +52,20 @@ func TestPacketUplink(t *testing.T) {
 	}
 	assert.Zero(t, p.DuplicateMACs.Load(), "the devices' own frames are not read back")
 	assert.Positive(t, p.RxFrames.Load())
-	_, drops, err := p.KernelStats()
+	rx := p.RxFrames.Load() // first: the kernel counts a frame before the reader takes it
+	frames, drops, err := p.KernelStats()
 	require.NoError(t, err)
 	assert.Zero(t, drops)
+	assert.GreaterOrEqual(t, frames, rx, "the kernel queued every frame the reader took")
 
 	require.NoError(t, p.Close())
+	c := p.Counts()
+	assert.Equal(t, nic.UplinkCounts{Uplink: "packet:amtp0", RxFrames: p.RxFrames.Load(), TxFrames: p.TxFrames.Load(), RxOther: p.RxOther.Load()}, c,
+		"after Close, the last reading")
+	assert.Positive(t, c.TxFrames)
+	again, _, err := p.KernelStats()
+	require.NoError(t, err, "a closed socket is not asked again")
+	assert.GreaterOrEqual(t, again, frames, "the counts since open, not since the last reading")
 	assert.False(t, promisc(), "the interface's own setting is back after the run")
 }
 

@@ -89,6 +89,9 @@ func (t *TAP) Name() string { return t.name }
 // Created reports whether OpenTAP made the TAP (and its close removes it).
 func (t *TAP) Created() bool { return t.created }
 
+// Counts reads the TAP's counts.
+func (t *TAP) Counts() UplinkCounts { return t.UplinkStats.read("tap:" + t.name) }
+
 // TAPState is what the kernel says of a TAP's place in the network.
 type TAPState struct {
 	Up     bool

@@ -21,6 +21,7 @@ import (
 	"github.com/amtsim/amtsim/fleet"
 	"github.com/amtsim/amtsim/internal/netns"
 	"github.com/amtsim/amtsim/internal/scrape"
+	"github.com/amtsim/amtsim/nic"
 )
 
 // What deploy/k8s's Indexed Job does, on one machine: four pods, each a
@@ -144,6 +145,25 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 		}
 		assert.Equal(t, float64(perShard), v(pd.at_end, "amtsim_fleet_devices", map[string]string{"state": fleet.StateProvisioned}), "pod %d", i)
 
+		// The packet uplink's own counts: in the report, on the summary's
+		// line and in /metrics (read at scrape time, after the report: no
+		// fewer). Every frame the kernel left to offload was finished.
+		if u := rep.Uplink; assert.NotNil(t, u, "pod %d: the report has the uplink's counts", i) {
+			assert.Equal(t, "packet:net1", u.Uplink)
+			assert.Positive(t, u.RxFrames, "pod %d", i)
+			assert.Greater(t, u.TxFrames, uint64(perShard*20), "pod %d: frames of %d provisionings", i, perShard)
+			assert.LessOrEqual(t, u.RxOther, u.RxFrames, "pod %d", i)
+			assert.Zero(t, u.ReadErrors+u.WriteErrors+u.Unfinished+u.KernelDrops+u.DuplicateMACs, "pod %d: %+v", i, *u)
+			assert.Contains(t, out, fmt.Sprintf("packet:net1: %d frames in (%d for no device), %d out; lost: 0 read, 0 write errors, 0 dropped by the kernel, 0 unfinished\n",
+				u.RxFrames, u.RxOther, u.TxFrames), "pod %d: the summary's line", i)
+			for direction, want := range map[string]uint64{"rx": u.RxFrames, "tx": u.TxFrames} {
+				assert.GreaterOrEqual(t, v(pd.at_end, "amtsim_fleet_uplink_frames_total", map[string]string{"uplink": "packet:net1", "direction": direction}), float64(want), "pod %d: %s", i, direction)
+			}
+			for _, kind := range []string{"read", "write", "unfinished", "kernel_drop"} {
+				assert.Zero(t, v(pd.at_end, "amtsim_fleet_uplink_errors_total", map[string]string{"uplink": "packet:net1", "kind": kind}), "pod %d: %s", i, kind)
+			}
+		}
+
 		b, err = os.ReadFile(pd.list)
 		require.NoError(t, err)
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
@@ -183,6 +203,7 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 	assert.Equal(t, []int{0, 1, 2, 3}, m.MergedShards)
 	assert.Empty(t, m.Missing)
 	var sum fleet.Counts
+	uplinks := nic.UplinkCounts{Uplink: "packet:net1"}
 	devices, provisioned := 0, 0
 	for _, path := range reports {
 		b, err := os.ReadFile(path)
@@ -199,8 +220,14 @@ func TestIndexedJobOnPacketUplinks(t *testing.T) {
 		sum.TLSFailures += c.TLSFailures
 		sum.AuthFailures += c.AuthFailures
 		sum.BadRequests += c.BadRequests
+		require.NotNil(t, r.Uplink)
+		uplinks = uplinks.Add(*r.Uplink)
 	}
 	assert.Equal(t, sum, m.Summary.Counts, "counts add")
+	if assert.NotNil(t, m.Uplink) {
+		assert.Equal(t, uplinks, *m.Uplink, "the uplinks' counts add")
+		assert.Equal(t, "packet:net1", m.Uplink.Uplink, "every pod's uplink has the one name")
+	}
 	assert.Equal(t, devices, m.Devices)
 	assert.Equal(t, provisioned, m.Provisioned)
 	assert.Equal(t, int64(len(lat)), m.BootToProvisioned.Count)

@@ -98,6 +98,12 @@ func TestFleetOnTAPWithSCSProcess(t *testing.T) {
 	defer cancel()
 	require.NoError(t, f.Start(ctx))
 	require.NoError(t, f.Wait(ctx), "fleet: %+v", f.Summary())
+	if u := f.Summary().Uplink; assert.NotNil(t, u, "a TAP counts what it carried") {
+		assert.Equal(t, "tap:amt0", u.Uplink)
+		assert.Greater(t, u.TxFrames, uint64(n*20), "frames of %d provisionings", n)
+		assert.Greater(t, u.RxFrames, uint64(n*20))
+		assert.Zero(t, u.ReadErrors+u.WriteErrors+u.DuplicateMACs, "%+v", *u)
+	}
 
 	// The SCS's metrics, scraped from inside the namespace.
 	require.Eventually(t, func() bool {
