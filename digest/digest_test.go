@@ -259,3 +259,40 @@ func TestCurlDigest(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.Equal(t, "401", string(out))
 }
+
+// A nonce that expires between two requests: the Transport takes the
+// stale challenge's fresh nonce and sends again, so the call succeeds;
+// with IgnoreStale (the flaw scenarios catch) the 401 ends the call.
+func TestTransportStaleNonce(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		now := time.Unix(1_700_000_000, 0)
+		s := NewServer(ServerOptions{Realm: realm, NonceLifetime: time.Minute, Now: func() time.Time { return now }})
+		var hits, stale int
+		h := digestHandler(s, users("admin", "P@ssw0rd"))
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits++
+			h(w, r)
+			if strings.Contains(w.Header().Get("WWW-Authenticate"), `stale="true"`) {
+				stale++
+			}
+		}))
+		hc := &http.Client{Transport: &Transport{Client: &Client{Username: "admin", Password: "P@ssw0rd"}, IgnoreStale: ignore}}
+		post := func() int {
+			resp, err := hc.Post(srv.URL+"/wsman", "application/soap+xml", strings.NewReader("body"))
+			require.NoError(t, err)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		assert.Equal(t, http.StatusOK, post(), "ignore=%v: the first login takes the first challenge", ignore)
+		now = now.Add(2 * time.Minute)
+		if ignore {
+			assert.Equal(t, http.StatusUnauthorized, post(), "the flaw gives up on the stale nonce")
+			assert.Equal(t, 3, hits)
+		} else {
+			assert.Equal(t, http.StatusOK, post(), "sent again with the fresh nonce")
+			assert.Equal(t, 4, hits, "401, 200, then 401 stale and 200")
+		}
+		assert.Equal(t, 1, stale, "ignore=%v: the device said stale once", ignore)
+		srv.Close()
+	}
+}

@@ -196,6 +196,8 @@ func (r *run) build(ctx context.Context, dir string) error {
 		so.Flaws.TrustAnswers = slices.Contains(r.s.SCS.Flaws, FlawTrustAnswers)
 		so.Flaws.NoCallTimeout = slices.Contains(r.s.SCS.Flaws, FlawNoCallTimeout)
 		so.Flaws.UncheckedProfile = slices.Contains(r.s.SCS.Flaws, FlawUncheckedProfile)
+		so.Flaws.IgnoreStale = slices.Contains(r.s.SCS.Flaws, FlawIgnoreStale)
+		so.Flaws.ForgetPending = slices.Contains(r.s.SCS.Flaws, FlawForgetPending)
 		if r.s.SCS.MaxAttempts > 0 {
 			so.MaxAttempts = r.s.SCS.MaxAttempts
 		}

@@ -67,7 +67,8 @@ type SCS struct {
 	External string `yaml:"external"`
 	external netip.AddrPort
 	// Flaws are deliberate bugs (scs.Flaws): forget-commit,
-	// trust-answers, no-call-timeout, unchecked-profile.
+	// trust-answers, no-call-timeout, unchecked-profile, ignore-stale,
+	// forget-pending.
 	Flaws []Flaw `yaml:"flaws"`
 	// AdminPassword is the new admin password the SCS sets (its profile's;
 	// default the reference profile's).
@@ -90,10 +91,12 @@ const (
 	// FlawUncheckedProfile starts the SCS with a profile the devices
 	// refuse (a weak password), to show them refusing it.
 	FlawUncheckedProfile Flaw = "unchecked-profile"
+	FlawIgnoreStale      Flaw = "ignore-stale"
+	FlawForgetPending    Flaw = "forget-pending"
 )
 
 // Flaws lists the flaws.
-var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout, FlawUncheckedProfile}
+var Flaws = []Flaw{FlawForgetCommit, FlawTrustAnswers, FlawNoCallTimeout, FlawUncheckedProfile, FlawIgnoreStale, FlawForgetPending}
 
 func (f *Flaw) decodeYAML(d *decoder, n *yaml.Node) error {
 	names := make([]string, len(Flaws))

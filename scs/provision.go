@@ -52,6 +52,10 @@ type Target struct {
 	// IgnoreReturnValues takes a refused call as done: a deliberate flaw
 	// (Flaws.TrustAnswers), never the default.
 	IgnoreReturnValues bool
+	// IgnoreStale gives up a call answered 401 stale=true: a deliberate
+	// flaw (Flaws.IgnoreStale, digest.Transport.IgnoreStale), never the
+	// default.
+	IgnoreStale bool
 }
 
 // User is a user ACL entry to add.
@@ -225,7 +229,7 @@ func OpenSetup(t Target) *Session {
 	}
 	oc := newOneConn(open)
 	dc := &digest.Client{Username: "admin", Password: t.Password}
-	return &Session{close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout},
+	return &Session{close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc, IgnoreStale: t.IgnoreStale}}, URL: url, Timeout: t.CallTimeout},
 		pki: t.PKI != nil && !t.NoTLS, ignoreRV: t.IgnoreReturnValues}
 }
 
@@ -269,7 +273,7 @@ func OpenOperational(t Target, roots *x509.CertPool, serverName, user, password 
 	oc := newRedialConn(dialTLS(dial, addr, cfg))
 	dc := &digest.Client{Username: user, Password: password}
 	url := "https://" + addr + "/wsman"
-	return &Session{tlsConf: cfg, close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc}}, URL: url, Timeout: t.CallTimeout}}
+	return &Session{tlsConf: cfg, close: oc.Close, Digest: dc, WSMAN: &wsman.Client{HTTP: &http.Client{Transport: &digest.Transport{Client: dc, Base: oc, IgnoreStale: t.IgnoreStale}}, URL: url, Timeout: t.CallTimeout}}
 }
 
 // invoke calls a method and turns a non-zero ReturnValue into a StepError.

@@ -112,6 +112,15 @@ type Flaws struct {
 	// NoCallTimeout waits for every answer as long as the session lasts:
 	// a device that lost power mid-call holds its session to the end.
 	NoCallTimeout bool
+	// IgnoreStale gives up a call the device answered 401 with stale=true
+	// (its Digest nonce expired), where it should send again with the
+	// fresh nonce: the session fails and starts over.
+	IgnoreStale bool
+	// ForgetPending starts without the records a stop left mid-session
+	// and runs no settling scan: a device whose commit went through just
+	// before the stop is provisioned, sends no Hello, and its record waits
+	// for one for ever.
+	ForgetPending bool
 }
 
 // Event is one thing the SCS did.
@@ -294,9 +303,12 @@ func (s *Server) Start(ctx context.Context) {
 		s.wg.Add(1)
 		go pprof.Do(context.Background(), scsLabel, func(context.Context) { s.worker() })
 	}
-	pending, _ := s.queueSettlingLocked(s.o.DB.Pending())
-	s.wg.Add(1)
-	go s.settleLoop()
+	var pending int
+	if !s.o.Flaws.ForgetPending {
+		pending, _ = s.queueSettlingLocked(s.o.DB.Pending())
+		s.wg.Add(1)
+		go s.settleLoop()
+	}
 	s.emit(event.SCSStarted, "", "workers", s.o.Workers, "queue", s.o.Queue, "tls", !s.o.NoTLS, "settling", pending)
 }
 
@@ -694,7 +706,7 @@ func (s *Server) provision(j job) error {
 		password = s.o.Password
 	}
 	target := Target{Addr: addr, Dial: s.o.Dial, PID: curPID, PPS: curPPS, Password: password, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout,
-		IgnoreReturnValues: s.o.Flaws.TrustAnswers}
+		IgnoreReturnValues: s.o.Flaws.TrustAnswers, IgnoreStale: s.o.Flaws.IgnoreStale}
 	if j.pki {
 		// Remote configuration: the certificate proves the SCS, and a
 		// device whose MEBx password is still the factory's takes the
@@ -851,7 +863,7 @@ func (s *Server) settle(j job) {
 	defer cancel()
 	p := s.o.Profile
 	domain := recordDomain(rec, p)
-	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout}
+	t := Target{Addr: rec.Addr, Dial: s.o.Dial, PID: rec.NewPID, PPS: rec.NewPPS, NoTLS: s.o.NoTLS, CallTimeout: s.o.CallTimeout, IgnoreStale: s.o.Flaws.IgnoreStale}
 	leaf, err := s.verify(ctx, t, &Result{Host: rec.Host, Domain: domain}, p, true)
 	if err != nil {
 		s.emit(event.SCSUnsettled, rec.PID, "attempt", j.attempt+1, "err", err.Error())
