@@ -13,6 +13,7 @@ import (
 
 	"github.com/amtsim/amtsim/event"
 	"github.com/amtsim/amtsim/internal/atomicfile"
+	"github.com/amtsim/amtsim/nic"
 )
 
 // Report is what a run found.
@@ -33,6 +34,9 @@ type Report struct {
 	Stories map[string][]string `json:"stories"`
 	// Captures are the pcap files written for failed devices.
 	Captures []string `json:"captures,omitempty"`
+	// Uplink is what the TAP or packet uplink of a run on a real network
+	// carried and lost (none on the embedded LAN).
+	Uplink *nic.UplinkCounts `json:"uplink,omitempty"`
 }
 
 // Case is one expectation on one group: a JUnit test case.

@@ -96,6 +96,7 @@ type run struct {
 	// onBuilt picks up each group's devices once the fleets are made.
 	onBuilt []func(*fleet.Fleet)
 	fleets  []*fleet.Fleet // one per group, in order
+	uplink  nic.Uplink     // on a real network: the TAP or packet socket
 	closers []func()
 }
 
@@ -163,6 +164,10 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Report, error) {
 		f.Stop()
 	}
 	rep := r.judge(time.Since(started))
+	if u, ok := r.uplink.(nic.CountingUplink); ok {
+		c := u.Counts()
+		rep.Uplink = &c
+	}
 	if o.PcapDir != "" {
 		if err := r.writeCaptures(rep); err != nil {
 			return rep, err
@@ -321,6 +326,7 @@ func (r *run) buildTAP(ctx context.Context, groups []fleet.Group) error {
 		}
 		r.closers = append(r.closers, func() { _ = c.Close() })
 	}
+	r.uplink = up
 	stacks := nic.NewStacks(nic.StackOptions{})
 	r.closers = append(r.closers, stacks.Close)
 	for _, g := range groups {

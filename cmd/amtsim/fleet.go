@@ -462,20 +462,8 @@ func printSummary(w io.Writer, r fleet.Report, deadline time.Duration) {
 	if r.PeakRSS > 0 && r.Devices > 0 {
 		fmt.Fprintf(w, "memory: peak RSS %.1f MB, %.1f KB per device\n", float64(r.PeakRSS)/1e6, float64(r.PeakRSS)/1e3/float64(r.Devices))
 	}
-	if u := r.Uplink; u != nil {
-		name := u.Uplink
-		if name == "" {
-			name = "uplinks"
-		}
-		fmt.Fprintf(w, "%s: %d frames in (%d for no device), %d out; lost: %d read, %d write errors",
-			name, u.RxFrames, u.RxOther, u.TxFrames, u.ReadErrors, u.WriteErrors)
-		if strings.HasPrefix(u.Uplink, "packet:") || u.Unfinished+u.KernelDrops > 0 {
-			fmt.Fprintf(w, ", %d dropped by the kernel, %d unfinished", u.KernelDrops, u.Unfinished)
-		}
-		if u.DuplicateMACs > 0 {
-			fmt.Fprintf(w, "; %d frames from another host with a device's MAC", u.DuplicateMACs)
-		}
-		fmt.Fprintln(w)
+	if r.Uplink != nil {
+		fmt.Fprintln(w, uplinkLine(*r.Uplink))
 	}
 	if len(r.MergedShards) > 0 {
 		fmt.Fprintf(w, "shards: %s merged", joinInts(r.MergedShards))
@@ -518,6 +506,24 @@ func printSummary(w io.Writer, r fleet.Report, deadline time.Duration) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// uplinkLine says what crossed a TAP or packet uplink and what was lost
+// there.
+func uplinkLine(u nic.UplinkCounts) string {
+	name := u.Uplink
+	if name == "" {
+		name = "uplinks"
+	}
+	s := fmt.Sprintf("%s: %d frames in (%d for no device), %d out; lost: %d read, %d write errors",
+		name, u.RxFrames, u.RxOther, u.TxFrames, u.ReadErrors, u.WriteErrors)
+	if strings.HasPrefix(u.Uplink, "packet:") || u.Unfinished+u.KernelDrops > 0 {
+		s += fmt.Sprintf(", %d dropped by the kernel, %d unfinished", u.KernelDrops, u.Unfinished)
+	}
+	if u.DuplicateMACs > 0 {
+		s += fmt.Sprintf("; %d frames from another host with a device's MAC", u.DuplicateMACs)
+	}
+	return s
 }
 
 func joinInts(v []int) string {

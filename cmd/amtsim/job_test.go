@@ -288,11 +288,19 @@ expect:
 		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("scenario-%d.json", i)))
 		require.NoError(t, err)
 		var reps []struct {
-			Shards []int `json:"shards"`
+			Shards []int             `json:"shards"`
+			Uplink *nic.UplinkCounts `json:"uplink"`
 		}
 		require.NoError(t, json.Unmarshal(b, &reps))
 		require.Len(t, reps, 1)
 		assert.Equal(t, []int{2 * i, 2*i + 1}, reps[0].Shards, "pod %d's groups take shards of their own", i)
+		if u := reps[0].Uplink; assert.NotNil(t, u, "pod %d: the report has the uplink's counts", i) {
+			assert.Equal(t, "packet:net1", u.Uplink)
+			assert.Greater(t, u.TxFrames, uint64(5*20), "pod %d: frames of 5 provisionings", i)
+			assert.Positive(t, u.RxFrames, "pod %d", i)
+			assert.Zero(t, u.ReadErrors+u.WriteErrors+u.Unfinished+u.KernelDrops, "pod %d: %+v", i, *u)
+			assert.Contains(t, p.out.String(), fmt.Sprintf("  packet:net1: %d frames in (%d for no device), %d out;", u.RxFrames, u.RxOther, u.TxFrames), "pod %d", i)
+		}
 		junit, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("junit-%d.xml", i)))
 		require.NoError(t, err)
 		assert.Contains(t, string(junit), "<testsuite")

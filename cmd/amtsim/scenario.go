@@ -199,6 +199,9 @@ func printReport(w io.Writer, rep *scenarios.Report) {
 	for _, e := range rep.FaultErrors {
 		fmt.Fprintf(w, "  fault not applied: %s\n", e)
 	}
+	if rep.Uplink != nil {
+		fmt.Fprintf(w, "  %s\n", uplinkLine(*rep.Uplink))
+	}
 	for _, p := range rep.Captures {
 		fmt.Fprintf(w, "  capture: %s\n", p)
 	}
