@@ -3,9 +3,9 @@ package fleet
 import (
 	"strconv"
 
-	"github.com/amtsim/amtsim/nic"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/amtsim/amtsim/nic"
 )
 
 // The fleet's /metrics. The counts are read from the devices at scrape
