@@ -31,7 +31,9 @@ import (
 //     (leased, listening on 16992/16993, Hello timer armed);
 //   - cpu-µs/hello: process CPU (user + system) for one more round of
 //     Hellos, divided by the Hellos read. The listener and the LAN run in
-//     the same process, so this is the whole cost of a Hello, both ends.
+//     the same process, so this is the whole cost of a Hello, both ends;
+//   - alloc-B/hello: the bytes that round allocated, per Hello (what a
+//     fleet's collector pays for its waiting devices' Hellos).
 func BenchmarkHelloingDevices(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
@@ -60,9 +62,11 @@ func helloFleet(b *testing.B, n int) {
 	b.ReportMetric(float64(after-before)/float64(n), "B/device")
 	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/device")
 
-	// Bring the next Hello forward: one round more, measured (and, with
-	// AMTSIM_PROFILE set, profiled).
+	// Bring the next Hello forward: one round more, measured (and
+	// profiled, as profileRound says).
 	stopProfile := profileRound(b)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	cpu0 := measure.CPUTime()
 	for _, d := range devs {
 		d.mu.Lock()
@@ -73,6 +77,8 @@ func helloFleet(b *testing.B, n int) {
 	}
 	bn.waitFor(b, int64(2*n), time.Minute, devs)
 	b.ReportMetric(float64((measure.CPUTime()-cpu0).Microseconds())/float64(n), "cpu-µs/hello")
+	runtime.ReadMemStats(&m1)
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n), "alloc-B/hello")
 	stopProfile()
 
 	var failed uint64
@@ -87,27 +93,53 @@ func helloFleet(b *testing.B, n int) {
 
 const bootBatch = 500
 
-// profileRound writes a CPU profile from now until the returned func is
-// called, where AMTSIM_PROFILE asks for b's; without it, it does nothing.
+// profileRound profiles from now until the returned func is called: a CPU
+// profile where AMTSIM_PROFILE asks for b's, and where AMTSIM_HEAP_PROFILE
+// does, the allocs profile at both ends (PATH.base at the start), so that
+// `go tool pprof -sample_index=alloc_space -diff_base PATH.base PATH` is
+// what the round allocated.
 func profileRound(b *testing.B) (stop func()) {
 	b.Helper()
-	path := measure.ProfilePath(b.Name())
-	if path == "" {
-		return func() {}
+	var stops []func()
+	if path := measure.HeapProfilePath(b.Name()); path != "" {
+		writeAllocs(b, path+".base")
+		stops = append(stops, func() { writeAllocs(b, path) })
 	}
+	if path := measure.ProfilePath(b.Name()); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			b.Fatal(err)
+		}
+		stops = append(stops, func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+}
+
+// writeAllocs writes the allocs profile to path, after a collection: the
+// profile shows allocations as of the last one.
+func writeAllocs(b *testing.B, path string) {
+	b.Helper()
+	runtime.GC()
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
 	}
 }
 
