@@ -216,6 +216,7 @@ func fleetRun(b *testing.B, n int, o runOptions) fleetResult {
 	tcp0 := e.Stacks.TCPCounts().Add(e.Net.Stacks().TCPCounts())
 	udpDrops0 := e.Stacks.UDPReceiveDrops() + e.Net.Stacks().UDPReceiveDrops()
 	lanDrops0 := e.Net.Segment.Stats.Dropped.Load()
+	db0 := e.DB.Stats()
 	heapPath := measure.HeapProfilePath(b.Name())
 	watch := measure.WatchPeaks(100*time.Millisecond, heapPath != "")
 	cpu0 := measure.CPUTime()
@@ -284,6 +285,10 @@ func fleetRun(b *testing.B, n int, o runOptions) fleetResult {
 		b.Logf("SCS session failures by step and reason: %v", ss.Failures)
 	}
 	b.ReportMetric(float64(ss.Redrawn), "scs-pid-redraws")
+	// The SCS's database: how many fsyncs its writes shared.
+	db := e.DB.Stats()
+	b.ReportMetric(float64(db.Syncs-db0.Syncs)/float64(n), "db-syncs/prov")
+	b.ReportMetric(float64(db.Writes-db0.Writes)/float64(n), "db-writes/prov")
 	if rss, err := measure.PeakRSS(); err == nil && !o.again {
 		b.ReportMetric(float64(rss)/float64(n), "peak-rss-B/device")
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,6 +82,62 @@ func TestDBGroupCommit(t *testing.T) {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, 200, strings.Count(string(b), "\n"))
+	require.NoError(t, db.Close())
+}
+
+// Sessions write a record now and then, not all at once (a fleet's
+// sessions, two writes each, hundreds a second): once writes overlap, a
+// batch waits GroupWait for others, so that they share an fsync. Each Put
+// still returns with its record on disk.
+func TestDBGroupsSpreadWrites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scs.db")
+	db, err := OpenDB(path)
+	require.NoError(t, err)
+	const writers, each = 8, 60
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id, _ := identity.Of(9, 0, w*each+i)
+				assert.NoError(t, db.Put(Record{PID: id.PID, PPS: id.PPS, State: StateNew}))
+				b, err := os.ReadFile(path)
+				if assert.NoError(t, err) {
+					assert.Contains(t, string(b), `"pid":"`+id.PID+`"`, "Put returned before its record was written")
+				}
+				time.Sleep(time.Millisecond) // a session's other work
+			}
+		}()
+	}
+	wg.Wait()
+	st := db.Stats()
+	assert.Equal(t, int64(writers*each), st.Writes)
+	assert.Less(t, st.Syncs, st.Writes/5, "spread writes should share fsyncs: %+v", st)
+	require.NoError(t, db.Close())
+}
+
+// One writer after another never overlaps, so it never waits: with a
+// GroupWait of an hour, a write that waited would not finish.
+func TestDBSequentialWritesDoNotWait(t *testing.T) {
+	db, err := OpenDBWith(filepath.Join(t.TempDir(), "scs.db"), DBOptions{GroupWait: time.Hour})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 300 {
+			id, _ := identity.Of(10, 0, i)
+			if !assert.NoError(t, db.Put(Record{PID: id.PID, PPS: id.PPS, State: StateNew})) {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("sequential writes waited to be grouped: %+v", db.Stats())
+	}
+	assert.Equal(t, DBStats{Syncs: 300, Writes: 300}, db.Stats())
 	require.NoError(t, db.Close())
 }
 
