@@ -251,6 +251,13 @@ func fleetRun(b *testing.B, n int, o runOptions) fleetResult {
 	s := e.Fleet.Summary()
 	b.ReportMetric(s.BootToProvisioned.P50, "boot→prov-p50-ms")
 	b.ReportMetric(s.BootToProvisioned.P99, "boot→prov-p99-ms")
+	// Where the tail is: each phase's p99 (they need not add up).
+	if p := s.Phases; p != nil {
+		b.ReportMetric(p.BootToAddress.P99, "boot→address-p99-ms")
+		b.ReportMetric(p.AddressToHello.P99, "address→hello-p99-ms")
+		b.ReportMetric(p.HelloToSession.P99, "hello→session-p99-ms")
+		b.ReportMetric(p.SessionToProvisioned.P99, "session→prov-p99-ms")
+	}
 	if o.rate > 0 {
 		b.ReportMetric(float64(n)/wall.Seconds()/o.rate, "held-rate/offered")
 		b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores-busy")

@@ -167,14 +167,19 @@ type Fleet struct {
 	// latency observes each device's boot → provisioned for /metrics
 	// (nil without Options.Metrics).
 	latency prometheus.Observer
+	// epoch is when the fleet was made: the trackers' milestones count
+	// from it (on the monotonic clock).
+	epoch time.Time
 }
 
 type tracker struct {
-	mu          sync.Mutex
-	helloed     bool // sent a Hello, or said it sends none
-	state       string
-	booted      time.Time
-	provisioned time.Time
+	mu      sync.Mutex
+	helloed bool // sent a Hello, or said it sends none
+	state   string
+	// The device's milestones, as time since the fleet was made (0: not
+	// reached): power-on, its first address, its first Hello, the start
+	// of its last session before it was provisioned, provisioned.
+	booted, addressed, hello, session, provisioned time.Duration
 }
 
 // New makes the fleet's devices (powered off). When ctx ends first, New
@@ -210,7 +215,7 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 			return nil, fmt.Errorf("fleet: MEBx settings: %w", err)
 		}
 	}
-	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{})}
+	f := &Fleet{o: o, track: make([]tracker, o.Devices), allDone: make(chan struct{}), allHelloed: make(chan struct{}), epoch: time.Now()}
 	if o.HelloTurns > 0 {
 		f.helloGate = workers.NewGate(o.HelloTurns)
 	}
@@ -348,14 +353,26 @@ func (f *Fleet) move(i int, next string) {
 		return
 	}
 	t.state = next
-	now := time.Now()
-	if next == StateBooting && t.booted.IsZero() {
-		t.booted = now
-	}
-	if next == StateProvisioned {
+	now := max(time.Since(f.epoch), 1)
+	switch next {
+	case StateBooting:
+		if t.booted == 0 {
+			t.booted = now
+		}
+	case StateAddressed:
+		if t.addressed == 0 {
+			t.addressed = now
+		}
+	case StateHelloing:
+		if t.hello == 0 {
+			t.hello = now
+		}
+	case StateInSession:
+		t.session = now
+	case StateProvisioned:
 		t.provisioned = now
 		if f.latency != nil {
-			f.latency.Observe(now.Sub(t.booted).Seconds())
+			f.latency.Observe((now - t.booted).Seconds())
 		}
 	}
 	t.mu.Unlock()
@@ -632,12 +649,50 @@ type Summary struct {
 	States      map[string]int64 `json:"states"`
 	// BootToProvisioned is per device, from its power-on.
 	BootToProvisioned Latency `json:"boot_to_provisioned"`
+	// Phases splits BootToProvisioned at the devices' milestones.
+	Phases *Phases `json:"phases,omitempty"`
 	Counts
 	// Unprovisioned lists the devices that did not make it (first 20).
 	Unprovisioned []string `json:"unprovisioned,omitempty"`
 	// Uplink is what the uplink onto a real interface counted (a TAP, a
 	// packet socket); none on the embedded LAN.
 	Uplink *nic.UplinkCounts `json:"uplink,omitempty"`
+}
+
+// Phases split boot → provisioned at the milestones of the provisioned
+// devices, so that a slow tail can be placed: getting an address,
+// finding the SCS and sending the first Hello, waiting for the SCS's
+// session (its queue, and any session that failed before the last), and
+// the session that provisioned the device (its commit; the SCS's check
+// after it is not in it). A device that skipped a milestone (an SCS that
+// came without a Hello) is left out of the phases around it.
+type Phases struct {
+	BootToAddress        Latency `json:"boot_to_address"`
+	AddressToHello       Latency `json:"address_to_hello"`
+	HelloToSession       Latency `json:"hello_to_session"`
+	SessionToProvisioned Latency `json:"session_to_provisioned"`
+}
+
+// each lists the phases by name, in order.
+func (p *Phases) each() [4]struct {
+	name string
+	l    *Latency
+} {
+	return [4]struct {
+		name string
+		l    *Latency
+	}{{"boot_to_address", &p.BootToAddress}, {"address_to_hello", &p.AddressToHello},
+		{"hello_to_session", &p.HelloToSession}, {"session_to_provisioned", &p.SessionToProvisioned}}
+}
+
+// phases measures t's phases into lat (t is provisioned).
+func (t *tracker) phases(lat *[4][]time.Duration) {
+	at := [...]time.Duration{t.booted, t.addressed, t.hello, t.session, t.provisioned}
+	for k := range lat {
+		if at[k] > 0 && at[k+1] >= at[k] {
+			lat[k] = append(lat[k], at[k+1]-at[k])
+		}
+	}
 }
 
 // Counts are the devices' own counts of what went wrong on their side,
@@ -666,17 +721,23 @@ func (f *Fleet) Summary() Summary {
 	p := f.Progress()
 	s := Summary{Devices: len(f.devs), Provisioned: int(p.Provisioned), ElapsedMS: ms(p.Elapsed), PerSecond: p.PerSecond, States: p.States}
 	var lat []time.Duration
+	var phases [4][]time.Duration
 	for i := range f.track {
 		t := &f.track[i]
 		t.mu.Lock()
-		if !t.provisioned.IsZero() {
-			lat = append(lat, t.provisioned.Sub(t.booted))
+		if t.provisioned > 0 {
+			lat = append(lat, t.provisioned-t.booted)
+			t.phases(&phases)
 		} else if len(s.Unprovisioned) < 20 {
 			s.Unprovisioned = append(s.Unprovisioned, f.devs[i].ID()+" ("+t.state+")")
 		}
 		t.mu.Unlock()
 	}
 	s.BootToProvisioned = Percentiles(lat)
+	if len(lat) > 0 {
+		s.Phases = &Phases{BootToAddress: Percentiles(phases[0]), AddressToHello: Percentiles(phases[1]),
+			HelloToSession: Percentiles(phases[2]), SessionToProvisioned: Percentiles(phases[3])}
+	}
 	s.Counts = f.tally()
 	if u, ok := f.o.Uplink.(nic.CountingUplink); ok {
 		c := u.Counts()

@@ -78,6 +78,19 @@ func TestEmbeddedFleetProvisioned(t *testing.T) {
 	ss := e.SCSSummary()
 	assert.Equal(t, uint64(n), ss.Provisioned)
 	assert.Zero(t, ss.Unknown)
+
+	// The phases place every device's boot → provisioned: each milestone
+	// reached, in order, and the session that provisioned the device
+	// within the SCS's own, which goes on to check the commit after it.
+	require.NotNil(t, sum.Phases)
+	for _, ph := range sum.Phases.each() {
+		assert.Equal(t, int64(n), ph.l.Count, ph.name)
+	}
+	assert.LessOrEqual(t, sum.Phases.SessionToProvisioned.Max, ss.Session.Max)
+	for _, d := range e.Fleet.DeviceReports() {
+		assert.True(t, 0 < d.BootToAddressMS && d.BootToAddressMS <= d.BootToHelloMS &&
+			d.BootToHelloMS <= d.BootToSessionMS && d.BootToSessionMS <= d.BootToProvisionedMS, "milestones out of order: %+v", d)
+	}
 }
 
 // Hellos one at a time (HelloTurns 1): the fleet is provisioned all the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 )
 
 // Report is what `amtsim fleet --report` writes: one shard's run, or with
@@ -72,6 +73,16 @@ func (r *Report) validate() error {
 	if int64(r.Provisioned) != r.BootToProvisioned.Count {
 		return fmt.Errorf("%d provisioned but %d boot → provisioned latencies", r.Provisioned, r.BootToProvisioned.Count)
 	}
+	if r.Phases != nil {
+		for _, ph := range r.Phases.each() {
+			if err := checkLatency("phases."+ph.name, *ph.l); err != nil {
+				return err
+			}
+			if ph.l.Count > int64(r.Provisioned) {
+				return fmt.Errorf("phases.%s: %d latencies of %d provisioned devices", ph.name, ph.l.Count, r.Provisioned)
+			}
+		}
+	}
 	if r.SCS != nil {
 		return checkLatency("scs.session", r.SCS.Session)
 	}
@@ -118,7 +129,8 @@ func MergeReports(rs []Report) (Report, error) {
 		Summary: Summary{States: map[string]int64{}}}
 	seen := map[int]int{}
 	var boot, session []Latency
-	scs := true
+	var phaseLat [4][]Latency
+	scs, phased := true, true
 	for k, r := range rs {
 		if err := r.validate(); err != nil {
 			return Report{}, fmt.Errorf("merge: report %d: %w", k+1, err)
@@ -159,6 +171,13 @@ func MergeReports(rs []Report) (Report, error) {
 			}
 		}
 		boot = append(boot, r.BootToProvisioned)
+		if r.Phases == nil {
+			phased = false
+		} else {
+			for k, ph := range r.Phases.each() {
+				phaseLat[k] = append(phaseLat[k], *ph.l)
+			}
+		}
 		if r.SCS == nil {
 			scs = false
 		} else {
@@ -190,6 +209,16 @@ func MergeReports(rs []Report) (Report, error) {
 	var err error
 	if out.BootToProvisioned, err = mergeLatency(boot); err != nil {
 		return Report{}, fmt.Errorf("merge: boot_to_provisioned: %w", err)
+	}
+	// Phases only when every shard measured them (a report from before
+	// them has none).
+	if phased {
+		out.Phases = &Phases{}
+		for k, ph := range out.Phases.each() {
+			if *ph.l, err = mergeLatency(phaseLat[k]); err != nil {
+				return Report{}, fmt.Errorf("merge: phases.%s: %w", ph.name, err)
+			}
+		}
 	}
 	if scs {
 		s := SCSSummary{Failures: map[string]map[string]int{}}
@@ -276,8 +305,13 @@ type DeviceReport struct {
 	UUID  string `json:"uuid"`
 	PID   string `json:"pid"` // the factory PID the device was readied with
 	State string `json:"state"`
-	// BootToProvisionedMS is set once the device is provisioned.
+	// BootToProvisionedMS is set once the device is provisioned; the
+	// milestones before it, from power-on too, once reached: the first
+	// address, the first Hello, the start of the last session.
 	BootToProvisionedMS float64 `json:"boot_to_provisioned_ms,omitempty"`
+	BootToAddressMS     float64 `json:"boot_to_address_ms,omitempty"`
+	BootToHelloMS       float64 `json:"boot_to_hello_ms,omitempty"`
+	BootToSessionMS     float64 `json:"boot_to_session_ms,omitempty"`
 }
 
 // DeviceReports lists every device as it stands now.
@@ -287,8 +321,15 @@ func (f *Fleet) DeviceReports() []DeviceReport {
 		t := &f.track[i]
 		t.mu.Lock()
 		out[i] = DeviceReport{Index: id.Index, Shard: id.Shard, Host: id.HostName, MAC: id.MAC.String(), UUID: id.UUID.String(), PID: id.PID, State: t.state}
-		if !t.provisioned.IsZero() {
-			out[i].BootToProvisionedMS = ms(t.provisioned.Sub(t.booted))
+		if t.booted > 0 {
+			from := func(at time.Duration) float64 {
+				if at < t.booted {
+					return 0
+				}
+				return ms(at - t.booted)
+			}
+			out[i].BootToAddressMS, out[i].BootToHelloMS, out[i].BootToSessionMS = from(t.addressed), from(t.hello), from(t.session)
+			out[i].BootToProvisionedMS = from(t.provisioned)
 		}
 		t.mu.Unlock()
 	}

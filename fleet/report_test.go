@@ -109,6 +109,54 @@ func TestMergeReportsAddUp(t *testing.T) {
 	assert.True(t, again.OK)
 }
 
+// Phases merge like boot → provisioned, phase by phase; a shard's
+// report from before phases leaves the merge without them rather than
+// with some shards' alone.
+func TestMergeReportsPhases(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var rs []Report
+	var queue []time.Duration
+	for shard, wait := range []time.Duration{10 * time.Millisecond, 3 * time.Second} {
+		r, _ := shardReport(t, shard, 300, time.Second, rng)
+		var ph [4][]time.Duration
+		for range r.Provisioned {
+			for k, median := range []time.Duration{5 * time.Millisecond, time.Millisecond, wait, 90 * time.Millisecond} {
+				ph[k] = append(ph[k], time.Duration(float64(median)*math.Exp(rng.NormFloat64()*0.3)))
+			}
+		}
+		queue = append(queue, ph[2]...)
+		r.Phases = &Phases{BootToAddress: Percentiles(ph[0]), AddressToHello: Percentiles(ph[1]),
+			HelloToSession: Percentiles(ph[2]), SessionToProvisioned: Percentiles(ph[3])}
+		b, err := json.Marshal(r)
+		require.NoError(t, err)
+		back, err := ParseReport(b)
+		require.NoError(t, err)
+		rs = append(rs, back)
+	}
+	m, err := MergeReports(rs)
+	require.NoError(t, err)
+	require.NotNil(t, m.Phases)
+	for _, ph := range m.Phases.each() {
+		assert.Equal(t, int64(600), ph.l.Count, ph.name)
+	}
+	sort.Slice(queue, func(i, j int) bool { return queue[i] < queue[j] })
+	assert.True(t, nearRank(queue, 0.99, m.Phases.HelloToSession.P99), "the merged queue p99 %.1f ms is the union's", m.Phases.HelloToSession.P99)
+	assert.Greater(t, m.Phases.HelloToSession.P99, 1000.0, "the slow shard's queue is the fleet's tail")
+
+	old := rs[1]
+	old.Phases = nil
+	m, err = MergeReports([]Report{rs[0], old})
+	require.NoError(t, err)
+	assert.Nil(t, m.Phases)
+
+	bad := rs[1]
+	ph := *bad.Phases
+	ph.SessionToProvisioned = Percentiles(make([]time.Duration, 301))
+	bad.Phases = &ph
+	_, err = MergeReports([]Report{rs[0], bad})
+	assert.ErrorContains(t, err, "phases.session_to_provisioned: 301 latencies of 300 provisioned devices")
+}
+
 func TestMergeReportsRefuses(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	a, _ := shardReport(t, 0, 10, time.Second, rng)

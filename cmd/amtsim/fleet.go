@@ -48,7 +48,8 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	deadline := fs.Duration("deadline", time.Minute, "every device must be provisioned within this, counted from the start (set-up included)")
 	reportPath := fs.String("report", "", "write the summary as JSON to this file (also when interrupted); `amtsim report merge` adds shards' up")
 	reportStdout := fs.Bool("report-stdout", false, "also print the report as one JSON line on stdout, last (for a pod's log)")
-	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, boot_to_provisioned_ms")
+	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, and ms from power-on to each milestone\n"+
+		"reached: boot_to_address_ms, boot_to_hello_ms (the first), boot_to_session_ms (the last session's start), boot_to_provisioned_ms")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram; labelled with the shard)")
 	quiet := fs.Duration("quiet", 2*time.Second, "with --uplink tap: or packet: (an SCS of your own): once every device is provisioned, keep them on until none\nhas had a call for this long, within --deadline, so that the SCS's checks after its commit are answered (0: power off at once)")
 	linger := fs.Duration("metrics-linger", 0, "with --metrics: keep serving the final counts this long after the run (a signal ends it sooner), so that\nthe next scrape sees them; a scrape interval or two")
@@ -453,10 +454,22 @@ func writeDeviceList(path string, ds []fleet.DeviceReport) error {
 	return atomicfile.Write(path, buf.Bytes(), 0o644)
 }
 
+// p50p99 is a phase's median and 99th percentile, for the summary.
+func p50p99(l fleet.Latency) string {
+	if l.Count == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f / %.0f ms", l.P50, l.P99)
+}
+
 func printSummary(w io.Writer, r fleet.Report, deadline time.Duration) {
 	fmt.Fprintf(w, "\n%d of %d devices provisioned in %.2fs (%.1f/s)\n", r.Provisioned, r.Devices, r.ElapsedMS/1000, r.PerSecond)
 	l := r.BootToProvisioned
 	fmt.Fprintf(w, "boot → provisioned: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms\n", l.P50, l.P95, l.P99, l.Max)
+	if p := r.Phases; p != nil {
+		fmt.Fprintf(w, "  in phases, p50 / p99: address %s, → first Hello %s, → session %s, session %s\n",
+			p50p99(p.BootToAddress), p50p99(p.AddressToHello), p50p99(p.HelloToSession), p50p99(p.SessionToProvisioned))
+	}
 	fmt.Fprintf(w, "devices: %d Hellos sent, %d failed; %d DHCP, %d DNS, %d TLS, %d auth (%d Negotiate), %d request failures\n",
 		r.HellosSent, r.HellosFailed, r.DHCPFailures, r.DNSFailures, r.TLSFailures, r.AuthFailures, r.NegotiateFailures, r.BadRequests)
 	if r.PeakRSS > 0 && r.Devices > 0 {

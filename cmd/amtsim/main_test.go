@@ -192,6 +192,7 @@ func TestFleetEmbedded(t *testing.T) {
 	require.Equal(t, exitOK, code, "stderr: %s\nstdout: %s", errs, out)
 	assert.Contains(t, out, "10 of 10 devices provisioned")
 	assert.Contains(t, out, "boot → provisioned: p50")
+	assert.Regexp(t, `in phases, p50 / p99: address \d+ / \d+ ms, → first Hello \d+ / \d+ ms, → session \d+ / \d+ ms, session \d+ / \d+ ms`, out)
 	assert.Regexp(t, `optiplex-\S+\s+leased\s+198\.18\.`, out, "milestones for a small fleet")
 	assert.Regexp(t, `optiplex-\S+\s+provisioned`, out)
 	b, err := os.ReadFile(rep)
@@ -206,6 +207,11 @@ func TestFleetEmbedded(t *testing.T) {
 		Latency struct {
 			P99 float64 `json:"p99_ms"`
 		} `json:"boot_to_provisioned"`
+		Phases struct {
+			Session struct {
+				Count int `json:"count"`
+			} `json:"session_to_provisioned"`
+		} `json:"phases"`
 	}
 	require.NoError(t, json.Unmarshal(b, &r))
 	assert.Equal(t, 10, r.Devices)
@@ -213,6 +219,7 @@ func TestFleetEmbedded(t *testing.T) {
 	assert.Equal(t, 10, r.SCS.Provisioned)
 	assert.True(t, r.OK)
 	assert.Positive(t, r.Latency.P99)
+	assert.Equal(t, 10, r.Phases.Session.Count)
 }
 
 // A deadline that cannot be met: exit 3, and the summary says who is left.
