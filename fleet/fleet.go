@@ -167,6 +167,8 @@ type Fleet struct {
 	// latency observes each device's boot → provisioned for /metrics
 	// (nil without Options.Metrics).
 	latency prometheus.Observer
+	// phaseLatency observe its phases, by phaseNames (set with latency).
+	phaseLatency [4]prometheus.Observer
 	// epoch is when the fleet was made: the trackers' milestones count
 	// from it (on the monotonic clock).
 	epoch time.Time
@@ -373,6 +375,12 @@ func (f *Fleet) move(i int, next string) {
 		t.provisioned = now
 		if f.latency != nil {
 			f.latency.Observe((now - t.booted).Seconds())
+			d, ok := t.phases()
+			for k := range d {
+				if ok[k] {
+					f.phaseLatency[k].Observe(d[k].Seconds())
+				}
+			}
 		}
 	}
 	t.mu.Unlock()
@@ -681,18 +689,24 @@ func (p *Phases) each() [4]struct {
 	return [4]struct {
 		name string
 		l    *Latency
-	}{{"boot_to_address", &p.BootToAddress}, {"address_to_hello", &p.AddressToHello},
-		{"hello_to_session", &p.HelloToSession}, {"session_to_provisioned", &p.SessionToProvisioned}}
+	}{{phaseNames[0], &p.BootToAddress}, {phaseNames[1], &p.AddressToHello},
+		{phaseNames[2], &p.HelloToSession}, {phaseNames[3], &p.SessionToProvisioned}}
 }
 
-// phases measures t's phases into lat (t is provisioned).
-func (t *tracker) phases(lat *[4][]time.Duration) {
+// phaseNames name the phases, in order, as Phases.each and the metrics
+// do.
+var phaseNames = [4]string{"boot_to_address", "address_to_hello", "hello_to_session", "session_to_provisioned"}
+
+// phases are t's phases (t is provisioned); ok is false for a phase
+// whose start the device skipped.
+func (t *tracker) phases() (d [4]time.Duration, ok [4]bool) {
 	at := [...]time.Duration{t.booted, t.addressed, t.hello, t.session, t.provisioned}
-	for k := range lat {
+	for k := range d {
 		if at[k] > 0 && at[k+1] >= at[k] {
-			lat[k] = append(lat[k], at[k+1]-at[k])
+			d[k], ok[k] = at[k+1]-at[k], true
 		}
 	}
+	return d, ok
 }
 
 // Counts are the devices' own counts of what went wrong on their side,
@@ -727,7 +741,12 @@ func (f *Fleet) Summary() Summary {
 		t.mu.Lock()
 		if t.provisioned > 0 {
 			lat = append(lat, t.provisioned-t.booted)
-			t.phases(&phases)
+			d, ok := t.phases()
+			for k := range d {
+				if ok[k] {
+					phases[k] = append(phases[k], d[k])
+				}
+			}
 		} else if len(s.Unprovisioned) < 20 {
 			s.Unprovisioned = append(s.Unprovisioned, f.devs[i].ID()+" ("+t.state+")")
 		}

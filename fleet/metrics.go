@@ -28,6 +28,10 @@ type collector struct {
 // 9 minutes, each 1.5 times the one before.
 var latencyBuckets = prometheus.ExponentialBuckets(0.05, 1.5, 24)
 
+// phaseBuckets are the phases': 1 ms to about 9 minutes, doubling (a
+// phase is often a millisecond or less).
+var phaseBuckets = prometheus.ExponentialBuckets(0.001, 2, 20)
+
 func (f *Fleet) register(reg prometheus.Registerer) error {
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(f.o.Shard)}, reg)
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -50,14 +54,26 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 	}
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "boot_to_provisioned_seconds",
 		Help: "Each device's time from power-on to provisioned.", Buckets: latencyBuckets})
-	// The histogram first: a scrape that sees the fleet's counters (the
+	ph := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "amtsim", Subsystem: "fleet", Name: "phase_seconds",
+		Help: "Each provisioned device's boot → provisioned in phases: boot_to_address, address_to_hello (the first Hello), " +
+			"hello_to_session (waiting for the SCS's session), session_to_provisioned (the session, to its commit).",
+		Buckets: phaseBuckets}, []string{"phase"})
+	// The histograms first: a scrape that sees the fleet's counters (the
 	// collector) then sees every series the fleet exports.
 	if err := reg.Register(h); err != nil {
 		return err
 	}
-	if err := reg.Register(c); err != nil {
+	if err := reg.Register(ph); err != nil {
 		reg.Unregister(h)
 		return err
+	}
+	if err := reg.Register(c); err != nil {
+		reg.Unregister(h)
+		reg.Unregister(ph)
+		return err
+	}
+	for k, name := range phaseNames {
+		f.phaseLatency[k] = ph.WithLabelValues(name)
 	}
 	f.latency = h
 	return nil

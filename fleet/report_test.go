@@ -269,6 +269,21 @@ func TestFleetMetricsMatchSummary(t *testing.T) {
 		total += d.BootToProvisionedMS / 1000
 	}
 	assert.InEpsilon(t, total, h.GetSampleSum(), 0.01, "the histogram's sum is of the devices' latencies")
+	// The phases' histograms count what the summary's phases do, and the
+	// waits for the SCS's session add up to the devices' own.
+	require.NotNil(t, sum.Phases)
+	for _, ph := range sum.Phases.each() {
+		assert.Equal(t, float64(ph.l.Count), value("amtsim_fleet_phase_seconds", map[string]string{"phase": ph.name}), ph.name)
+	}
+	var wait float64
+	for _, d := range e.Fleet.DeviceReports() {
+		wait += (d.BootToSessionMS - d.BootToHelloMS) / 1000
+	}
+	for _, m := range mfs["amtsim_fleet_phase_seconds"].GetMetric() {
+		if scrape.Labels(m)["phase"] == "hello_to_session" {
+			assert.InEpsilon(t, wait, m.GetHistogram().GetSampleSum(), 0.01)
+		}
+	}
 }
 
 func startEmbeddedWith(t *testing.T, o EmbeddedOptions) *Embedded {
