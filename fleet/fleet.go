@@ -167,7 +167,8 @@ type Fleet struct {
 	// latency observes each device's boot → provisioned for /metrics
 	// (nil without Options.Metrics).
 	latency prometheus.Observer
-	// phaseLatency observe its phases, by phaseNames (set with latency).
+	// phaseLatency observe its phases, in Phases.each's order (set with
+	// latency).
 	phaseLatency [4]prometheus.Observer
 	// epoch is when the fleet was made: the trackers' milestones count
 	// from it (on the monotonic clock).
@@ -689,13 +690,9 @@ func (p *Phases) each() [4]struct {
 	return [4]struct {
 		name string
 		l    *Latency
-	}{{phaseNames[0], &p.BootToAddress}, {phaseNames[1], &p.AddressToHello},
-		{phaseNames[2], &p.HelloToSession}, {phaseNames[3], &p.SessionToProvisioned}}
+	}{{"boot_to_address", &p.BootToAddress}, {"address_to_hello", &p.AddressToHello},
+		{"hello_to_session", &p.HelloToSession}, {"session_to_provisioned", &p.SessionToProvisioned}}
 }
-
-// phaseNames name the phases, in order, as Phases.each and the metrics
-// do.
-var phaseNames = [4]string{"boot_to_address", "address_to_hello", "hello_to_session", "session_to_provisioned"}
 
 // phases are t's phases (t is provisioned); ok is false for a phase
 // whose start the device skipped.

@@ -72,8 +72,8 @@ func (f *Fleet) register(reg prometheus.Registerer) error {
 		reg.Unregister(ph)
 		return err
 	}
-	for k, name := range phaseNames {
-		f.phaseLatency[k] = ph.WithLabelValues(name)
+	for k, p := range (&Phases{}).each() {
+		f.phaseLatency[k] = ph.WithLabelValues(p.name)
 	}
 	f.latency = h
 	return nil

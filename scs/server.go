@@ -267,6 +267,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.Profile.AdminUser = "admin"
 	}
 	s := &Server{o: o, inflight: map[string]bool{}, perPID: map[string]int{}, pidLocks: map[string]*pidLock{}, unsettled: map[string]time.Time{}, gaveUp: map[string]bool{}, failures: map[string]map[string]int{}, queue: make(chan job, o.Queue)}
+	if o.DB != nil {
+		// Writes wait for each other only while devices wait for a
+		// worker: then the CPU an fsync costs is what holds them up, and
+		// otherwise a session's own latency counts.
+		o.DB.GatherWhile(func() bool { return len(s.queue) > 0 })
+	}
 	if o.PKI != nil && len(o.PKI.Certificate) > 0 {
 		root := o.PKI.Certificate[len(o.PKI.Certificate)-1]
 		s1, s256 := sha1.Sum(root), sha256.Sum256(root)

@@ -63,3 +63,20 @@ func TestNewPIDIsNoOtherRecords(t *testing.T) {
 	byNew, _ := db.Get(ra.NewPID)
 	assert.Equal(t, a.PID, byNew.PID)
 }
+
+// The SCS has its database's writes wait for each other only while
+// devices wait for a worker (DB.GatherWhile).
+func TestServerGathersWritesOnlyWhenBehind(t *testing.T) {
+	db, err := OpenDB(filepath.Join(t.TempDir(), "scs.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := NewServer(ServerOptions{DB: db, NoTLS: true, Profile: DefaultProfile("amtsim.example"), Queue: 4})
+	require.NoError(t, err)
+	db.mu.Lock()
+	busy := db.busy
+	db.mu.Unlock()
+	require.NotNil(t, busy)
+	assert.False(t, busy(), "an empty queue")
+	s.queue <- job{pid: "waiting"}
+	assert.True(t, busy(), "a device waiting for a worker")
+}

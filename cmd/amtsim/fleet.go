@@ -50,7 +50,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (fer
 	reportStdout := fs.Bool("report-stdout", false, "also print the report as one JSON line on stdout, last (for a pod's log)")
 	deviceList := fs.String("device-list", "", "write one JSON line per device to this file: index, shard, host, mac, uuid, pid, state, and ms from power-on to each milestone\n"+
 		"reached: boot_to_address_ms, boot_to_hello_ms (the first), boot_to_session_ms (the last session's start), boot_to_provisioned_ms")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram; labelled with the shard)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this address (devices by state, Hellos, failures, boot → provisioned histogram and its phases; labelled with the shard)")
 	quiet := fs.Duration("quiet", 2*time.Second, "with --uplink tap: or packet: (an SCS of your own): once every device is provisioned, keep them on until none\nhas had a call for this long, within --deadline, so that the SCS's checks after its commit are answered (0: power off at once)")
 	linger := fs.Duration("metrics-linger", 0, "with --metrics: keep serving the final counts this long after the run (a signal ends it sooner), so that\nthe next scrape sees them; a scrape interval or two")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the run to this file (go tool pprof; labels amtsim=device|scs split the sides)")
