@@ -173,6 +173,9 @@ type Fleet struct {
 	// epoch is when the fleet was made: the trackers' milestones count
 	// from it (on the monotonic clock).
 	epoch time.Time
+	// built is set once New has made every device: a scrape of /metrics
+	// during set-up must not read devs while New appends to it.
+	built atomic.Bool
 }
 
 type tracker struct {
@@ -248,6 +251,7 @@ func New(ctx context.Context, o Options) (*Fleet, error) {
 			return nil, err
 		}
 	}
+	f.built.Store(true)
 	if o.Setup != nil {
 		o.Setup("devices", o.Devices, o.Devices)
 	}
@@ -764,6 +768,9 @@ func (f *Fleet) Summary() Summary {
 
 func (f *Fleet) tally() Counts {
 	c := Counts{DHCPFailures: f.dhcpFailures.Load()}
+	if !f.built.Load() {
+		return c // in set-up: the devices are still off
+	}
 	for _, d := range f.devs {
 		c.HellosSent += d.Stats.HellosSent.Load()
 		c.HellosFailed += d.Stats.HellosFailed.Load()

@@ -91,7 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range States {
 		ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(p.States[s]), s)
 	}
-	ch <- prometheus.MustNewConstMetric(c.deviceSize, prometheus.GaugeValue, float64(len(c.f.devs)))
+	ch <- prometheus.MustNewConstMetric(c.deviceSize, prometheus.GaugeValue, float64(len(c.f.track)))
 	ch <- prometheus.MustNewConstMetric(c.provisionedTotal, prometheus.CounterValue, float64(p.Provisioned))
 	n := c.f.tally()
 	ch <- prometheus.MustNewConstMetric(c.hellosSent, prometheus.CounterValue, float64(n.HellosSent))

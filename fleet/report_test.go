@@ -346,3 +346,37 @@ func TestMergeReportsAddUpSCSCounts(t *testing.T) {
 	}
 	assert.Equal(t, 3, m.SCS.Failures["login"]["401"])
 }
+
+// /metrics is served from the start, so it may be scraped while the
+// embedded fleet is still making its devices: the scrape must read
+// nothing set-up writes (run with -race, as make test does), and it
+// counts the whole fleet.
+func TestMetricsScrapedDuringSetUp(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	stop, done := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			if mfs, err := reg.Gather(); assert.NoError(t, err) && len(mfs) > 0 {
+				n++
+			}
+		}
+	}()
+	e := startEmbeddedWith(t, EmbeddedOptions{Fleet: Options{Devices: 300, Seed: 23, Password: testPassword, Metrics: reg}})
+	close(stop)
+	assert.Positive(t, <-done, "scrapes while the fleet was made")
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "amtsim_fleet_devices_total" {
+			assert.Equal(t, 300.0, mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	require.NotNil(t, e.Fleet)
+}
