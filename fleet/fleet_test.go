@@ -381,3 +381,20 @@ func TestEmbeddedRefusesADatabaseHoldingAFactoryPID(t *testing.T) {
 	_, ok = db.ByUUID(victim.UUID.String())
 	assert.False(t, ok)
 }
+
+// A device that skipped a milestone (an SCS that came without a Hello)
+// is left out of the phases on either side of it, and its other phases
+// still count.
+func TestTrackerPhasesSkipAMilestone(t *testing.T) {
+	ms := time.Millisecond
+	all := tracker{booted: 1 * ms, addressed: 3 * ms, hello: 4 * ms, session: 10 * ms, provisioned: 30 * ms}
+	d, ok := all.phases()
+	assert.Equal(t, [4]time.Duration{2 * ms, ms, 6 * ms, 20 * ms}, d)
+	assert.Equal(t, [4]bool{true, true, true, true}, ok)
+
+	noHello := tracker{booted: 1 * ms, addressed: 3 * ms, session: 10 * ms, provisioned: 30 * ms}
+	d, ok = noHello.phases()
+	assert.Equal(t, [4]bool{true, false, false, true}, ok)
+	assert.Equal(t, 2*ms, d[0])
+	assert.Equal(t, 20*ms, d[3])
+}
