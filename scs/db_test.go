@@ -104,15 +104,22 @@ func TestDBGroupsSpreadWrites(t *testing.T) {
 	db, err = OpenDBWith(path, DBOptions{GroupWait: time.Hour})
 	require.NoError(t, err)
 	db.GatherWhile(func() bool { return false })
-	done := make(chan DBStats)
-	go func() { done <- spreadWrites(t, db, path, 10) }()
-	select {
-	case st = <-done:
-		assert.Equal(t, int64(8*60), st.Writes)
-	case <-time.After(time.Minute):
-		t.Fatalf("writes waited for each other while the SCS was not behind: %+v", db.Stats())
-	}
+	finishes(t, db, "writes waited for each other while the SCS was not behind", func() { st = spreadWrites(t, db, path, 10) })
+	assert.Equal(t, int64(8*60), st.Writes)
 	require.NoError(t, db.Close())
+}
+
+// finishes runs f and fails the test, saying why, if f is not done within
+// a minute: with a GroupWait of an hour, a write that waited is not.
+func finishes(t *testing.T, db *DB, why string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: %+v", why, db.Stats())
+	}
 }
 
 // spreadWrites has 8 writers put 60 records each, a millisecond apart,
@@ -144,21 +151,14 @@ func spreadWrites(t *testing.T, db *DB, path string, seed uint64) DBStats {
 func TestDBSequentialWritesDoNotWait(t *testing.T) {
 	db, err := OpenDBWith(filepath.Join(t.TempDir(), "scs.db"), DBOptions{GroupWait: time.Hour})
 	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	finishes(t, db, "sequential writes waited to be grouped", func() {
 		for i := range 300 {
 			id, _ := identity.Of(10, 0, i)
 			if !assert.NoError(t, db.Put(Record{PID: id.PID, PPS: id.PPS, State: StateNew})) {
 				return
 			}
 		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatalf("sequential writes waited to be grouped: %+v", db.Stats())
-	}
+	})
 	assert.Equal(t, DBStats{Syncs: 300, Writes: 300}, db.Stats())
 	require.NoError(t, db.Close())
 }
